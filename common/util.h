@@ -1,0 +1,44 @@
+/* common/util.h — small helpers shared by all modules: bounded string copy, DICOM string
+ * checks (UIDs, AE titles), directory creation and durable-file primitives, clocks.
+ * Nothing here allocates unless it says so. */
+#ifndef SEGNODE_COMMON_UTIL_H
+#define SEGNODE_COMMON_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Copy `src` into `dst` (size `n` > 0), always NUL-terminating. Returns strlen(src); a value
+ * >= n means the copy was truncated. */
+size_t sn_strlcpy(char *dst, const char *src, size_t n);
+
+/* Trim leading/trailing spaces (and DICOM's trailing NUL padding) in place; returns s. */
+char *sn_strtrim(char *s);
+
+/* 1 if `uid` is a syntactically valid DICOM UID (PS3.5 9.1): 1..64 chars of digits and dots,
+ * no empty component, no leading zero in a multi-digit component. 0 otherwise. Such a string is
+ * also safe to print and to store, but is never used as a path by this project. */
+int sn_uid_valid(const char *uid);
+
+/* 1 if `ae` is a valid AE title (PS3.5 VR AE): 1..16 chars, printable ASCII without backslash,
+ * not all spaces. 0 otherwise. */
+int sn_ae_valid(const char *ae);
+
+/* mkdir -p with mode 0750 for each created level. Returns 0 or SN_EIO (err filled). */
+int sn_mkdirs(const char *path, char *err, size_t errlen);
+
+/* fsync() an open file descriptor / the directory at `dir` so a rename into it is durable.
+ * Return 0 or SN_EIO (err filled). */
+int sn_fsync_fd(int fd, const char *what, char *err, size_t errlen);
+int sn_fsync_dir(const char *dir, char *err, size_t errlen);
+
+/* Free bytes available to an unprivileged user on the filesystem holding `path`, or -1. */
+int64_t sn_disk_free_bytes(const char *path);
+
+/* Clocks: wall time in ms since the epoch, and a monotonic time in ms. */
+int64_t sn_now_ms(void);
+int64_t sn_mono_ms(void);
+
+/* Format `ms` since the epoch as ISO 8601 UTC "YYYY-MM-DDTHH:MM:SS.mmmZ" into out[32]. */
+void sn_format_time(int64_t ms, char out[32]);
+
+#endif

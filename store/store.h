@@ -1,0 +1,194 @@
+/* store/store.h — the node's durable state: instance files on disk plus one SQLite index
+ * (WAL) holding patients, studies, series (with their state machine), instances, jobs and the
+ * outbox. Every arrow of the data flow is a row here, so a crash loses nothing acknowledged.
+ *
+ * Layout under the storage folder:
+ *   index.sqlite            the database (schema versioned, migrated on open)
+ *   files/aa/bb/<sha256>.dcm instance files; the name is the SHA-256 of the SOP Instance UID,
+ *                           never a string from the network
+ *   tmp/                    files being received; emptied on open (never acknowledged)
+ *
+ * Thread-safety: one `store` handle may be used from any number of threads at once. */
+#ifndef SEGNODE_STORE_STORE_H
+#define SEGNODE_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/config.h"
+
+typedef struct store store;
+
+/* Open (creating if needed) the store under `dir`: make folders, open the database in WAL mode,
+ * apply migrations, delete leftovers in tmp/. On success *out is a new handle.
+ * Errors: SN_EIO (folder), SN_EDB (database, newer schema than this binary knows). */
+int store_open(const char *dir, store **out, char *err, size_t errlen);
+
+/* Close the handle; accepts NULL. Waits for in-flight commits. */
+void store_close(store *st);
+
+/* Folder the store lives in (borrowed, valid until store_close). */
+const char *store_dir(const store *st);
+
+/* ---- ingest (the SCP's C-STORE path) ---------------------------------------------------- */
+
+/* Make a new unique temp file path under tmp/ (the file is created empty, mode 0640) into
+ * out[outlen]. The caller writes the complete DICOM file (with meta header) there, then calls
+ * store_instance_commit, or store_tmp_discard on failure. */
+int store_tmp_create(store *st, char *out, size_t outlen, char *err, size_t errlen);
+
+/* Delete a temp file that will not be committed (abort, bad dataset). Accepts NULL. */
+void store_tmp_discard(store *st, const char *tmp_path);
+
+/* What the index records of an instance, read from its dataset by the caller. Strings are
+ * borrowed; NULL or "" means absent. The UIDs must pass sn_uid_valid (checked again here). */
+typedef struct store_instance_meta {
+    /* patient */
+    const char *patient_id, *patient_name, *patient_birth_date, *patient_sex;
+    /* study */
+    const char *study_uid, *study_date, *study_time, *study_description, *accession_number,
+        *study_id, *referring_physician;
+    /* series */
+    const char *series_uid, *modality, *series_description, *body_part, *frame_of_reference_uid,
+        *image_type;
+    int series_number;                 /* -1 if absent */
+    /* instance */
+    const char *sop_class_uid, *sop_instance_uid, *transfer_syntax_uid;
+    int instance_number;               /* -1 if absent */
+    /* provenance */
+    const char *calling_ae, *called_ae;
+} store_instance_meta;
+
+typedef struct store_commit_result {
+    int replaced;                      /* 1 if this SOP Instance UID was already stored */
+    int64_t size;                      /* bytes of the stored file */
+    int64_t series_id;                 /* row id of the series */
+} store_commit_result;
+
+/* Make the instance at `tmp_path` durable and indexed: fsync the file, rename it to its final
+ * path, fsync the folder, and insert/replace its rows in one transaction that also updates the
+ * series (instance count, last received, state back to `receiving` if it had become stable).
+ * Returns only after all of that is on disk: the caller may then send Success.
+ * A SOP Instance UID already stored is replaced atomically (one row, counted in `replaced`).
+ * On any failure the temp file is removed and nothing is indexed.
+ * Errors: SN_EINVAL (missing/malformed UIDs), SN_ENOSPC, SN_EIO, SN_EDB. */
+int store_instance_commit(store *st, const char *tmp_path, const store_instance_meta *meta,
+                          store_commit_result *res /* OUT, may be NULL */, char *err, size_t errlen);
+
+/* ---- series state machine --------------------------------------------------------------- */
+
+/* Series states, in order of a normal life. */
+typedef enum store_series_state {
+    STORE_SERIES_RECEIVING = 0,  /* instances arriving */
+    STORE_SERIES_STABLE,         /* complete; jobs were created for matching routes */
+    STORE_SERIES_UNROUTED,       /* complete; no route matched */
+    STORE_SERIES_PROCESSING,     /* a job for it is running (later issues) */
+    STORE_SERIES_DONE,           /* all its jobs finished */
+    STORE_SERIES_FAILED,         /* a job for it failed */
+    STORE_SERIES__COUNT
+} store_series_state;
+const char *store_series_state_name(store_series_state s);
+
+/* Mark series complete now (association released by a peer with stable_on_release) and create
+ * one pending job per matching route of `cfg` (or mark it unrouted). No-op if not receiving. */
+int store_series_complete(store *st, const char *series_uid, const sn_config *cfg,
+                          char *err, size_t errlen);
+
+/* The sweeper: every series still `receiving` whose last instance arrived more than its route's
+ * stable_after (else the node's) seconds before `now_ms` becomes stable (+ jobs) or unrouted.
+ * *n_completed (may be NULL) gets how many series changed. */
+int store_sweep(store *st, const sn_config *cfg, int64_t now_ms, int *n_completed,
+                char *err, size_t errlen);
+
+/* ---- queries for admins, C-FIND and /metrics --------------------------------------------- */
+
+typedef struct store_series_row {
+    int64_t id;
+    const char *series_uid, *study_uid, *patient_id, *patient_name, *modality,
+        *series_description, *body_part, *frame_of_reference_uid, *source_ae;
+    int series_number;
+    int64_t instances;                 /* distinct instances stored */
+    int64_t bytes;
+    int64_t replaced;                  /* times an instance was received again */
+    int64_t first_received_ms, last_received_ms;
+    store_series_state state;
+} store_series_row;
+
+/* Call `cb` for each series (newest first), or only the one with `series_uid` if non-NULL.
+ * Row strings are valid only during the callback. cb returns non-zero to stop early. */
+typedef int (*store_series_cb)(void *ctx, const store_series_row *row);
+int store_series_list(store *st, const char *series_uid, store_series_cb cb, void *ctx,
+                      char *err, size_t errlen);
+
+/* Paths of the instance files of a series, sorted by instance number then SOP Instance UID.
+ * cb gets (ctx, sop_instance_uid, sop_class_uid, absolute path). */
+typedef int (*store_instance_cb)(void *ctx, const char *sop_instance_uid,
+                                 const char *sop_class_uid, const char *path);
+int store_instance_list(store *st, const char *series_uid, store_instance_cb cb, void *ctx,
+                        char *err, size_t errlen);
+
+/* Study-level and series-level C-FIND (Study Root). Each key is NULL/"" for universal match,
+ * else matched as DICOM does: `*` and `?` wildcards for names/descriptions, exact for UIDs (a
+ * backslash-separated UID list matches any), "YYYYMMDD-YYYYMMDD" ranges for dates. */
+typedef struct store_find_query {
+    const char *patient_id, *patient_name, *study_uid, *study_date, *accession_number,
+        *study_description, *modality /* modalities in study / series modality */, *series_uid;
+} store_find_query;
+typedef struct store_find_row {
+    const char *patient_id, *patient_name, *patient_birth_date, *patient_sex, *study_uid,
+        *study_date, *study_time, *study_description, *accession_number, *study_id,
+        *referring_physician, *modalities_in_study /* backslash-separated */;
+    int64_t study_series, study_instances;
+    /* series level only (NULL/-1 at study level) */
+    const char *series_uid, *modality, *series_description, *body_part;
+    int series_number;
+    int64_t series_instances;
+} store_find_row;
+typedef int (*store_find_cb)(void *ctx, const store_find_row *row);
+int store_find_studies(store *st, const store_find_query *q, store_find_cb cb, void *ctx,
+                       char *err, size_t errlen);
+int store_find_series(store *st, const store_find_query *q, store_find_cb cb, void *ctx,
+                      char *err, size_t errlen);
+
+/* ---- jobs (created by the sweeper; run by the pipeline in later issues) ------------------- */
+
+typedef enum store_job_state {
+    STORE_JOB_PENDING = 0, STORE_JOB_RUNNING, STORE_JOB_DONE, STORE_JOB_FAILED, STORE_JOB__COUNT
+} store_job_state;
+const char *store_job_state_name(store_job_state s);
+
+typedef struct store_job_row {
+    int64_t id, series_id;
+    const char *series_uid, *route, *method, *error, *calling_ae;
+    store_job_state state;
+    int attempts;
+    int64_t created_ms, updated_ms;
+} store_job_row;
+typedef int (*store_job_cb)(void *ctx, const store_job_row *row);
+int store_job_list(store *st, store_job_cb cb, void *ctx, char *err, size_t errlen);
+
+/* Put a failed (or done) job back to pending. SN_ENOENT if there is no such job, SN_EINVAL if it
+ * is pending or running. */
+int store_job_retry(store *st, int64_t job_id, char *err, size_t errlen);
+
+/* ---- outbox (one row per SEG and destination; filled and drained by later issues) -------- */
+
+typedef enum store_outbox_state {
+    STORE_OUTBOX_PENDING = 0, STORE_OUTBOX_SENDING, STORE_OUTBOX_SENT, STORE_OUTBOX_FAILED,
+    STORE_OUTBOX__COUNT
+} store_outbox_state;
+const char *store_outbox_state_name(store_outbox_state s);
+
+/* ---- counts for `segnode status` and /metrics --------------------------------------------- */
+
+typedef struct store_counts {
+    int64_t patients, studies, series, instances, bytes;
+    int64_t series_by_state[STORE_SERIES__COUNT];
+    int64_t jobs_by_state[STORE_JOB__COUNT];
+    int64_t outbox_by_state[STORE_OUTBOX__COUNT];
+    int64_t oldest_pending_job_ms;     /* created time of the oldest pending job, 0 if none */
+    int schema_version;
+} store_counts;
+int store_counts_get(store *st, store_counts *out, char *err, size_t errlen);
+
+#endif
