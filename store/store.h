@@ -30,6 +30,11 @@ void store_close(store *st);
 /* Folder the store lives in (borrowed, valid until store_close). */
 const char *store_dir(const store *st);
 
+/* fsync instance files and their folders in store_instance_commit (default on; [node] fsync).
+ * Off trades crash safety of acknowledged files for speed; the index is always synchronous.
+ * Any thread, any time; affects commits that start afterwards. */
+void store_set_fsync(store *st, int on);
+
 /* ---- ingest (the SCP's C-STORE path) ---------------------------------------------------- */
 
 /* Make a new unique temp file path under tmp/ (the file is created empty, mode 0640) into
@@ -90,7 +95,8 @@ typedef enum store_series_state {
 const char *store_series_state_name(store_series_state s);
 
 /* Mark series complete now (association released by a peer with stable_on_release) and create
- * one pending job per matching route of `cfg` (or mark it unrouted). No-op if not receiving. */
+ * one pending job per matching route of `cfg` (or mark it unrouted). No-op if not receiving.
+ * Errors: SN_ENOENT (no such series), SN_EDB. */
 int store_series_complete(store *st, const char *series_uid, const sn_config *cfg,
                           char *err, size_t errlen);
 

@@ -1,0 +1,114 @@
+/* store/storeInt.h — private to store/: the handle's layout, the schema migrations, the reader
+ * pool and small SQLite helpers shared by store*.c. Nothing here is API; tests may include it to
+ * reach the migration steps. */
+#ifndef SEGNODE_STORE_STOREINT_H
+#define SEGNODE_STORE_STOREINT_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+
+#include "store/store.h"
+
+#define STORE__SCHEMA_VERSION 2   /* number of entries in the migrations array */
+#define STORE__NSTRIPES 256       /* per-SOP-UID locks (hashed) serialising rename + index */
+#define STORE__POOL_KEEP 8        /* idle read connections kept open */
+#define STORE__BUSY_MS 10000      /* busy_timeout for every connection */
+#define STORE__CHECK_RECENT 64    /* newest instance files verified on open */
+
+/* Prepared statements of the writer connection (persistent, reset after each use). */
+enum {
+    STORE__WS_BEGIN = 0,
+    STORE__WS_COMMIT,
+    STORE__WS_ROLLBACK,
+    STORE__WS_SAVEPOINT,
+    STORE__WS_RELEASE,
+    STORE__WS_ROLLBACK_TO,
+    STORE__WS_PATIENT_UPSERT,
+    STORE__WS_STUDY_UPSERT,
+    STORE__WS_SERIES_UPSERT,
+    STORE__WS_INSTANCE_GET,
+    STORE__WS_INSTANCE_INSERT,
+    STORE__WS_INSTANCE_UPDATE,
+    STORE__WS_SERIES_ADD,
+    STORE__WS_COUNT
+};
+
+/* One instance waiting to be indexed by the group commit (lives on the caller's stack). */
+typedef struct store__gc_req store__gc_req;
+struct store__gc_req {
+    const store_instance_meta *meta;
+    const char *relpath;               /* files/aa/bb/<sha>.dcm */
+    int64_t size, received_ms;
+    store_commit_result res;
+    int status;
+    char err[256];
+    int done;                          /* set by the leader under q_mu */
+    store__gc_req *next;
+};
+
+struct store {
+    char *dir, *files_dir, *tmp_dir, *db_path;
+    atomic_int fsync_on;
+    int schema_version;
+
+    /* The single writer connection; every write (group commit, sweep, retry) holds w_mu. */
+    pthread_mutex_t w_mu;
+    sqlite3 *wdb;
+    sqlite3_stmt *ws[STORE__WS_COUNT];
+
+    /* Group commit queue. */
+    pthread_mutex_t q_mu;
+    pthread_cond_t q_cv;
+    store__gc_req *q_head, **q_tail;
+    int leader;                        /* a thread is running a batch */
+    int inflight;                      /* commits between entry and return */
+    int closing;
+
+    /* Read connections (WAL readers), taken and returned by store__reader_get/put. */
+    pthread_mutex_t r_mu;
+    sqlite3 *rpool[STORE__POOL_KEEP];
+    int nr;
+
+    pthread_mutex_t stripe[STORE__NSTRIPES];
+    atomic_uint_fast64_t tmp_seq;
+};
+
+/* ---- schema (store_schema.c) ---- */
+
+/* The SQL of migration step `i` (0-based: step i takes user_version i to i+1), or NULL. */
+const char *store__migration_sql(int i);
+
+/* Bring `db` to schema `target` (<= STORE__SCHEMA_VERSION) in one transaction. *version_out
+ * (may be NULL) gets the version after. SN_EDB if the database is newer than `target` knows. */
+int store__migrate(sqlite3 *db, int target, int *version_out, char *err, size_t errlen);
+
+/* ---- connections (store.c) ---- */
+
+/* Apply the per-connection settings (busy timeout, foreign keys, match functions). */
+int store__conn_setup(sqlite3 *db, char *err, size_t errlen);
+
+/* Borrow a read connection (opened on demand, never blocks on other readers). */
+int store__reader_get(store *st, sqlite3 **out, char *err, size_t errlen);
+void store__reader_put(store *st, sqlite3 *db);
+
+/* SQLite result code -> status (SQLITE_FULL -> SN_ENOSPC, else SN_EDB), message into err. */
+int store__dberr(sqlite3 *db, int rc, const char *what, char *err, size_t errlen);
+
+/* Bind text, or NULL when v is NULL or "" (borrowed: SQLITE_STATIC). */
+void store__bind_str(sqlite3_stmt *s, int i, const char *v);
+/* Bind text exactly as given (NULL -> NULL). */
+void store__bind_text(sqlite3_stmt *s, int i, const char *v);
+
+/* Run one statement without result rows on the writer connection. */
+int store__exec(sqlite3 *db, const char *sql, char *err, size_t errlen);
+
+/* ---- matching functions registered on every connection (store_query.c) ---- */
+int store__register_functions(sqlite3 *db);
+
+/* DICOM wildcard match of one value against a pattern that may be a backslash list. */
+int store__match(const char *pattern, const char *value, int ci);
+int store__uid_match(const char *list, const char *value);
+int store__date_match(const char *range, const char *value);
+
+#endif

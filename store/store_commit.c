@@ -1,0 +1,423 @@
+/* store/store_commit.c — the ingest path behind C-STORE: make a received file durable under its
+ * hash name, then index it through a group commit.
+ *
+ * Order, and why it is safe:
+ *   1. rename the temp file to files/aa/bb/<sha256(uid)>.dcm, fsync the file (before the
+ *      rename when it replaces a stored file, see below) and the folders files/, aa/, bb/ —
+ *      all in the calling thread, so concurrent senders fsync in parallel and the file
+ *      system's journal batches them; the bytes are now durable under their final name;
+ *   2. join the group commit: the first waiter becomes the leader, indexes every queued request
+ *      in ONE transaction on the single writer connection (synchronous=FULL: one WAL fsync per
+ *      batch), then wakes them all, each with its own result.
+ * The function returns after 2, so Success is only sent for an instance whose file and row are
+ * both on disk. A crash before 2 completes leaves at most an unindexed file at the final name
+ * (never acknowledged; possibly torn for a new instance, which nothing references; a resend
+ * replaces it). It can never leave a row without its file, because the row is written last.
+ * If the index fails after the rename: a NEW instance's file is unlinked (nothing indexed,
+ * nothing left); for a REPLACEMENT the old row keeps pointing at the same path, which now holds
+ * the new bytes of the same SOP Instance — a valid instance, only its size/time in the row are
+ * stale. Renames and index writes of one SOP Instance UID are serialised by a striped lock so
+ * two concurrent copies cannot undo each other's cleanup.
+ * Not here: temp file creation (store.c), queries (store_query.c). */
+#include "store/storeInt.h"
+
+#include "common/log.h"
+#include "common/status.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int commit__errno_status(int e)
+{
+    return e == ENOSPC || e == EDQUOT ? SN_ENOSPC : SN_EIO;
+}
+
+/* Only files made by store_tmp_create may be committed (and removed on failure). */
+static int commit__is_tmp(const store *st, const char *path)
+{
+    size_t n = strlen(st->tmp_dir);
+    if (strncmp(path, st->tmp_dir, n) != 0 || path[n] != '/')
+        return 0;
+    const char *name = path + n + 1;
+    return *name && !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..");
+}
+
+static int commit__check_meta(const store_instance_meta *m, char *err, size_t errlen)
+{
+    if (!m)
+        return sn_errf(err, errlen, SN_EINVAL, "no instance metadata");
+    static const struct { size_t off; const char *name; } req[] = {
+        {offsetof(store_instance_meta, study_uid), "Study Instance UID"},
+        {offsetof(store_instance_meta, series_uid), "Series Instance UID"},
+        {offsetof(store_instance_meta, sop_class_uid), "SOP Class UID"},
+        {offsetof(store_instance_meta, sop_instance_uid), "SOP Instance UID"},
+    };
+    for (size_t i = 0; i < sizeof req / sizeof req[0]; i++) {
+        const char *v = *(const char *const *)((const char *)m + req[i].off);
+        if (!v || !*v)
+            return sn_errf(err, errlen, SN_EINVAL, "%s missing", req[i].name);
+        if (!sn_uid_valid(v))
+            return sn_errf(err, errlen, SN_EINVAL, "%s is not a valid UID", req[i].name);
+    }
+    if (m->transfer_syntax_uid && *m->transfer_syntax_uid && !sn_uid_valid(m->transfer_syntax_uid))
+        return sn_errf(err, errlen, SN_EINVAL, "Transfer Syntax UID is not a valid UID");
+    return SN_OK;
+}
+
+/* mkdir one level (its parent is fsynced by the caller). */
+static int commit__mkdir(const char *path, char *err, size_t errlen)
+{
+    if (mkdir(path, 0750) == 0 || errno == EEXIST)
+        return SN_OK;
+    int e = errno;
+    return sn_errf(err, errlen, commit__errno_status(e), "create directory %s: %s", path, strerror(e));
+}
+
+/* ---- the index half (runs in the leader, inside the batch transaction) ------------------- */
+
+static int commit__step_id(sqlite3_stmt *s, int64_t *id)
+{
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(s, 0);
+        rc = SQLITE_DONE;
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc;
+}
+
+static int commit__step(sqlite3_stmt *s)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc;
+}
+
+static int commit__series_add(store *st, int64_t series_id, int64_t d_inst, int64_t d_bytes,
+                              int64_t d_repl)
+{
+    sqlite3_stmt *s = st->ws[STORE__WS_SERIES_ADD];
+    sqlite3_bind_int64(s, 1, series_id);
+    sqlite3_bind_int64(s, 2, d_inst);
+    sqlite3_bind_int64(s, 3, d_bytes);
+    sqlite3_bind_int64(s, 4, d_repl);
+    return commit__step(s);
+}
+
+static int commit__index_one(store *st, store__gc_req *r)
+{
+    const store_instance_meta *m = r->meta;
+    sqlite3_stmt *s;
+    int64_t patient = 0, study = 0, series = 0, old_id = 0, old_series = 0, old_size = 0;
+    int rc, found = 0;
+    const char *what = "index patient";
+
+    s = st->ws[STORE__WS_PATIENT_UPSERT];
+    sqlite3_bind_text(s, 1, m->patient_id ? m->patient_id : "", -1, SQLITE_STATIC);
+    store__bind_str(s, 2, m->patient_name);
+    store__bind_str(s, 3, m->patient_birth_date);
+    store__bind_str(s, 4, m->patient_sex);
+    sqlite3_bind_int64(s, 5, r->received_ms);
+    if ((rc = commit__step_id(s, &patient)) != SQLITE_DONE)
+        goto err;
+
+    what = "index study";
+    s = st->ws[STORE__WS_STUDY_UPSERT];
+    sqlite3_bind_text(s, 1, m->study_uid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, patient);
+    store__bind_str(s, 3, m->study_date);
+    store__bind_str(s, 4, m->study_time);
+    store__bind_str(s, 5, m->study_description);
+    store__bind_str(s, 6, m->accession_number);
+    store__bind_str(s, 7, m->study_id);
+    store__bind_str(s, 8, m->referring_physician);
+    sqlite3_bind_int64(s, 9, r->received_ms);
+    if ((rc = commit__step_id(s, &study)) != SQLITE_DONE)
+        goto err;
+
+    what = "index series";
+    s = st->ws[STORE__WS_SERIES_UPSERT];
+    sqlite3_bind_text(s, 1, m->series_uid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, study);
+    store__bind_str(s, 3, m->modality);
+    store__bind_str(s, 4, m->series_description);
+    store__bind_str(s, 5, m->body_part);
+    store__bind_str(s, 6, m->frame_of_reference_uid);
+    store__bind_str(s, 7, m->image_type);
+    if (m->series_number >= 0)
+        sqlite3_bind_int(s, 8, m->series_number);
+    store__bind_str(s, 9, m->calling_ae);
+    store__bind_str(s, 10, m->called_ae);
+    sqlite3_bind_int64(s, 11, r->received_ms);
+    if ((rc = commit__step_id(s, &series)) != SQLITE_DONE)
+        goto err;
+
+    what = "look up instance";
+    s = st->ws[STORE__WS_INSTANCE_GET];
+    sqlite3_bind_text(s, 1, m->sop_instance_uid, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        found = 1;
+        old_id = sqlite3_column_int64(s, 0);
+        old_series = sqlite3_column_int64(s, 1);
+        old_size = sqlite3_column_int64(s, 2);
+        rc = SQLITE_DONE;
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (rc != SQLITE_DONE)
+        goto err;
+
+    what = found ? "update instance" : "insert instance";
+    s = st->ws[found ? STORE__WS_INSTANCE_UPDATE : STORE__WS_INSTANCE_INSERT];
+    if (found)
+        sqlite3_bind_int64(s, 1, old_id);
+    else
+        sqlite3_bind_text(s, 1, m->sop_instance_uid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, m->sop_class_uid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, series);
+    store__bind_str(s, 4, m->transfer_syntax_uid);
+    if (m->instance_number >= 0)
+        sqlite3_bind_int(s, 5, m->instance_number);
+    sqlite3_bind_int64(s, 6, r->size);
+    sqlite3_bind_text(s, 7, r->relpath, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 8, r->received_ms);
+    if ((rc = commit__step(s)) != SQLITE_DONE)
+        goto err;
+
+    what = "update series counts";
+    if (!found) {
+        rc = commit__series_add(st, series, 1, r->size, 0);
+    } else if (old_series == series) {
+        rc = commit__series_add(st, series, 0, r->size - old_size, 1);
+    } else {
+        /* Same UID, new series: it moves, and the count follows it. */
+        rc = commit__series_add(st, old_series, -1, -old_size, 0);
+        if (rc == SQLITE_DONE)
+            rc = commit__series_add(st, series, 1, r->size, 1);
+    }
+    if (rc != SQLITE_DONE)
+        goto err;
+
+    r->res.replaced = found;
+    r->res.size = r->size;
+    r->res.series_id = series;
+    return SN_OK;
+err:
+    return store__dberr(st->wdb, rc, what, r->err, sizeof r->err);
+}
+
+static int commit__ws(store *st, int which)
+{
+    return commit__step(st->ws[which]);
+}
+
+/* One transaction for the whole batch; a request that fails alone is rolled back to its
+ * savepoint so it cannot spoil the others. */
+static void commit__run_batch(store *st, store__gc_req *batch)
+{
+    int rc, n = 0;
+    pthread_mutex_lock(&st->w_mu);
+    if ((rc = commit__ws(st, STORE__WS_BEGIN)) != SQLITE_DONE) {
+        char e[256];
+        int s = store__dberr(st->wdb, rc, "begin index transaction", e, sizeof e);
+        for (store__gc_req *r = batch; r; r = r->next) {
+            r->status = s;
+            sn_strlcpy(r->err, e, sizeof r->err);
+        }
+        goto out;
+    }
+    for (store__gc_req *r = batch; r; r = r->next) {
+        n++;
+        if ((rc = commit__ws(st, STORE__WS_SAVEPOINT)) != SQLITE_DONE) {
+            r->status = store__dberr(st->wdb, rc, "savepoint", r->err, sizeof r->err);
+            continue;
+        }
+        r->status = commit__index_one(st, r);
+        if (r->status != SN_OK)
+            commit__ws(st, STORE__WS_ROLLBACK_TO);
+        commit__ws(st, STORE__WS_RELEASE);
+    }
+    if ((rc = commit__ws(st, STORE__WS_COMMIT)) != SQLITE_DONE) {
+        char e[256];
+        int s = store__dberr(st->wdb, rc, "commit index transaction", e, sizeof e);
+        if (sqlite3_get_autocommit(st->wdb) == 0)
+            commit__ws(st, STORE__WS_ROLLBACK);
+        for (store__gc_req *r = batch; r; r = r->next) {
+            if (r->status == SN_OK) {
+                r->status = s;
+                sn_strlcpy(r->err, e, sizeof r->err);
+            }
+        }
+    }
+out:
+    pthread_mutex_unlock(&st->w_mu);
+    SN_LOG_DEBUG("store", "group commit of %d instance(s)", n);
+}
+
+static int commit__submit(store *st, store__gc_req *r)
+{
+    pthread_mutex_lock(&st->q_mu);
+    r->next = NULL;
+    r->done = 0;
+    *st->q_tail = r;
+    st->q_tail = &r->next;
+    while (!r->done) {
+        if (!st->leader) {
+            st->leader = 1;
+            store__gc_req *batch = st->q_head;
+            st->q_head = NULL;
+            st->q_tail = &st->q_head;
+            pthread_mutex_unlock(&st->q_mu);
+            commit__run_batch(st, batch);
+            pthread_mutex_lock(&st->q_mu);
+            /* Waiters own their request; read ->next before it may vanish. */
+            for (store__gc_req *p = batch, *next; p; p = next) {
+                next = p->next;
+                p->done = 1;
+            }
+            st->leader = 0;
+            pthread_cond_broadcast(&st->q_cv);
+        } else {
+            pthread_cond_wait(&st->q_cv, &st->q_mu);
+        }
+    }
+    pthread_mutex_unlock(&st->q_mu);
+    return r->status;
+}
+
+/* ---- the public entry --------------------------------------------------------------------- */
+
+int store_instance_commit(store *st, const char *tmp_path, const store_instance_meta *meta,
+                          store_commit_result *res, char *err, size_t errlen)
+{
+    int rc, fd = -1, renamed = 0, existed = 0, stripe = -1;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char hex[2 * 32 + 1], relpath[128], abspath[4096], d1[4096], d2[4096];
+    struct stat sb;
+    int64_t size = 0;
+    store__gc_req req;
+
+    if (res)
+        memset(res, 0, sizeof *res);
+    if (!st || !tmp_path)
+        return sn_errf(err, errlen, SN_EINVAL, "store_instance_commit: bad arguments");
+    if (!commit__is_tmp(st, tmp_path))
+        return sn_errf(err, errlen, SN_EINVAL, "%s is not a temp file of this store", tmp_path);
+
+    pthread_mutex_lock(&st->q_mu);
+    if (st->closing) {
+        pthread_mutex_unlock(&st->q_mu);
+        rc = sn_errf(err, errlen, SN_EBUSY, "store is closing");
+        unlink(tmp_path);
+        return rc;
+    }
+    st->inflight++;
+    pthread_mutex_unlock(&st->q_mu);
+
+    int do_fsync = atomic_load(&st->fsync_on);
+    if ((rc = commit__check_meta(meta, err, errlen)) != SN_OK)
+        goto err;
+
+    fd = open(tmp_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        int e = errno;
+        rc = sn_errf(err, errlen, e == ENOENT ? SN_ENOENT : SN_EIO, "open %s: %s", tmp_path, strerror(e));
+        goto err;
+    }
+    if (!S_ISREG(sb.st_mode) || sb.st_size == 0) {
+        rc = sn_errf(err, errlen, SN_EINVAL, "%s is empty or not a regular file", tmp_path);
+        goto err;
+    }
+    size = (int64_t)sb.st_size;
+
+    /* The name comes from a hash of the (validated) UID, never from the UID itself. */
+    if (!EVP_Digest(meta->sop_instance_uid, strlen(meta->sop_instance_uid), md, &mdlen, EVP_sha256(), NULL) ||
+        mdlen != 32) {
+        rc = sn_errf(err, errlen, SN_EINTERNAL, "SHA-256 failed");
+        goto err;
+    }
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    snprintf(relpath, sizeof relpath, "files/%.2s/%.2s/%s.dcm", hex, hex + 2, hex);
+    snprintf(d1, sizeof d1, "%s/%.2s", st->files_dir, hex);
+    snprintf(d2, sizeof d2, "%s/%.2s/%.2s", st->files_dir, hex, hex + 2);
+    snprintf(abspath, sizeof abspath, "%s/%s", st->dir, relpath);
+    if ((rc = commit__mkdir(d1, err, errlen)) != SN_OK || (rc = commit__mkdir(d2, err, errlen)) != SN_OK)
+        goto err;
+
+    stripe = (md[4] | (md[5] << 8)) % STORE__NSTRIPES;
+    pthread_mutex_lock(&st->stripe[stripe]);
+    existed = lstat(abspath, &sb) == 0;
+    /* Replacing: the old bytes were acknowledged, so the new ones must be on disk before they
+     * take the name. New: nobody references the name yet, so rename first and fsync after —
+     * on a journalling file system that one fsync then also commits the rename and the
+     * folders, and the folder fsyncs below find nothing left to do. */
+    if (do_fsync && existed && (rc = sn_fsync_fd(fd, tmp_path, err, errlen)) != SN_OK)
+        goto err;
+    if (rename(tmp_path, abspath) != 0) {
+        int e = errno;
+        rc = sn_errf(err, errlen, commit__errno_status(e), "rename %s -> %s: %s", tmp_path, abspath,
+                     strerror(e));
+        goto err;
+    }
+    renamed = 1;
+    if (do_fsync && !existed && (rc = sn_fsync_fd(fd, abspath, err, errlen)) != SN_OK)
+        goto err;
+    close(fd);
+    fd = -1;
+    /* All three levels, also when another thread made aa/ or bb/: it may not have synced yet. */
+    if (do_fsync && ((rc = sn_fsync_dir(d2, err, errlen)) != SN_OK ||
+                     (rc = sn_fsync_dir(d1, err, errlen)) != SN_OK ||
+                     (rc = sn_fsync_dir(st->files_dir, err, errlen)) != SN_OK))
+        goto err;
+
+    memset(&req, 0, sizeof req);
+    req.meta = meta;
+    req.relpath = relpath;
+    req.size = size;
+    req.received_ms = sn_now_ms();
+    if ((rc = commit__submit(st, &req)) != SN_OK) {
+        sn_errf(err, errlen, rc, "%s", req.err);
+        goto err;
+    }
+    pthread_mutex_unlock(&st->stripe[stripe]);
+    if (res)
+        *res = req.res;
+
+    pthread_mutex_lock(&st->q_mu);
+    if (--st->inflight == 0)
+        pthread_cond_broadcast(&st->q_cv);
+    pthread_mutex_unlock(&st->q_mu);
+    return SN_OK;
+
+err:
+    if (fd >= 0)
+        close(fd);
+    if (!renamed) {
+        unlink(tmp_path);
+    } else if (!existed) {
+        /* Nothing indexed it and nothing did before: do not leave an orphan behind. */
+        if (unlink(abspath) != 0 && errno != ENOENT)
+            SN_LOG_WARN("store", "cannot remove unindexed %s: %s", abspath, strerror(errno));
+    } else {
+        SN_LOG_WARN("store", "commit of replaced %s failed after the rename; the old row stays "
+                    "and points at the new bytes", abspath);
+    }
+    if (stripe >= 0)
+        pthread_mutex_unlock(&st->stripe[stripe]);
+    pthread_mutex_lock(&st->q_mu);
+    if (--st->inflight == 0)
+        pthread_cond_broadcast(&st->q_cv);
+    pthread_mutex_unlock(&st->q_mu);
+    return rc;
+}

@@ -1,0 +1,470 @@
+/* store/store_query.c — read-only queries on pooled read connections: series and instance
+ * lists, Study Root C-FIND at study and series level, jobs, counts; and the DICOM matching
+ * functions (wildcards, UID lists, date ranges) registered as SQL functions so that every query
+ * is a fixed statement with bound parameters — no SQL is ever built from a query key.
+ * Not here: anything that writes. */
+#include "store/storeInt.h"
+
+#include "common/status.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- DICOM matching ---------------------------------------------------------------------- */
+
+static int match__eq(char a, char b, int ci)
+{
+    return ci ? tolower((unsigned char)a) == tolower((unsigned char)b) : a == b;
+}
+
+/* '*' any run, '?' one character; p is [p, pe). Iterative with one backtrack point: linear
+ * in practice and never recursive on network input. */
+static int match__wild(const char *p, const char *pe, const char *s, int ci)
+{
+    const char *star = NULL, *ss = NULL;
+    while (*s) {
+        if (p < pe && (*p == '?' || (*p != '*' && match__eq(*p, *s, ci)))) {
+            p++;
+            s++;
+        } else if (p < pe && *p == '*') {
+            star = p++;
+            ss = s;
+        } else if (star) {
+            p = star + 1;
+            s = ++ss;
+        } else {
+            return 0;
+        }
+    }
+    while (p < pe && *p == '*')
+        p++;
+    return p == pe;
+}
+
+int store__match(const char *pattern, const char *value, int ci)
+{
+    if (!pattern || !*pattern)
+        return 1;
+    if (!value)
+        value = "";
+    /* A backslash separates alternatives (e.g. modalities "CT\MR"); any may match. */
+    for (const char *p = pattern;;) {
+        const char *e = strchr(p, '\\');
+        if (!e)
+            e = p + strlen(p);
+        if (match__wild(p, e, value, ci))
+            return 1;
+        if (!*e)
+            return 0;
+        p = e + 1;
+    }
+}
+
+int store__uid_match(const char *list, const char *value)
+{
+    if (!list || !*list)
+        return 1;
+    if (!value)
+        return 0;
+    size_t vl = strlen(value);
+    for (const char *p = list;;) {
+        const char *e = strchr(p, '\\');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        while (n && p[n - 1] == ' ')
+            n--;
+        if (n == vl && memcmp(p, value, n) == 0)
+            return 1;
+        if (!e)
+            return 0;
+        p = e + 1;
+    }
+}
+
+/* Digits only ("2024.01.31" from old peers becomes "20240131"); at most 8. */
+static void date__norm(const char *s, size_t n, char out[9])
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < 8; i++)
+        if (s[i] >= '0' && s[i] <= '9')
+            out[k++] = s[i];
+    out[k] = '\0';
+}
+
+int store__date_match(const char *range, const char *value)
+{
+    char lo[9], hi[9], v[9];
+    if (!range || !*range)
+        return 1;
+    if (!value || !*value)
+        return 0;
+    date__norm(value, strlen(value), v);
+    if (strlen(v) != 8)
+        return 0;
+    const char *dash = strchr(range, '-');
+    if (!dash) {
+        date__norm(range, strlen(range), lo);
+        return strcmp(v, lo) == 0;
+    }
+    date__norm(range, (size_t)(dash - range), lo);
+    date__norm(dash + 1, strlen(dash + 1), hi);
+    if (*lo && strcmp(v, lo) < 0)
+        return 0;
+    if (*hi && strcmp(v, hi) > 0)
+        return 0;
+    return 1;
+}
+
+static void fn_match(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    const char *p = (const char *)sqlite3_value_text(argv[0]);
+    const char *v = (const char *)sqlite3_value_text(argv[1]);
+    sqlite3_result_int(ctx, store__match(p, v, argc > 2 ? sqlite3_value_int(argv[2]) : 0));
+}
+
+static void fn_uid_match(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    sqlite3_result_int(ctx, store__uid_match((const char *)sqlite3_value_text(argv[0]),
+                                             (const char *)sqlite3_value_text(argv[1])));
+}
+
+static void fn_date_match(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    sqlite3_result_int(ctx, store__date_match((const char *)sqlite3_value_text(argv[0]),
+                                              (const char *)sqlite3_value_text(argv[1])));
+}
+
+int store__register_functions(sqlite3 *db)
+{
+    int f = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, rc;
+    if ((rc = sqlite3_create_function(db, "sn_match", 3, f, NULL, fn_match, NULL, NULL)) != SQLITE_OK ||
+        (rc = sqlite3_create_function(db, "sn_uid_match", 2, f, NULL, fn_uid_match, NULL, NULL)) != SQLITE_OK ||
+        (rc = sqlite3_create_function(db, "sn_date_match", 2, f, NULL, fn_date_match, NULL, NULL)) != SQLITE_OK)
+        return rc;
+    return SQLITE_OK;
+}
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static const char *col_str(sqlite3_stmt *s, int i)
+{
+    return (const char *)sqlite3_column_text(s, i);
+}
+
+static int col_int_or(sqlite3_stmt *s, int i, int dflt)
+{
+    return sqlite3_column_type(s, i) == SQLITE_NULL ? dflt : sqlite3_column_int(s, i);
+}
+
+/* Prepare `sql` on a borrowed read connection. */
+static int query__prepare(store *st, const char *sql, sqlite3 **db, sqlite3_stmt **s,
+                          char *err, size_t errlen)
+{
+    int rc;
+    *s = NULL;
+    if (!st)
+        return sn_errf(err, errlen, SN_EINVAL, "no store");
+    if ((rc = store__reader_get(st, db, err, errlen)) != SN_OK)
+        return rc;
+    rc = sqlite3_prepare_v2(*db, sql, -1, s, NULL);
+    if (rc != SQLITE_OK) {
+        int status = store__dberr(*db, rc, "prepare query", err, errlen);
+        store__reader_put(st, *db);
+        *db = NULL;
+        return status;
+    }
+    return SN_OK;
+}
+
+static int query__done(store *st, sqlite3 *db, sqlite3_stmt *s, int rc, char *err, size_t errlen)
+{
+    int status = SN_OK;
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        status = store__dberr(db, rc, "query", err, errlen);
+    sqlite3_finalize(s);
+    store__reader_put(st, db);
+    return status;
+}
+
+/* ---- series and instances ---------------------------------------------------------------- */
+
+int store_series_list(store *st, const char *series_uid, store_series_cb cb, void *ctx,
+                      char *err, size_t errlen)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    int rc = query__prepare(st,
+        "SELECT s.id, s.series_uid, st.study_uid, p.patient_key, p.patient_name, s.modality,"
+        " s.description, s.body_part, s.frame_of_reference_uid, s.source_ae, s.series_number,"
+        " s.instances, s.bytes, s.replaced, s.first_received_ms, s.last_received_ms, s.state"
+        " FROM series s JOIN studies st ON st.id=s.study_id JOIN patients p ON p.id=st.patient_id"
+        " WHERE ?1 IS NULL OR s.series_uid=?1"
+        " ORDER BY s.last_received_ms DESC, s.id DESC", &db, &s, err, errlen);
+    if (rc != SN_OK)
+        return rc;
+    store__bind_str(s, 1, series_uid);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_series_row r = {
+            .id = sqlite3_column_int64(s, 0),
+            .series_uid = col_str(s, 1),
+            .study_uid = col_str(s, 2),
+            .patient_id = col_str(s, 3),
+            .patient_name = col_str(s, 4),
+            .modality = col_str(s, 5),
+            .series_description = col_str(s, 6),
+            .body_part = col_str(s, 7),
+            .frame_of_reference_uid = col_str(s, 8),
+            .source_ae = col_str(s, 9),
+            .series_number = col_int_or(s, 10, -1),
+            .instances = sqlite3_column_int64(s, 11),
+            .bytes = sqlite3_column_int64(s, 12),
+            .replaced = sqlite3_column_int64(s, 13),
+            .first_received_ms = sqlite3_column_int64(s, 14),
+            .last_received_ms = sqlite3_column_int64(s, 15),
+            .state = (store_series_state)sqlite3_column_int(s, 16),
+        };
+        if (cb(ctx, &r))
+            break;
+    }
+    return query__done(st, db, s, rc, err, errlen);
+}
+
+int store_instance_list(store *st, const char *series_uid, store_instance_cb cb, void *ctx,
+                        char *err, size_t errlen)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    char path[4096];
+    if (!series_uid)
+        return sn_errf(err, errlen, SN_EINVAL, "store_instance_list: no series UID");
+    int rc = query__prepare(st,
+        "SELECT i.sop_instance_uid, i.sop_class_uid, i.path FROM instances i"
+        " JOIN series s ON s.id=i.series_id WHERE s.series_uid=?1"
+        " ORDER BY i.instance_number IS NULL, i.instance_number, i.sop_instance_uid",
+        &db, &s, err, errlen);
+    if (rc != SN_OK)
+        return rc;
+    sqlite3_bind_text(s, 1, series_uid, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        snprintf(path, sizeof path, "%s/%s", st->dir, col_str(s, 2));
+        if (cb(ctx, col_str(s, 0), col_str(s, 1), path))
+            break;
+    }
+    return query__done(st, db, s, rc, err, errlen);
+}
+
+/* ---- C-FIND ------------------------------------------------------------------------------ */
+
+/* Study-level columns 0..13 and filters ?1..?8 are shared by both levels. */
+#define FIND__STUDY_COLS \
+    "p.patient_key, p.patient_name, p.birth_date, p.sex, st.study_uid, st.study_date," \
+    " st.study_time, st.description, st.accession_number, st.study_id, st.referring_physician," \
+    " (SELECT replace(group_concat(DISTINCT x.modality), ',', '\\') FROM series x" \
+    "   WHERE x.study_id=st.id AND x.modality IS NOT NULL)," \
+    " (SELECT count(*) FROM series x WHERE x.study_id=st.id)," \
+    " (SELECT coalesce(sum(x.instances), 0) FROM series x WHERE x.study_id=st.id)"
+#define FIND__STUDY_WHERE \
+    " (?1 IS NULL OR sn_match(?1, p.patient_key, 0))" \
+    " AND (?2 IS NULL OR sn_match(?2, p.patient_name, 1))" \
+    " AND (?3 IS NULL OR sn_uid_match(?3, st.study_uid))" \
+    " AND (?4 IS NULL OR sn_date_match(?4, st.study_date))" \
+    " AND (?5 IS NULL OR sn_match(?5, st.accession_number, 0))" \
+    " AND (?6 IS NULL OR sn_match(?6, st.description, 1))"
+
+/* A key of only '*' (or empty) is universal: it must also match absent values. */
+static void find__bind(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v) {
+        const char *p = v;
+        while (*p == '*' || *p == ' ')
+            p++;
+        if (!*p)
+            v = NULL;
+    }
+    store__bind_str(s, i, v);
+}
+
+static void find__bind_query(sqlite3_stmt *s, const store_find_query *q)
+{
+    find__bind(s, 1, q->patient_id);
+    find__bind(s, 2, q->patient_name);
+    find__bind(s, 3, q->study_uid);
+    find__bind(s, 4, q->study_date);
+    find__bind(s, 5, q->accession_number);
+    find__bind(s, 6, q->study_description);
+    find__bind(s, 7, q->modality);
+    find__bind(s, 8, q->series_uid);
+}
+
+static void find__study_row(sqlite3_stmt *s, store_find_row *r)
+{
+    memset(r, 0, sizeof *r);
+    r->patient_id = col_str(s, 0);
+    r->patient_name = col_str(s, 1);
+    r->patient_birth_date = col_str(s, 2);
+    r->patient_sex = col_str(s, 3);
+    r->study_uid = col_str(s, 4);
+    r->study_date = col_str(s, 5);
+    r->study_time = col_str(s, 6);
+    r->study_description = col_str(s, 7);
+    r->accession_number = col_str(s, 8);
+    r->study_id = col_str(s, 9);
+    r->referring_physician = col_str(s, 10);
+    r->modalities_in_study = col_str(s, 11);
+    r->study_series = sqlite3_column_int64(s, 12);
+    r->study_instances = sqlite3_column_int64(s, 13);
+    r->series_number = -1;
+    r->series_instances = -1;
+}
+
+int store_find_studies(store *st, const store_find_query *q, store_find_cb cb, void *ctx,
+                       char *err, size_t errlen)
+{
+    static const store_find_query all;
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    int rc = query__prepare(st,
+        "SELECT " FIND__STUDY_COLS
+        " FROM studies st JOIN patients p ON p.id=st.patient_id WHERE" FIND__STUDY_WHERE
+        " AND (?7 IS NULL OR EXISTS(SELECT 1 FROM series x WHERE x.study_id=st.id"
+        "      AND sn_match(?7, x.modality, 1)))"
+        " AND (?8 IS NULL OR EXISTS(SELECT 1 FROM series x WHERE x.study_id=st.id"
+        "      AND sn_uid_match(?8, x.series_uid)))"
+        " ORDER BY st.study_date DESC, st.id DESC", &db, &s, err, errlen);
+    if (rc != SN_OK)
+        return rc;
+    find__bind_query(s, q ? q : &all);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_find_row r;
+        find__study_row(s, &r);
+        if (cb(ctx, &r))
+            break;
+    }
+    return query__done(st, db, s, rc, err, errlen);
+}
+
+int store_find_series(store *st, const store_find_query *q, store_find_cb cb, void *ctx,
+                      char *err, size_t errlen)
+{
+    static const store_find_query all;
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    int rc = query__prepare(st,
+        "SELECT " FIND__STUDY_COLS ", s.series_uid, s.modality, s.description, s.body_part,"
+        " s.series_number, s.instances"
+        " FROM series s JOIN studies st ON st.id=s.study_id JOIN patients p ON p.id=st.patient_id"
+        " WHERE" FIND__STUDY_WHERE
+        " AND (?7 IS NULL OR sn_match(?7, s.modality, 1))"
+        " AND (?8 IS NULL OR sn_uid_match(?8, s.series_uid))"
+        " ORDER BY st.id, s.series_number IS NULL, s.series_number, s.id", &db, &s, err, errlen);
+    if (rc != SN_OK)
+        return rc;
+    find__bind_query(s, q ? q : &all);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_find_row r;
+        find__study_row(s, &r);
+        r.series_uid = col_str(s, 14);
+        r.modality = col_str(s, 15);
+        r.series_description = col_str(s, 16);
+        r.body_part = col_str(s, 17);
+        r.series_number = col_int_or(s, 18, -1);
+        r.series_instances = sqlite3_column_int64(s, 19);
+        if (cb(ctx, &r))
+            break;
+    }
+    return query__done(st, db, s, rc, err, errlen);
+}
+
+/* ---- jobs and counts --------------------------------------------------------------------- */
+
+int store_job_list(store *st, store_job_cb cb, void *ctx, char *err, size_t errlen)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    int rc = query__prepare(st,
+        "SELECT j.id, j.series_id, s.series_uid, j.route, j.method, j.error, j.calling_ae,"
+        " j.state, j.attempts, j.created_ms, j.updated_ms"
+        " FROM jobs j JOIN series s ON s.id=j.series_id ORDER BY j.id DESC", &db, &s, err, errlen);
+    if (rc != SN_OK)
+        return rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_job_row r = {
+            .id = sqlite3_column_int64(s, 0),
+            .series_id = sqlite3_column_int64(s, 1),
+            .series_uid = col_str(s, 2),
+            .route = col_str(s, 3),
+            .method = col_str(s, 4),
+            .error = col_str(s, 5),
+            .calling_ae = col_str(s, 6),
+            .state = (store_job_state)sqlite3_column_int(s, 7),
+            .attempts = sqlite3_column_int(s, 8),
+            .created_ms = sqlite3_column_int64(s, 9),
+            .updated_ms = sqlite3_column_int64(s, 10),
+        };
+        if (cb(ctx, &r))
+            break;
+    }
+    return query__done(st, db, s, rc, err, errlen);
+}
+
+/* Fill by_state[0..n) from "SELECT state, count(*) ... GROUP BY state". */
+static int counts__by_state(sqlite3 *db, const char *sql, int64_t *by_state, int n,
+                            char *err, size_t errlen)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return store__dberr(db, rc, "counts", err, errlen);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int k = sqlite3_column_int(s, 0);
+        if (k >= 0 && k < n)
+            by_state[k] = sqlite3_column_int64(s, 1);
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? SN_OK : store__dberr(db, rc, "counts", err, errlen);
+}
+
+int store_counts_get(store *st, store_counts *out, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int rc, status;
+    if (!out)
+        return sn_errf(err, errlen, SN_EINVAL, "store_counts_get: no output");
+    memset(out, 0, sizeof *out);
+    /* Sums over series, not count(*) over instances: /metrics must stay cheap at any size. */
+    if ((status = query__prepare(st,
+             "SELECT (SELECT count(*) FROM patients), (SELECT count(*) FROM studies),"
+             " count(*), coalesce(sum(instances), 0), coalesce(sum(bytes), 0),"
+             " (SELECT coalesce(min(created_ms), 0) FROM jobs WHERE state=0)"
+             " FROM series", &db, &s, err, errlen)) != SN_OK)
+        return status;
+    /* One read transaction: all figures come from the same snapshot. */
+    if ((status = store__exec(db, "BEGIN", err, errlen)) != SN_OK)
+        goto out;
+    if ((rc = sqlite3_step(s)) != SQLITE_ROW) {
+        status = store__dberr(db, rc, "counts", err, errlen);
+        goto out;
+    }
+    out->patients = sqlite3_column_int64(s, 0);
+    out->studies = sqlite3_column_int64(s, 1);
+    out->series = sqlite3_column_int64(s, 2);
+    out->instances = sqlite3_column_int64(s, 3);
+    out->bytes = sqlite3_column_int64(s, 4);
+    out->oldest_pending_job_ms = sqlite3_column_int64(s, 5);
+    sqlite3_reset(s);
+    if ((status = counts__by_state(db, "SELECT state, count(*) FROM series GROUP BY state",
+                                   out->series_by_state, STORE_SERIES__COUNT, err, errlen)) != SN_OK ||
+        (status = counts__by_state(db, "SELECT state, count(*) FROM jobs GROUP BY state",
+                                   out->jobs_by_state, STORE_JOB__COUNT, err, errlen)) != SN_OK ||
+        (status = counts__by_state(db, "SELECT state, count(*) FROM outbox GROUP BY state",
+                                   out->outbox_by_state, STORE_OUTBOX__COUNT, err, errlen)) != SN_OK)
+        goto out;
+    out->schema_version = st->schema_version;
+out:
+    sqlite3_finalize(s);
+    if (sqlite3_get_autocommit(db) == 0)
+        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    store__reader_put(st, db);
+    return status;
+}

@@ -1,0 +1,908 @@
+/* tests/store/test_store.c — unit tests of store/: schema and migrations, the durable commit path
+ * (hash paths, replace, move, refusal, temp cleanup), concurrent writers, the series state
+ * machine with routes, C-FIND matching, jobs and counts. Each test gets its own folder under
+ * /tmp and builds its sn_config by hand. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "common/util.h"
+#include "store/store.h"
+#include "store/storeInt.h"
+
+/* ---- fixtures ---------------------------------------------------------------------------- */
+
+typedef struct fx {
+    char dir[256];
+    store *st;
+    char err[512];
+} fx;
+
+static void rm_rf(const char *path)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cleanup of %s failed\n", path);
+}
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/sn-test-store-XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    if (store_open(f->dir, &f->st, f->err, sizeof f->err) != SN_OK) {
+        fprintf(stderr, "store_open: %s\n", f->err);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    store_close(f->st);
+    rm_rf(f->dir);
+    free(f);
+    return 0;
+}
+
+static void write_file(const char *path, const void *data, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_TRUNC | O_CREAT, 0640);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, n), (ssize_t)n);
+    close(fd);
+}
+
+static size_t read_file(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return (size_t)-1;
+    ssize_t n = read(fd, buf, cap);
+    close(fd);
+    return n < 0 ? (size_t)-1 : (size_t)n;
+}
+
+static store_instance_meta meta_of(const char *study, const char *series, const char *sop)
+{
+    store_instance_meta m = {
+        .patient_id = "PAT1", .patient_name = "Doe^John", .patient_birth_date = "19700101",
+        .patient_sex = "M", .study_uid = study, .study_date = "20240115", .study_time = "101500",
+        .study_description = "Head MR", .accession_number = "ACC1", .study_id = "1",
+        .series_uid = series, .modality = "MR", .series_description = "T1 axial",
+        .body_part = "HEAD", .image_type = "ORIGINAL\\PRIMARY\\AXIAL", .series_number = 3,
+        .sop_class_uid = "1.2.840.10008.5.1.4.1.1.4", .sop_instance_uid = sop,
+        .transfer_syntax_uid = "1.2.840.10008.1.2.1", .instance_number = 1,
+        .calling_ae = "SCANNER1", .called_ae = "SEGNODE",
+    };
+    return m;
+}
+
+/* Create a temp file with `data` and commit it. */
+static int commit_bytes(fx *f, const store_instance_meta *m, const char *data,
+                        store_commit_result *res, char *tmp_out)
+{
+    char tmp[4096];
+    assert_int_equal(store_tmp_create(f->st, tmp, sizeof tmp, f->err, sizeof f->err), SN_OK);
+    write_file(tmp, data, strlen(data));
+    if (tmp_out)
+        strcpy(tmp_out, tmp);
+    return store_instance_commit(f->st, tmp, m, res, f->err, sizeof f->err);
+}
+
+static void hash_path(const fx *f, const char *uid, char *out, size_t n)
+{
+    unsigned char md[32];
+    unsigned int len = 0;
+    char hex[65];
+    EVP_Digest(uid, strlen(uid), md, &len, EVP_sha256(), NULL);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    snprintf(out, n, "%s/files/%.2s/%.2s/%s.dcm", f->dir, hex, hex + 2, hex);
+}
+
+static int count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    int n = 0;
+    struct dirent *e;
+    if (!d)
+        return -1;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Series rows collected by uid. */
+typedef struct series_get {
+    const char *uid;
+    int found;
+    store_series_row row;
+    char modality[32], source_ae[32];
+} series_get;
+
+static int series_get_cb(void *ctx, const store_series_row *r)
+{
+    series_get *g = ctx;
+    g->found++;
+    g->row = *r;
+    sn_strlcpy(g->modality, r->modality ? r->modality : "", sizeof g->modality);
+    sn_strlcpy(g->source_ae, r->source_ae ? r->source_ae : "", sizeof g->source_ae);
+    g->row.series_uid = g->row.study_uid = g->row.patient_id = g->row.patient_name = NULL;
+    g->row.modality = g->row.series_description = g->row.body_part = NULL;
+    g->row.frame_of_reference_uid = g->row.source_ae = NULL;
+    return 0;
+}
+
+static series_get get_series(fx *f, const char *uid)
+{
+    series_get g = {.uid = uid};
+    assert_int_equal(store_series_list(f->st, uid, series_get_cb, &g, f->err, sizeof f->err), SN_OK);
+    return g;
+}
+
+static int count_cb(void *ctx, const char *sop, const char *cls, const char *path)
+{
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static int instances_of(fx *f, const char *series)
+{
+    int n = 0;
+    assert_int_equal(store_instance_list(f->st, series, count_cb, &n, f->err, sizeof f->err), SN_OK);
+    return n;
+}
+
+static int64_t sql_int(const char *dir, const char *sql)
+{
+    char path[512];
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    int64_t v = -1;
+    snprintf(path, sizeof path, "%s/index.sqlite", dir);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+#define STUDY "1.2.826.0.1.3680043.2.1"
+#define SER_A "1.2.826.0.1.3680043.3.1"
+#define SER_B "1.2.826.0.1.3680043.3.2"
+#define SOP_1 "1.2.826.0.1.3680043.4.1"
+#define SOP_2 "1.2.826.0.1.3680043.4.2"
+
+/* ---- schema ------------------------------------------------------------------------------ */
+
+static void test_schema_created(void **state)
+{
+    fx *f = *state;
+    char p[512];
+    struct stat sb;
+    assert_int_equal(sql_int(f->dir, "PRAGMA user_version"), STORE__SCHEMA_VERSION);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN"
+                                     " ('patients','studies','series','instances','jobs','outbox')"), 6);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM pragma_table_info('jobs')"
+                                     " WHERE name IN ('lease_until','timings')"), 2);
+    snprintf(p, sizeof p, "%s/files", f->dir);
+    assert_int_equal(stat(p, &sb), 0);
+    snprintf(p, sizeof p, "%s/tmp", f->dir);
+    assert_int_equal(stat(p, &sb), 0);
+    store_counts c;
+    assert_int_equal(store_counts_get(f->st, &c, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(c.schema_version, STORE__SCHEMA_VERSION);
+    assert_int_equal(c.instances, 0);
+}
+
+static void test_schema_migrates_v1(void **state)
+{
+    char dir[] = "/tmp/sn-test-store-mig-XXXXXX", path[512], err[512];
+    sqlite3 *db;
+    store *st;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/index.sqlite", dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(store__migrate(db, 1, NULL, err, sizeof err), SN_OK);
+    assert_int_equal(sqlite3_exec(db,
+        "INSERT INTO patients(patient_key, created_ms, updated_ms) VALUES('P', 1, 1);"
+        "INSERT INTO studies(study_uid, patient_id, created_ms, updated_ms) VALUES('1.2', 1, 1, 1);"
+        "INSERT INTO series(series_uid, study_id, first_received_ms, last_received_ms, state_changed_ms,"
+        " state) VALUES('1.2.3', 1, 1, 1, 1, 2);"
+        "INSERT INTO jobs(series_id, route, method, created_ms, updated_ms) VALUES(1, 'r', 'atlas', 1, 1);",
+        NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(sql_int(dir, "PRAGMA user_version"), 1);
+
+    assert_int_equal(store_open(dir, &st, err, sizeof err), SN_OK);
+    store_close(st);
+    assert_int_equal(sql_int(dir, "PRAGMA user_version"), STORE__SCHEMA_VERSION);
+    assert_int_equal(sql_int(dir, "SELECT count(*) FROM jobs WHERE lease_until IS NULL"), 1);
+    assert_int_equal(sql_int(dir, "SELECT count(*) FROM outbox"), 0);
+    assert_int_equal(sql_int(dir, "SELECT state FROM series WHERE series_uid='1.2.3'"), 2);
+    rm_rf(dir);
+}
+
+static void test_schema_newer_refused(void **state)
+{
+    char dir[] = "/tmp/sn-test-store-new-XXXXXX", path[512], err[512] = "";
+    sqlite3 *db;
+    store *st = NULL;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/index.sqlite", dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE x(a); PRAGMA user_version=99;", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(store_open(dir, &st, err, sizeof err), SN_EDB);
+    assert_null(st);
+    assert_non_null(strstr(err, "newer"));
+    assert_int_equal(sql_int(dir, "PRAGMA user_version"), 99);
+    rm_rf(dir);
+}
+
+/* ---- commit ------------------------------------------------------------------------------ */
+
+static void test_commit_hash_path(void **state)
+{
+    fx *f = *state;
+    store_instance_meta m = meta_of(STUDY, SER_A, SOP_1);
+    store_commit_result res;
+    char path[512], buf[256], tmp[4096];
+    struct stat sb;
+    assert_int_equal(commit_bytes(f, &m, "DICM first bytes", &res, tmp), SN_OK);
+    assert_int_equal(res.replaced, 0);
+    assert_int_equal(res.size, 16);
+    assert_true(res.series_id > 0);
+    hash_path(f, SOP_1, path, sizeof path);
+    size_t n = read_file(path, buf, sizeof buf);
+    assert_int_equal(n, 16);
+    assert_memory_equal(buf, "DICM first bytes", 16);
+    assert_int_not_equal(stat(tmp, &sb), 0); /* the temp file was moved */
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM instances"), 1);
+    series_get g = get_series(f, SER_A);
+    assert_int_equal(g.found, 1);
+    assert_int_equal(g.row.instances, 1);
+    assert_int_equal(g.row.bytes, 16);
+    assert_int_equal(g.row.state, STORE_SERIES_RECEIVING);
+    assert_string_equal(g.source_ae, "SCANNER1");
+    assert_int_equal(g.row.series_number, 3);
+}
+
+typedef struct path_get { char path[512]; char sop[80]; } path_get;
+static int path_get_cb(void *ctx, const char *sop, const char *cls, const char *path)
+{
+    path_get *p = ctx;
+    sn_strlcpy(p->path, path, sizeof p->path);
+    sn_strlcpy(p->sop, sop, sizeof p->sop);
+    return 0;
+}
+
+static void test_commit_replace(void **state)
+{
+    fx *f = *state;
+    store_instance_meta m = meta_of(STUDY, SER_A, SOP_1);
+    store_commit_result res;
+    char path[512], buf[256];
+    assert_int_equal(commit_bytes(f, &m, "old bytes", &res, NULL), SN_OK);
+    assert_int_equal(commit_bytes(f, &m, "the new bytes!", &res, NULL), SN_OK);
+    assert_int_equal(res.replaced, 1);
+    hash_path(f, SOP_1, path, sizeof path);
+    assert_int_equal(read_file(path, buf, sizeof buf), 14);
+    assert_memory_equal(buf, "the new bytes!", 14);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM instances"), 1);
+    series_get g = get_series(f, SER_A);
+    assert_int_equal(g.row.instances, 1);
+    assert_int_equal(g.row.replaced, 1);
+    assert_int_equal(g.row.bytes, 14);
+    path_get pg = {0};
+    assert_int_equal(store_instance_list(f->st, SER_A, path_get_cb, &pg, f->err, sizeof f->err), SN_OK);
+    assert_string_equal(pg.path, path);
+    assert_string_equal(pg.sop, SOP_1);
+}
+
+static void test_commit_move_series(void **state)
+{
+    fx *f = *state;
+    store_instance_meta a = meta_of(STUDY, SER_A, SOP_1), a2 = meta_of(STUDY, SER_A, SOP_2);
+    store_instance_meta b = meta_of(STUDY, SER_B, SOP_1);
+    store_commit_result res;
+    assert_int_equal(commit_bytes(f, &a, "12345", &res, NULL), SN_OK);
+    assert_int_equal(commit_bytes(f, &a2, "abc", &res, NULL), SN_OK);
+    assert_int_equal(commit_bytes(f, &b, "1234567", &res, NULL), SN_OK);
+    assert_int_equal(res.replaced, 1);
+    series_get ga = get_series(f, SER_A), gb = get_series(f, SER_B);
+    assert_int_equal(ga.row.instances, 1);
+    assert_int_equal(ga.row.bytes, 3);
+    assert_int_equal(gb.row.instances, 1);
+    assert_int_equal(gb.row.bytes, 7);
+    assert_int_equal(gb.row.id, res.series_id);
+    assert_int_equal(instances_of(f, SER_A), 1);
+    assert_int_equal(instances_of(f, SER_B), 1);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM instances"), 2);
+}
+
+static void test_commit_invalid_refused(void **state)
+{
+    fx *f = *state;
+    char tmp[4096], tmpdir[512];
+    struct stat sb;
+    const char *bad[] = {"", "1.2.03", "1..2", "1.2.a", "../../etc/passwd",
+                         "1.2.3.4.5.6.7.8.9.10.11.12.13.14.15.16.17.18.19.20.21.22.23.24.25.26.27.28.29"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        store_instance_meta m = meta_of(STUDY, SER_A, bad[i]);
+        assert_int_equal(commit_bytes(f, &m, "x", NULL, tmp), SN_EINVAL);
+        assert_int_not_equal(stat(tmp, &sb), 0);
+        m = meta_of(bad[i], SER_A, SOP_1);
+        assert_int_equal(commit_bytes(f, &m, "x", NULL, tmp), SN_EINVAL);
+        m = meta_of(STUDY, bad[i], SOP_1);
+        assert_int_equal(commit_bytes(f, &m, "x", NULL, tmp), SN_EINVAL);
+    }
+    store_instance_meta m = meta_of(STUDY, SER_A, SOP_1);
+    m.sop_class_uid = NULL;
+    assert_int_equal(commit_bytes(f, &m, "x", NULL, tmp), SN_EINVAL);
+    assert_int_equal(store_instance_commit(f->st, "/etc/hostname", &m, NULL, f->err, sizeof f->err), SN_EINVAL);
+    assert_int_equal(stat("/etc/hostname", &sb), 0);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM instances"), 0);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM series"), 0);
+    snprintf(tmpdir, sizeof tmpdir, "%s/tmp", f->dir);
+    assert_int_equal(count_dir(tmpdir), 0);
+    snprintf(tmpdir, sizeof tmpdir, "%s/files", f->dir);
+    assert_int_equal(count_dir(tmpdir), 0);
+}
+
+/* The index write fails after the rename: a new file is removed, nothing is indexed; a
+ * replacement keeps its row (pointing at the same path, now with the new bytes). */
+static void test_commit_db_failure(void **state)
+{
+    fx *f = *state;
+    char path[512], dbpath[512], tmp[4096], buf[64], files[512];
+    struct stat sb;
+    sqlite3 *db;
+    store_instance_meta m1 = meta_of(STUDY, SER_A, SOP_1), m2 = meta_of(STUDY, SER_B, SOP_2);
+    assert_int_equal(commit_bytes(f, &m1, "kept", NULL, NULL), SN_OK);
+
+    snprintf(dbpath, sizeof dbpath, "%s/index.sqlite", f->dir);
+    assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_exec(db,
+        "CREATE TRIGGER no_insert BEFORE INSERT ON instances BEGIN SELECT RAISE(ABORT, 'boom'); END;"
+        "CREATE TRIGGER no_update BEFORE UPDATE ON instances BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+        NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    assert_int_equal(commit_bytes(f, &m2, "lost", NULL, tmp), SN_EDB);
+    assert_non_null(strstr(f->err, "boom"));
+    hash_path(f, SOP_2, path, sizeof path);
+    assert_int_not_equal(stat(path, &sb), 0);
+    assert_int_not_equal(stat(tmp, &sb), 0);
+    assert_int_equal(get_series(f, SER_B).found, 0);
+
+    assert_int_equal(commit_bytes(f, &m1, "newer", NULL, NULL), SN_EDB);
+    hash_path(f, SOP_1, path, sizeof path);
+    assert_int_equal(read_file(path, buf, sizeof buf), 5);
+    assert_memory_equal(buf, "newer", 5);
+    assert_int_equal(instances_of(f, SER_A), 1);
+    assert_int_equal(get_series(f, SER_A).row.replaced, 0);
+    snprintf(files, sizeof files, "%s/tmp", f->dir);
+    assert_int_equal(count_dir(files), 0);
+
+    /* The store keeps working once the cause is gone. */
+    assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_exec(db, "DROP TRIGGER no_insert; DROP TRIGGER no_update;", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(commit_bytes(f, &m2, "back", NULL, NULL), SN_OK);
+    assert_int_equal(instances_of(f, SER_B), 1);
+}
+
+static void test_tmp_cleaned_on_open(void **state)
+{
+    fx *f = *state;
+    char tmp[4096], tmpdir[512];
+    assert_int_equal(store_tmp_create(f->st, tmp, sizeof tmp, f->err, sizeof f->err), SN_OK);
+    write_file(tmp, "partial", 7);
+    assert_int_equal(store_tmp_create(f->st, tmp, sizeof tmp, f->err, sizeof f->err), SN_OK);
+    snprintf(tmpdir, sizeof tmpdir, "%s/tmp", f->dir);
+    assert_int_equal(count_dir(tmpdir), 2);
+    store_close(f->st);
+    assert_int_equal(store_open(f->dir, &f->st, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(count_dir(tmpdir), 0);
+    store_tmp_discard(f->st, NULL);
+    assert_int_equal(store_tmp_create(f->st, tmp, sizeof tmp, f->err, sizeof f->err), SN_OK);
+    store_tmp_discard(f->st, tmp);
+    assert_int_equal(count_dir(tmpdir), 0);
+}
+
+static void test_missing_file_dropped_on_open(void **state)
+{
+    fx *f = *state;
+    store_instance_meta m = meta_of(STUDY, SER_A, SOP_1), m2 = meta_of(STUDY, SER_A, SOP_2);
+    char path[512];
+    assert_int_equal(commit_bytes(f, &m, "one", NULL, NULL), SN_OK);
+    assert_int_equal(commit_bytes(f, &m2, "two", NULL, NULL), SN_OK);
+    store_close(f->st);
+    hash_path(f, SOP_2, path, sizeof path);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(store_open(f->dir, &f->st, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(instances_of(f, SER_A), 1);
+    assert_int_equal(get_series(f, SER_A).row.instances, 1);
+}
+
+/* ---- concurrency ------------------------------------------------------------------------- */
+
+#define CW_THREADS 8
+#define CW_PER 200
+typedef struct cw_arg { fx *f; int t; int errors; } cw_arg;
+
+static void *cw_worker(void *p)
+{
+    cw_arg *a = p;
+    char tmp[4096], err[256], sop[65], series[65], data[64];
+    for (int i = 0; i < CW_PER; i++) {
+        snprintf(sop, sizeof sop, "1.2.826.0.1.3680043.5.%d.%d", a->t + 1, i + 1);
+        snprintf(series, sizeof series, "1.2.826.0.1.3680043.6.%d", (a->t + i) % 4 + 1);
+        snprintf(data, sizeof data, "instance %d %d", a->t, i); /* 12..16 bytes */
+        store_instance_meta m = meta_of(STUDY, series, sop);
+        m.instance_number = i;
+        if (store_tmp_create(a->f->st, tmp, sizeof tmp, err, sizeof err) != SN_OK) {
+            a->errors++;
+            continue;
+        }
+        int fd = open(tmp, O_WRONLY);
+        if (fd < 0 || write(fd, data, strlen(data)) != (ssize_t)strlen(data))
+            a->errors++;
+        if (fd >= 0)
+            close(fd);
+        if (store_instance_commit(a->f->st, tmp, &m, NULL, err, sizeof err) != SN_OK) {
+            fprintf(stderr, "commit: %s\n", err);
+            a->errors++;
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_writers(void **state)
+{
+    fx *f = *state;
+    pthread_t th[CW_THREADS];
+    cw_arg args[CW_THREADS];
+    int64_t expect_bytes = 0;
+    for (int t = 0; t < CW_THREADS; t++) {
+        args[t] = (cw_arg){.f = f, .t = t};
+        pthread_create(&th[t], NULL, cw_worker, &args[t]);
+        for (int i = 0; i < CW_PER; i++) {
+            char d[64];
+            expect_bytes += snprintf(d, sizeof d, "instance %d %d", t, i);
+        }
+    }
+    for (int t = 0; t < CW_THREADS; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(args[t].errors, 0);
+    }
+    store_counts c;
+    assert_int_equal(store_counts_get(f->st, &c, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(c.instances, CW_THREADS * CW_PER);
+    assert_int_equal(c.series, 4);
+    assert_int_equal(c.studies, 1);
+    assert_int_equal(c.patients, 1);
+    assert_int_equal(c.bytes, expect_bytes);
+    assert_int_equal(c.series_by_state[STORE_SERIES_RECEIVING], 4);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM instances"), CW_THREADS * CW_PER);
+    for (int s = 1; s <= 4; s++) {
+        char uid[64];
+        snprintf(uid, sizeof uid, "1.2.826.0.1.3680043.6.%d", s);
+        assert_int_equal(get_series(f, uid).row.instances, CW_THREADS * CW_PER / 4);
+        assert_int_equal(instances_of(f, uid), CW_THREADS * CW_PER / 4);
+    }
+}
+
+/* Same UID from many threads at once: always one row, one file, counts consistent. */
+static void *same_uid_worker(void *p)
+{
+    cw_arg *a = p;
+    char tmp[4096], err[256];
+    for (int i = 0; i < 50; i++) {
+        store_instance_meta m = meta_of(STUDY, SER_A, SOP_1);
+        if (store_tmp_create(a->f->st, tmp, sizeof tmp, err, sizeof err) != SN_OK) {
+            a->errors++;
+            continue;
+        }
+        int fd = open(tmp, O_WRONLY);
+        if (fd < 0 || write(fd, "samesize", 8) != 8)
+            a->errors++;
+        if (fd >= 0)
+            close(fd);
+        if (store_instance_commit(a->f->st, tmp, &m, NULL, err, sizeof err) != SN_OK)
+            a->errors++;
+    }
+    return NULL;
+}
+
+static void test_concurrent_same_uid(void **state)
+{
+    fx *f = *state;
+    pthread_t th[4];
+    cw_arg args[4];
+    for (int t = 0; t < 4; t++) {
+        args[t] = (cw_arg){.f = f, .t = t};
+        pthread_create(&th[t], NULL, same_uid_worker, &args[t]);
+    }
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(args[t].errors, 0);
+    }
+    series_get g = get_series(f, SER_A);
+    assert_int_equal(g.row.instances, 1);
+    assert_int_equal(g.row.replaced, 199);
+    assert_int_equal(g.row.bytes, 8);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM instances"), 1);
+}
+
+/* ---- series state machine ---------------------------------------------------------------- */
+
+static sn_config *make_cfg(int nroutes, int node_stable_after)
+{
+    sn_config *c = calloc(1, sizeof *c);
+    c->node.stable_after = node_stable_after;
+    c->nroutes = nroutes;
+    c->routes = calloc((size_t)(nroutes ? nroutes : 1), sizeof *c->routes);
+    for (int i = 0; i < nroutes; i++) {
+        snprintf(c->routes[i].name, sizeof c->routes[i].name, "route%d", i);
+        c->routes[i].stable_after = -1;
+    }
+    return c;
+}
+
+static void free_cfg(sn_config *c)
+{
+    for (int i = 0; i < c->nroutes; i++)
+        if (c->routes[i].has_series_description_re)
+            regfree(&c->routes[i].series_description);
+    free(c->routes);
+    free(c);
+}
+
+static void list_add(sn_strlist *l, const char *v)
+{
+    sn_strlcpy(l->item[l->n++], v, sizeof l->item[0]);
+}
+
+typedef struct jobs_get { int n; char routes[8][64]; char methods[8][16]; int64_t ids[8]; int states[8];
+                          char ae[8][20]; } jobs_get;
+static int jobs_cb(void *ctx, const store_job_row *r)
+{
+    jobs_get *j = ctx;
+    if (j->n < 8) {
+        sn_strlcpy(j->routes[j->n], r->route, 64);
+        sn_strlcpy(j->methods[j->n], r->method, 16);
+        sn_strlcpy(j->ae[j->n], r->calling_ae ? r->calling_ae : "", 20);
+        j->ids[j->n] = r->id;
+        j->states[j->n] = r->state;
+    }
+    j->n++;
+    return 0;
+}
+
+static jobs_get get_jobs(fx *f)
+{
+    jobs_get j = {0};
+    assert_int_equal(store_job_list(f->st, jobs_cb, &j, f->err, sizeof f->err), SN_OK);
+    return j;
+}
+
+static void test_sweep_routes(void **state)
+{
+    fx *f = *state;
+    /* route0: CT only (no match); route1: MR, continue; route2: HEAD, own stable_after=30;
+     * route3: anything (not reached: route2 stops matching). */
+    sn_config *cfg = make_cfg(4, 10);
+    list_add(&cfg->routes[0].modality, "CT");
+    list_add(&cfg->routes[1].modality, "mr");
+    cfg->routes[1].continue_matching = 1;
+    cfg->routes[1].method = SN_METHOD_NET;
+    list_add(&cfg->routes[2].body_part, "HEAD");
+    cfg->routes[2].stable_after = 30;
+    store_instance_meta m = meta_of(STUDY, SER_A, SOP_1);
+    assert_int_equal(commit_bytes(f, &m, "x", NULL, NULL), SN_OK);
+    int64_t last = get_series(f, SER_A).row.last_received_ms;
+    int n = -1;
+
+    /* The first matching route (route1) has no own value: the node's 10 s apply. */
+    assert_int_equal(store_sweep(f->st, cfg, last + 9000, &n, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(get_series(f, SER_A).row.state, STORE_SERIES_RECEIVING);
+    assert_int_equal(store_sweep(f->st, cfg, last + 10000, &n, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(get_series(f, SER_A).row.state, STORE_SERIES_STABLE);
+    jobs_get j = get_jobs(f);
+    assert_int_equal(j.n, 2);
+    /* newest first */
+    assert_string_equal(j.routes[1], "route1");
+    assert_string_equal(j.methods[1], "net");
+    assert_string_equal(j.routes[0], "route2");
+    assert_string_equal(j.methods[0], "atlas");
+    assert_string_equal(j.ae[0], "SCANNER1");
+    assert_int_equal(j.states[0], STORE_JOB_PENDING);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM series WHERE routes='route1,route2'"), 1);
+
+    /* Sweeping again changes nothing. */
+    assert_int_equal(store_sweep(f->st, cfg, last + 100000, &n, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(get_jobs(f).n, 2);
+
+    /* A late instance puts it back to receiving. */
+    store_instance_meta m2 = meta_of(STUDY, SER_A, SOP_2);
+    assert_int_equal(commit_bytes(f, &m2, "y", NULL, NULL), SN_OK);
+    assert_int_equal(get_series(f, SER_A).row.state, STORE_SERIES_RECEIVING);
+    assert_int_equal(get_series(f, SER_A).row.instances, 2);
+    free_cfg(cfg);
+}
+
+static void test_sweep_route_stable_after_and_unrouted(void **state)
+{
+    fx *f = *state;
+    sn_config *cfg = make_cfg(2, 10);
+    list_add(&cfg->routes[0].modality, "CT");
+    cfg->routes[0].stable_after = 2;
+    list_add(&cfg->routes[1].calling_ae, "OTHERAE");
+    store_instance_meta ct = meta_of(STUDY, SER_A, SOP_1), mr = meta_of(STUDY, SER_B, SOP_2);
+    ct.modality = "CT";
+    assert_int_equal(commit_bytes(f, &ct, "ct", NULL, NULL), SN_OK);
+    assert_int_equal(commit_bytes(f, &mr, "mr", NULL, NULL), SN_OK);
+    int64_t last = get_series(f, SER_B).row.last_received_ms;
+    int n = -1;
+    /* The CT route's own 2 s apply to the CT series only; the MR series waits the node's 10 s. */
+    assert_int_equal(store_sweep(f->st, cfg, last + 3000, &n, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(get_series(f, SER_A).row.state, STORE_SERIES_STABLE);
+    assert_int_equal(get_series(f, SER_B).row.state, STORE_SERIES_RECEIVING);
+    assert_int_equal(store_sweep(f->st, cfg, last + 10000, &n, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(get_series(f, SER_B).row.state, STORE_SERIES_UNROUTED);
+    assert_int_equal(get_jobs(f).n, 1);
+    store_counts c;
+    assert_int_equal(store_counts_get(f->st, &c, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(c.series_by_state[STORE_SERIES_STABLE], 1);
+    assert_int_equal(c.series_by_state[STORE_SERIES_UNROUTED], 1);
+    assert_int_equal(c.jobs_by_state[STORE_JOB_PENDING], 1);
+    assert_true(c.oldest_pending_job_ms > 0);
+
+    /* Unrouted goes back to receiving on a late instance too. */
+    store_instance_meta late = meta_of(STUDY, SER_B, "1.2.826.0.1.3680043.4.99");
+    assert_int_equal(commit_bytes(f, &late, "late", NULL, NULL), SN_OK);
+    assert_int_equal(get_series(f, SER_B).row.state, STORE_SERIES_RECEIVING);
+    free_cfg(cfg);
+}
+
+static void test_series_complete(void **state)
+{
+    fx *f = *state;
+    sn_config *cfg = make_cfg(1, 3600);
+    cfg->routes[0].has_series_description_re =
+        regcomp(&cfg->routes[0].series_description, "^t1", REG_EXTENDED | REG_ICASE | REG_NOSUB) == 0;
+    assert_true(cfg->routes[0].has_series_description_re);
+    store_instance_meta m = meta_of(STUDY, SER_A, SOP_1);
+    assert_int_equal(commit_bytes(f, &m, "x", NULL, NULL), SN_OK);
+    assert_int_equal(store_series_complete(f->st, SER_A, cfg, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(get_series(f, SER_A).row.state, STORE_SERIES_STABLE);
+    assert_int_equal(get_jobs(f).n, 1);
+    /* Not receiving: no-op. */
+    assert_int_equal(store_series_complete(f->st, SER_A, cfg, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(get_jobs(f).n, 1);
+    assert_int_equal(store_series_complete(f->st, "1.2.3.4.5.6", cfg, f->err, sizeof f->err), SN_ENOENT);
+    /* No match -> unrouted. */
+    store_instance_meta m2 = meta_of(STUDY, SER_B, SOP_2);
+    m2.series_description = "localizer";
+    assert_int_equal(commit_bytes(f, &m2, "x", NULL, NULL), SN_OK);
+    assert_int_equal(store_series_complete(f->st, SER_B, cfg, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(get_series(f, SER_B).row.state, STORE_SERIES_UNROUTED);
+    assert_int_equal(get_jobs(f).n, 1);
+    free_cfg(cfg);
+}
+
+static void test_job_retry(void **state)
+{
+    fx *f = *state;
+    sn_config *cfg = make_cfg(1, 0);
+    store_instance_meta m = meta_of(STUDY, SER_A, SOP_1);
+    assert_int_equal(commit_bytes(f, &m, "x", NULL, NULL), SN_OK);
+    assert_int_equal(store_series_complete(f->st, SER_A, cfg, f->err, sizeof f->err), SN_OK);
+    jobs_get j = get_jobs(f);
+    assert_int_equal(j.n, 1);
+    int64_t id = j.ids[0];
+    assert_int_equal(store_job_retry(f->st, id, f->err, sizeof f->err), SN_EINVAL); /* pending */
+    assert_int_equal(store_job_retry(f->st, id + 1000, f->err, sizeof f->err), SN_ENOENT);
+
+    /* Simulate a worker that failed the job (later issues own that transition). */
+    char path[512];
+    sqlite3 *db;
+    snprintf(path, sizeof path, "%s/index.sqlite", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_exec(db, "UPDATE jobs SET state=1, attempts=1", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(store_job_retry(f->st, id, f->err, sizeof f->err), SN_EINVAL); /* running */
+    assert_int_equal(sqlite3_exec(db, "UPDATE jobs SET state=3, error='boom'; UPDATE series SET state=5",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(store_job_retry(f->st, id, f->err, sizeof f->err), SN_OK);
+    j = get_jobs(f);
+    assert_int_equal(j.states[0], STORE_JOB_PENDING);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM jobs WHERE error IS NULL AND attempts=1"), 1);
+    assert_int_equal(get_series(f, SER_A).row.state, STORE_SERIES_STABLE);
+    free_cfg(cfg);
+}
+
+/* ---- C-FIND ------------------------------------------------------------------------------ */
+
+typedef struct find_get { int n; char uids[16][65]; char mods[16][32]; int64_t series, inst; } find_get;
+static int find_cb(void *ctx, const store_find_row *r)
+{
+    find_get *g = ctx;
+    if (g->n < 16) {
+        sn_strlcpy(g->uids[g->n], r->series_uid ? r->series_uid : r->study_uid, 65);
+        sn_strlcpy(g->mods[g->n], r->modalities_in_study ? r->modalities_in_study : "", 32);
+    }
+    g->series = r->study_series;
+    g->inst = r->series_uid ? r->series_instances : r->study_instances;
+    g->n++;
+    return 0;
+}
+
+static int find_n(fx *f, int series_level, store_find_query q)
+{
+    find_get g = {0};
+    int rc = series_level ? store_find_series(f->st, &q, find_cb, &g, f->err, sizeof f->err)
+                          : store_find_studies(f->st, &q, find_cb, &g, f->err, sizeof f->err);
+    assert_int_equal(rc, SN_OK);
+    return g.n;
+}
+
+static void test_find(void **state)
+{
+    fx *f = *state;
+    const char *st1 = "1.2.826.0.1.3680043.10.1", *st2 = "1.2.826.0.1.3680043.10.2";
+    store_instance_meta a = meta_of(st1, SER_A, SOP_1), b = meta_of(st1, SER_B, SOP_2);
+    store_instance_meta c = meta_of(st2, "1.2.826.0.1.3680043.3.3", "1.2.826.0.1.3680043.4.3");
+    b.modality = "CT";
+    c.patient_id = "PAT2";
+    c.patient_name = "Smith^Anna";
+    c.study_date = "20240301";
+    c.accession_number = "ACC2";
+    c.study_description = NULL;
+    c.modality = "PT";
+    assert_int_equal(commit_bytes(f, &a, "a", NULL, NULL), SN_OK);
+    assert_int_equal(commit_bytes(f, &b, "b", NULL, NULL), SN_OK);
+    assert_int_equal(commit_bytes(f, &c, "c", NULL, NULL), SN_OK);
+
+    assert_int_equal(find_n(f, 0, (store_find_query){0}), 2);
+    assert_int_equal(find_n(f, 1, (store_find_query){0}), 3);
+    /* wildcards, case-insensitive names */
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_name = "doe*"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_name = "*^?nna"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_name = "D?e"}), 0);
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_name = "*"}), 2);
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_id = "PAT?"}), 2);
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_id = "PAT2"}), 1);
+    /* '%' and '_' are not wildcards in DICOM */
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_id = "PAT%"}), 0);
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_id = "PAT_"}), 0);
+    /* a key of '*' matches an absent value; a non-universal key does not */
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_description = "*"}), 2);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_description = "head*"}), 1);
+    /* dates */
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_date = "20240115"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_date = "20240101-20240131"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_date = "20240201-"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_date = "-20240301"}), 2);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_date = "20230101-20231231"}), 0);
+    /* UID lists */
+    char list[200];
+    snprintf(list, sizeof list, "%s\\%s", st2, "1.2.3");
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_uid = list}), 1);
+    snprintf(list, sizeof list, "%s\\%s", st2, st1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_uid = list}), 2);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_uid = "1.2.826.0.1.3680043.10.*"}), 0);
+    /* modalities in study / series modality */
+    assert_int_equal(find_n(f, 0, (store_find_query){.modality = "CT"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.modality = "CT\\PT"}), 2);
+    assert_int_equal(find_n(f, 1, (store_find_query){.modality = "mr"}), 1);
+    assert_int_equal(find_n(f, 1, (store_find_query){.study_uid = st1}), 2);
+    assert_int_equal(find_n(f, 1, (store_find_query){.study_uid = st1, .series_uid = SER_B}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.accession_number = "ACC1"}), 1);
+
+    find_get g = {0};
+    store_find_query q = {.study_uid = st1};
+    assert_int_equal(store_find_studies(f->st, &q, find_cb, &g, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(g.n, 1);
+    assert_int_equal(g.series, 2);
+    assert_int_equal(g.inst, 2);
+    assert_true(!strcmp(g.mods[0], "MR\\CT") || !strcmp(g.mods[0], "CT\\MR"));
+}
+
+static void test_matchers(void **state)
+{
+    assert_true(store__match("A*B?C", "AxxBzC", 0));
+    assert_false(store__match("A*B?C", "AxxBC", 0));
+    assert_true(store__match("*", NULL, 0));
+    assert_true(store__match("**a**", "bab", 0));
+    assert_false(store__match("abc", "ABC", 0));
+    assert_true(store__match("abc", "ABC", 1));
+    assert_true(store__uid_match("1.2\\1.3", "1.3"));
+    assert_false(store__uid_match("1.2\\1.3", "1.33"));
+    assert_true(store__date_match("2024.01.01-2024.12.31", "20240615"));
+    assert_false(store__date_match("20240101", NULL));
+}
+
+static int stop_cb(void *ctx, const store_series_row *r)
+{
+    (*(int *)ctx)++;
+    return 1;
+}
+
+static void test_callback_stops(void **state)
+{
+    fx *f = *state;
+    store_instance_meta a = meta_of(STUDY, SER_A, SOP_1), b = meta_of(STUDY, SER_B, SOP_2);
+    assert_int_equal(commit_bytes(f, &a, "a", NULL, NULL), SN_OK);
+    assert_int_equal(commit_bytes(f, &b, "b", NULL, NULL), SN_OK);
+    int n = 0;
+    assert_int_equal(store_series_list(f->st, NULL, stop_cb, &n, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(store_series_state_name(STORE_SERIES_UNROUTED), "unrouted");
+    assert_string_equal(store_job_state_name(STORE_JOB_FAILED), "failed");
+    assert_string_equal(store_outbox_state_name(STORE_OUTBOX_SENT), "sent");
+    assert_string_equal(store_series_state_name((store_series_state)42), "unknown");
+}
+
+int main(void)
+{
+    sn_log_set_level(SN_LOG_LEVEL_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_schema_created, setup, teardown),
+        cmocka_unit_test(test_schema_migrates_v1),
+        cmocka_unit_test(test_schema_newer_refused),
+        cmocka_unit_test_setup_teardown(test_commit_hash_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_replace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_move_series, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_invalid_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_db_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tmp_cleaned_on_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_file_dropped_on_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_same_uid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_routes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_route_stable_after_and_unrouted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_series_complete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_retry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_find, setup, teardown),
+        cmocka_unit_test(test_matchers),
+        cmocka_unit_test_setup_teardown(test_callback_stops, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
