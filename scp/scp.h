@@ -3,7 +3,7 @@
  * ../shared/DCMTK-NOTES.md), association policy (called/calling AE, peer permissions, disk
  * watermark, max associations), C-ECHO, C-STORE (durable before Success), C-FIND (Study Root).
  * SCU: C-ECHO and C-STORE to a configured peer. Nagle is disabled on every association.
- * No DCMTK type appears here; the implementation is in scp/*.cc. */
+ * No DCMTK type appears here; the implementation is in scp/ C++ files. */
 #ifndef SEGNODE_SCP_SCP_H
 #define SEGNODE_SCP_SCP_H
 

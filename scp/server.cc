@@ -1,0 +1,785 @@
+/* scp/server.cc — the SCP: listener, bounded worker pool, association policy, C-ECHO, C-STORE
+ * and C-FIND (Study Root). DCMTK's DcmSCPPool is not used (it leaks a thread per association
+ * and its listener stalls on idle clients in 3.6.7): one listener thread receives associations
+ * and hands them to max_associations worker threads that are joined at close.
+ * C-STORE streams the dataset into a temp file of the store, checks it, then commits it durably
+ * (fsync + index) before answering Success. */
+#include "scp/scpInt.h"
+
+#include "dcmtk/dcmdata/dcostrmf.h"
+#include "dcmtk/dcmnet/dulstruc.h"
+
+#include <arpa/inet.h>
+#include <atomic>
+#include <errno.h>
+#include <fcntl.h>
+#include <mutex>
+#include <netdb.h>
+#include <set>
+#include <string.h>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+extern "C" {
+#include "common/metrics.h"
+#include "common/util.h"
+}
+
+#define SCP_LOG "scp"
+/* Threads beyond max_associations, so an association over the limit is rejected at once. */
+#define SCP_SPARE_THREADS 2
+
+struct scp_server {
+    T_ASC_Network *net = nullptr;
+    store *st = nullptr;
+    scp_config_fn get_config = nullptr;
+    void *ctx = nullptr;
+    int pool_size = 0;                          /* max_associations at open */
+    uint32_t max_pdu = ASC_DEFAULTMAXPDU;
+
+    std::vector<std::thread> workers;          /* max_associations + SCP_SPARE_THREADS */
+
+    std::atomic<bool> stopping{false};          /* no new associations */
+    std::atomic<bool> abort_now{false};         /* drain time is over: abort what is open */
+    std::atomic<int> active{0};                 /* associations being negotiated or served */
+};
+
+/* ---- association bookkeeping ------------------------------------------------------------- */
+
+namespace {
+
+struct assoc_ctx {
+    scp_server *srv;
+    sn_config *cfg;
+    const sn_peer *peer;              /* NULL for an unknown AE admitted by accept_unknown */
+    T_ASC_Association *assoc;
+    std::string calling_ae, called_ae, peer_host;
+    std::set<std::string> series;     /* series touched, for stable_on_release */
+    int64_t n_stored = 0, n_failed = 0, bytes = 0;
+    int64_t started_ms = 0;
+};
+
+void drop_association(T_ASC_Association *&assoc)
+{
+    if (!assoc)
+        return;
+    ASC_dropSCPAssociation(assoc);
+    ASC_destroyAssociation(&assoc);
+    assoc = nullptr;
+}
+
+void reject(T_ASC_Association *assoc, T_ASC_RejectParametersResult result,
+            T_ASC_RejectParametersSource source, T_ASC_RejectParametersReason reason)
+{
+    T_ASC_RejectParameters rej = {result, source, reason};
+    OFCondition cond = ASC_rejectAssociation(assoc, &rej);
+    if (cond.bad())
+        SN_LOG_DEBUG(SCP_LOG, "sending A-ASSOCIATE-RJ failed: %s", cond.text());
+}
+
+bool proposes(T_ASC_Parameters *params, const char *const *classes, int n)
+{
+    int count = ASC_countPresentationContexts(params);
+    for (int i = 0; i < count; i++) {
+        T_ASC_PresentationContext pc;
+        if (ASC_getPresentationContext(params, i, &pc).bad())
+            continue;
+        for (int k = 0; k < n; k++)
+            if (strcmp(pc.abstractSyntax, classes[k]) == 0)
+                return true;
+    }
+    return false;
+}
+
+/* Decide on an A-ASSOCIATE-RQ. Returns true when accepted (contexts set), false when rejected
+ * (A-ASSOCIATE-RJ already sent). */
+bool negotiate(assoc_ctx &a)
+{
+    T_ASC_Parameters *params = a.assoc->params;
+    const sn_config *cfg = a.cfg;
+    char calling[64] = "", called[64] = "";
+    ASC_getAPTitles(params, calling, sizeof calling, called, sizeof called, nullptr, 0);
+    a.calling_ae = scp__trim(calling);
+    a.called_ae = scp__trim(called);
+    char host[128] = "";
+    ASC_getPresentationAddresses(params, host, sizeof host, nullptr, 0);
+    a.peer_host = host;
+
+    if (a.called_ae.empty() && a.calling_ae.empty()) {
+        /* dcmnet hands over a connection that closed before any A-ASSOCIATE-RQ (port scans,
+         * health checks): not worth a warning. */
+        SN_LOG_DEBUG(SCP_LOG, "connection from %s closed before an A-ASSOCIATE-RQ", host);
+        sn_metric_reject(SN_REJECT_PROTOCOL);
+        return false;
+    }
+    if (a.called_ae != cfg->node.ae_title) {
+        SN_LOG_WARN(SCP_LOG, "association from %s (%s) rejected: called AE title '%s' is not ours ('%s')",
+                    a.calling_ae.c_str(), host, a.called_ae.c_str(), cfg->node.ae_title);
+        sn_metric_reject(SN_REJECT_CALLED_AE);
+        reject(a.assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER,
+               ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED);
+        return false;
+    }
+    a.peer = sn_config_peer_by_ae(cfg, a.calling_ae.c_str());
+    unsigned allow;
+    if (a.peer) {
+        allow = a.peer->allow;
+    } else if (cfg->node.accept_unknown) {
+        allow = SN_ALLOW_ECHO | SN_ALLOW_STORE;
+    } else {
+        SN_LOG_WARN(SCP_LOG, "association from %s rejected: calling AE title '%s' is not a configured peer "
+                    "(set [node] accept_unknown = yes to admit any AE)", host, a.calling_ae.c_str());
+        sn_metric_reject(SN_REJECT_UNKNOWN_CALLING_AE);
+        reject(a.assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER,
+               ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
+        return false;
+    }
+
+    bool wants_store = proposes(params, scp__storage_classes, scp__n_storage_classes);
+    if (wants_store && (allow & SN_ALLOW_STORE) && cfg->node.disk_min_free_mb > 0) {
+        int64_t free_b = sn_disk_free_bytes(store_dir(a.srv->st));
+        if (free_b >= 0 && free_b < cfg->node.disk_min_free_mb * 1024 * 1024) {
+            SN_LOG_ERROR(SCP_LOG, "association from %s rejected: storage %s has %lld MB free, below the "
+                         "watermark disk_min_free_mb = %lld", a.calling_ae.c_str(), store_dir(a.srv->st),
+                         (long long)(free_b >> 20), (long long)cfg->node.disk_min_free_mb);
+            sn_metric_reject(SN_REJECT_DISK_FULL);
+            reject(a.assoc, ASC_RESULT_REJECTEDTRANSIENT, ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
+                   ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
+            return false;
+        }
+    }
+
+    static const char *echo_class[] = {UID_VerificationSOPClass};
+    static const char *find_class[] = {UID_FINDStudyRootQueryRetrieveInformationModel};
+    OFCondition cond = EC_Normal;
+    if (allow & SN_ALLOW_ECHO)
+        cond = ASC_acceptContextsWithPreferredTransferSyntaxes(params, echo_class, 1,
+            const_cast<const char **>(scp__plain_syntaxes), scp__n_plain_syntaxes);
+    if (cond.good() && (allow & SN_ALLOW_STORE))
+        cond = ASC_acceptContextsWithPreferredTransferSyntaxes(params,
+            const_cast<const char **>(scp__storage_classes), scp__n_storage_classes,
+            const_cast<const char **>(scp__storage_syntaxes), scp__n_storage_syntaxes);
+    if (cond.good() && (allow & SN_ALLOW_FIND))
+        cond = ASC_acceptContextsWithPreferredTransferSyntaxes(params, find_class, 1,
+            const_cast<const char **>(scp__plain_syntaxes), scp__n_plain_syntaxes);
+    if (cond.bad()) {
+        SN_LOG_WARN(SCP_LOG, "association from %s rejected: negotiation failed: %s", a.calling_ae.c_str(), cond.text());
+        sn_metric_reject(SN_REJECT_PROTOCOL);
+        reject(a.assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);
+        return false;
+    }
+    if (ASC_countAcceptedPresentationContexts(params) == 0) {
+        bool denied = (wants_store && !(allow & SN_ALLOW_STORE)) ||
+                      (proposes(params, echo_class, 1) && !(allow & SN_ALLOW_ECHO)) ||
+                      (proposes(params, find_class, 1) && !(allow & SN_ALLOW_FIND));
+        SN_LOG_WARN(SCP_LOG, "association from %s rejected: %s", a.calling_ae.c_str(),
+                    denied ? "the peer is not allowed any of the services it proposed (see [peer] allow)"
+                           : "no proposed presentation context is supported");
+        sn_metric_reject(denied ? SN_REJECT_NOT_PERMITTED : SN_REJECT_NO_CONTEXT);
+        reject(a.assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_NOREASON);
+        return false;
+    }
+    /* Refused contexts stay in the AC with their reason; say how many, list them at debug. */
+    int count = ASC_countPresentationContexts(params), refused = 0;
+    for (int i = 0; i < count; i++) {
+        T_ASC_PresentationContext pc;
+        if (ASC_getPresentationContext(params, i, &pc).good() && pc.resultReason != ASC_P_ACCEPTANCE) {
+            refused++;
+            SN_LOG_DEBUG(SCP_LOG, "%s: presentation context %d (%s) refused", a.calling_ae.c_str(),
+                         pc.presentationContextID, dcmFindNameOfUID(pc.abstractSyntax, pc.abstractSyntax));
+        }
+    }
+    if (refused)
+        SN_LOG_INFO(SCP_LOG, "%s: %d of %d presentation contexts refused (SOP class not accepted or not "
+                    "permitted; -v lists them)", a.calling_ae.c_str(), refused, count);
+    return true;
+}
+
+/* ---- C-ECHO ------------------------------------------------------------------------------- */
+
+OFCondition handle_echo(assoc_ctx &a, T_ASC_PresentationContextID pid, T_DIMSE_C_EchoRQ &req)
+{
+    sn_metric_add(SN_M_ECHO, 1);
+    return DIMSE_sendEchoResponse(a.assoc, pid, &req, STATUS_Success, nullptr);
+}
+
+/* ---- C-STORE ------------------------------------------------------------------------------ */
+
+struct store_failure {
+    Uint16 status;
+    std::string comment;
+};
+
+std::string get_str(DcmItem *ds, const DcmTagKey &tag)
+{
+    OFString v;
+    if (ds->findAndGetOFStringArray(tag, v).bad())
+        return std::string();
+    return scp__trim(v.c_str());
+}
+
+int get_int(DcmItem *ds, const DcmTagKey &tag)
+{
+    Sint32 v;
+    if (ds->findAndGetSint32(tag, v).good())
+        return (int)v;
+    std::string s = get_str(ds, tag);
+    char *end = nullptr;
+    long l = s.empty() ? -1 : strtol(s.c_str(), &end, 10);
+    return (end && *end == '\0') ? (int)l : -1;
+}
+
+/* Validate the received file and index it. Returns 0 (Success) or fills `fail`. */
+bool check_and_commit(assoc_ctx &a, const T_DIMSE_C_StoreRQ &req, const std::string &tmp,
+                      const char *ts_uid, store_failure &fail)
+{
+    DcmFileFormat ff;
+    /* Values longer than 4 KiB (pixel data) are not loaded, only skipped: we need the header. */
+    OFCondition cond = ff.loadFile(OFFilename(tmp.c_str()), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
+    if (cond.bad()) {
+        fail = {STATUS_STORE_Error_CannotUnderstand, std::string("cannot parse data set: ") + cond.text()};
+        return false;
+    }
+    DcmDataset *ds = ff.getDataset();
+    std::string sop_class = get_str(ds, DCM_SOPClassUID), sop_inst = get_str(ds, DCM_SOPInstanceUID);
+    std::string req_class = scp__trim(req.AffectedSOPClassUID), req_inst = scp__trim(req.AffectedSOPInstanceUID);
+    if (sop_class != req_class) {
+        fail = {STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
+                "SOP Class UID of data set (" + sop_class + ") differs from request"};
+        return false;
+    }
+    if (sop_inst != req_inst) {
+        fail = {STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
+                "SOP Instance UID of data set differs from request"};
+        return false;
+    }
+    std::string study = get_str(ds, DCM_StudyInstanceUID), series = get_str(ds, DCM_SeriesInstanceUID);
+    const char *bad = nullptr;
+    if (!sn_uid_valid(sop_inst.c_str()))
+        bad = "missing or malformed SOP Instance UID";
+    else if (!sn_uid_valid(study.c_str()))
+        bad = "missing or malformed Study Instance UID";
+    else if (!sn_uid_valid(series.c_str()))
+        bad = "missing or malformed Series Instance UID";
+    if (bad) {
+        fail = {STATUS_STORE_Error_CannotUnderstand, bad};
+        return false;
+    }
+
+    std::string f[20];
+    int k = 0;
+    store_instance_meta m;
+    memset(&m, 0, sizeof m);
+#define SN_FIELD(member, tag) (f[k] = get_str(ds, tag), m.member = f[k++].c_str())
+    SN_FIELD(patient_id, DCM_PatientID);
+    SN_FIELD(patient_name, DCM_PatientName);
+    SN_FIELD(patient_birth_date, DCM_PatientBirthDate);
+    SN_FIELD(patient_sex, DCM_PatientSex);
+    SN_FIELD(study_date, DCM_StudyDate);
+    SN_FIELD(study_time, DCM_StudyTime);
+    SN_FIELD(study_description, DCM_StudyDescription);
+    SN_FIELD(accession_number, DCM_AccessionNumber);
+    SN_FIELD(study_id, DCM_StudyID);
+    SN_FIELD(referring_physician, DCM_ReferringPhysicianName);
+    SN_FIELD(modality, DCM_Modality);
+    SN_FIELD(series_description, DCM_SeriesDescription);
+    SN_FIELD(body_part, DCM_BodyPartExamined);
+    SN_FIELD(frame_of_reference_uid, DCM_FrameOfReferenceUID);
+    SN_FIELD(image_type, DCM_ImageType);
+#undef SN_FIELD
+    m.study_uid = study.c_str();
+    m.series_uid = series.c_str();
+    m.sop_class_uid = sop_class.c_str();
+    m.sop_instance_uid = sop_inst.c_str();
+    m.transfer_syntax_uid = ts_uid;
+    m.series_number = get_int(ds, DCM_SeriesNumber);
+    m.instance_number = get_int(ds, DCM_InstanceNumber);
+    m.calling_ae = a.calling_ae.c_str();
+    m.called_ae = a.called_ae.c_str();
+
+    char err[512] = "";
+    store_commit_result res;
+    int rc = store_instance_commit(a.srv->st, tmp.c_str(), &m, &res, err, sizeof err);
+    if (rc != SN_OK) {
+        SN_LOG_ERROR(SCP_LOG, "%s: instance %s of series %s not stored: %s", a.calling_ae.c_str(),
+                     sop_inst.c_str(), series.c_str(), err);
+        fail = {rc == SN_EINVAL ? (Uint16)STATUS_STORE_Error_CannotUnderstand
+                                : (Uint16)STATUS_STORE_Refused_OutOfResources,
+                std::string("not stored: ") + err};
+        return false;
+    }
+    a.series.insert(series);
+    a.bytes += res.size;
+    sn_metric_add(SN_M_INSTANCES_RECEIVED, 1);
+    sn_metric_add(SN_M_BYTES_RECEIVED, res.size);
+    if (res.replaced) {
+        sn_metric_add(SN_M_INSTANCES_REPLACED, 1);
+        SN_LOG_INFO(SCP_LOG, "%s: instance %s received again; replaced", a.calling_ae.c_str(), sop_inst.c_str());
+    }
+    return true;
+}
+
+OFCondition handle_store(assoc_ctx &a, T_ASC_PresentationContextID pid, T_DIMSE_C_StoreRQ &req)
+{
+    const sn_config *cfg = a.cfg;
+    T_DIMSE_BlockingMode block = cfg->node.dimse_timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING;
+    int timeout = cfg->node.dimse_timeout;
+    T_ASC_PresentationContext pc;
+    ASC_findAcceptedPresentationContext(a.assoc->params, pid, &pc);
+
+    store_failure fail = {0, ""};
+    char tmp[4096] = "", err[512] = "";
+    if (strcmp(pc.abstractSyntax, req.AffectedSOPClassUID) != 0) {
+        fail = {STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
+                "SOP Class UID differs from the presentation context's abstract syntax"};
+    } else if (cfg->node.disk_min_free_mb > 0 &&
+               sn_disk_free_bytes(store_dir(a.srv->st)) < cfg->node.disk_min_free_mb * 1024 * 1024) {
+        fail = {STATUS_STORE_Refused_OutOfResources, "storage below the disk watermark"};
+        SN_LOG_ERROR(SCP_LOG, "%s: C-STORE refused: storage %s is below disk_min_free_mb = %lld",
+                     a.calling_ae.c_str(), store_dir(a.srv->st), (long long)cfg->node.disk_min_free_mb);
+    } else if (store_tmp_create(a.srv->st, tmp, sizeof tmp, err, sizeof err) != SN_OK) {
+        fail = {STATUS_STORE_Refused_OutOfResources, std::string("cannot create file: ") + err};
+        SN_LOG_ERROR(SCP_LOG, "%s: %s", a.calling_ae.c_str(), fail.comment.c_str());
+        tmp[0] = '\0';
+    }
+
+    OFCondition cond = EC_Normal;
+    if (tmp[0]) {
+        DcmOutputFileStream *fs = nullptr;
+        cond = DIMSE_createFilestream(OFFilename(tmp), &req, a.assoc, pid, OFTrue, &fs);
+        if (cond.good()) {
+            T_ASC_PresentationContextID data_pid = 0;
+            cond = DIMSE_receiveDataSetInFile(a.assoc, block, timeout, &data_pid, fs, nullptr, nullptr);
+            bool io_ok = fs->good();
+            delete fs; /* closes the file */
+            if (cond.good() && data_pid != pid)
+                fail = {STATUS_STORE_Error_CannotUnderstand, "data set sent on another presentation context"};
+            else if (cond.good() && !io_ok)
+                fail = {STATUS_STORE_Refused_OutOfResources, "write error while receiving (disk full?)"};
+        } else {
+            /* Could not open the stream: still consume the data set so the association stays usable. */
+            fail = {STATUS_STORE_Refused_OutOfResources, std::string("cannot write file: ") + cond.text()};
+            DIC_UL nbytes = 0, npdv = 0;
+            cond = DIMSE_ignoreDataSet(a.assoc, block, timeout, &nbytes, &npdv);
+        }
+        if (cond.bad()) {
+            /* Peer aborted or the link broke mid-transfer: nothing was acknowledged, keep nothing. */
+            store_tmp_discard(a.srv->st, tmp);
+            return cond;
+        }
+        if (fail.status == 0)
+            check_and_commit(a, req, tmp, pc.acceptedTransferSyntax, fail);
+        if (fail.status != 0) /* the store removes its temp file on failure; this is for ours */
+            store_tmp_discard(a.srv->st, tmp);
+    } else {
+        DIC_UL nbytes = 0, npdv = 0;
+        cond = DIMSE_ignoreDataSet(a.assoc, block, timeout, &nbytes, &npdv);
+        if (cond.bad())
+            return cond;
+    }
+
+    T_DIMSE_C_StoreRSP rsp;
+    memset(&rsp, 0, sizeof rsp);
+    rsp.DimseStatus = fail.status;
+    rsp.DataSetType = DIMSE_DATASET_NULL;
+    OFStandard::strlcpy(rsp.AffectedSOPClassUID, req.AffectedSOPClassUID, sizeof rsp.AffectedSOPClassUID);
+    OFStandard::strlcpy(rsp.AffectedSOPInstanceUID, req.AffectedSOPInstanceUID, sizeof rsp.AffectedSOPInstanceUID);
+    rsp.opts = O_STORE_AFFECTEDSOPCLASSUID | O_STORE_AFFECTEDSOPINSTANCEUID;
+    DcmDataset detail;
+    if (fail.status != 0) {
+        a.n_failed++;
+        sn_metric_add(SN_M_STORE_FAILED, 1);
+        std::string c = fail.comment.substr(0, 64); /* Error Comment is LO */
+        detail.putAndInsertString(DCM_ErrorComment, c.c_str());
+        SN_LOG_WARN(SCP_LOG, "%s: C-STORE of %s failed with 0x%04x: %s", a.calling_ae.c_str(),
+                    req.AffectedSOPInstanceUID, fail.status, fail.comment.c_str());
+    } else {
+        a.n_stored++;
+    }
+    return DIMSE_sendStoreResponse(a.assoc, pid, &req, &rsp, fail.status ? &detail : nullptr);
+}
+
+/* ---- C-FIND (Study Root; STUDY and SERIES levels) ---------------------------------------- */
+
+struct find_ctx {
+    assoc_ctx *a;
+    bool ran = false;
+    DcmDataset *tmpl = nullptr;        /* the request's keys, copied into each answer */
+    std::vector<DcmDataset *> results;
+    size_t next = 0;
+    Uint16 error_status = 0;
+    std::string error;
+};
+
+void put(DcmDataset *out, const DcmTagKey &tag, const char *value)
+{
+    if (out->tagExists(tag))
+        out->putAndInsertString(tag, value ? value : "");
+}
+
+void put_int(DcmDataset *out, const DcmTagKey &tag, int64_t v)
+{
+    if (out->tagExists(tag) && v >= 0)
+        out->putAndInsertString(tag, std::to_string((long long)v).c_str());
+}
+
+int find_row_cb(void *ctx, const store_find_row *row)
+{
+    find_ctx *f = (find_ctx *)ctx;
+    DcmDataset *out = new DcmDataset(*f->tmpl);
+    put(out, DCM_PatientID, row->patient_id);
+    put(out, DCM_PatientName, row->patient_name);
+    put(out, DCM_PatientBirthDate, row->patient_birth_date);
+    put(out, DCM_PatientSex, row->patient_sex);
+    put(out, DCM_StudyInstanceUID, row->study_uid);
+    put(out, DCM_StudyDate, row->study_date);
+    put(out, DCM_StudyTime, row->study_time);
+    put(out, DCM_StudyDescription, row->study_description);
+    put(out, DCM_AccessionNumber, row->accession_number);
+    put(out, DCM_StudyID, row->study_id);
+    put(out, DCM_ReferringPhysicianName, row->referring_physician);
+    put(out, DCM_ModalitiesInStudy, row->modalities_in_study);
+    put_int(out, DCM_NumberOfStudyRelatedSeries, row->study_series);
+    put_int(out, DCM_NumberOfStudyRelatedInstances, row->study_instances);
+    if (row->series_uid) {
+        put(out, DCM_SeriesInstanceUID, row->series_uid);
+        put(out, DCM_Modality, row->modality);
+        put(out, DCM_SeriesDescription, row->series_description);
+        put(out, DCM_BodyPartExamined, row->body_part);
+        put_int(out, DCM_SeriesNumber, row->series_number);
+        put_int(out, DCM_NumberOfSeriesRelatedInstances, row->series_instances);
+    }
+    f->results.push_back(out);
+    return 0;
+}
+
+void run_find(find_ctx &f, DcmDataset *mask)
+{
+    std::string level = get_str(mask, DCM_QueryRetrieveLevel);
+    std::string k[9] = {get_str(mask, DCM_PatientID), get_str(mask, DCM_PatientName),
+                        get_str(mask, DCM_StudyInstanceUID), get_str(mask, DCM_StudyDate),
+                        get_str(mask, DCM_AccessionNumber), get_str(mask, DCM_StudyDescription),
+                        get_str(mask, level == "SERIES" ? DCM_Modality : DCM_ModalitiesInStudy),
+                        get_str(mask, DCM_SeriesInstanceUID)};
+    store_find_query q = {k[0].c_str(), k[1].c_str(), k[2].c_str(), k[3].c_str(),
+                          k[4].c_str(), k[5].c_str(), k[6].c_str(), k[7].c_str()};
+    /* The template answers with every key the SCU asked for, Specific Character Set aside. */
+    f.tmpl = new DcmDataset(*mask);
+    delete f.tmpl->remove(DCM_SpecificCharacterSet);
+    char err[512] = "";
+    int rc;
+    if (level == "STUDY")
+        rc = store_find_studies(f.a->srv->st, &q, find_row_cb, &f, err, sizeof err);
+    else if (level == "SERIES")
+        rc = store_find_series(f.a->srv->st, &q, find_row_cb, &f, err, sizeof err);
+    else {
+        f.error_status = STATUS_FIND_Error_DataSetDoesNotMatchSOPClass;
+        f.error = "Query/Retrieve Level '" + level + "' not supported (STUDY, SERIES)";
+        rc = SN_OK;
+    }
+    delete f.tmpl;
+    f.tmpl = nullptr;
+    if (rc != SN_OK) {
+        f.error_status = STATUS_FIND_Failed_UnableToProcess;
+        f.error = err;
+        SN_LOG_ERROR(SCP_LOG, "C-FIND failed: %s", err);
+    }
+}
+
+void find_callback(void *ctx, OFBool cancelled, T_DIMSE_C_FindRQ *, DcmDataset *mask, int,
+                   T_DIMSE_C_FindRSP *rsp, DcmDataset **ids, DcmDataset **detail)
+{
+    find_ctx &f = *(find_ctx *)ctx;
+    *ids = nullptr;
+    *detail = nullptr;
+    if (!f.ran) {
+        f.ran = true;
+        if (mask)
+            run_find(f, mask);
+        else {
+            f.error_status = STATUS_FIND_Error_DataSetDoesNotMatchSOPClass;
+            f.error = "no identifier";
+        }
+    }
+    if (cancelled) {
+        rsp->DimseStatus = STATUS_FIND_Cancel_MatchingTerminatedDueToCancelRequest;
+        return;
+    }
+    if (f.error_status) {
+        rsp->DimseStatus = f.error_status;
+        *detail = new DcmDataset;
+        (*detail)->putAndInsertString(DCM_ErrorComment, f.error.substr(0, 64).c_str());
+        return;
+    }
+    if (f.next < f.results.size()) {
+        rsp->DimseStatus = STATUS_FIND_Pending_MatchesAreContinuing;
+        *ids = f.results[f.next];       /* DIMSE_findProvider deletes it after sending */
+        f.results[f.next++] = nullptr;
+    } else {
+        rsp->DimseStatus = STATUS_FIND_Success;
+    }
+}
+
+OFCondition handle_find(assoc_ctx &a, T_ASC_PresentationContextID pid, T_DIMSE_C_FindRQ &req)
+{
+    sn_metric_add(SN_M_FIND, 1);
+    find_ctx f;
+    f.a = &a;
+    int timeout = a.cfg->node.dimse_timeout;
+    OFCondition cond = DIMSE_findProvider(a.assoc, pid, &req, find_callback, &f,
+                                          timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING, timeout);
+    for (DcmDataset *d : f.results)
+        delete d;
+    SN_LOG_INFO(SCP_LOG, "%s: C-FIND answered with %zu match(es)%s%s", a.calling_ae.c_str(), f.next,
+                f.error.empty() ? "" : ", error: ", f.error.c_str());
+    return cond;
+}
+
+/* ---- one association from A-ASSOCIATE-RQ to release -------------------------------------- */
+
+void serve_association(scp_server *srv, T_ASC_Association *assoc)
+{
+    assoc_ctx a;
+    a.srv = srv;
+    a.assoc = assoc;
+    a.cfg = srv->get_config(srv->ctx);
+    a.peer = nullptr;
+    a.started_ms = sn_mono_ms();
+
+    if (srv->stopping.load()) {
+        sn_metric_reject(SN_REJECT_SHUTDOWN);
+        reject(assoc, ASC_RESULT_REJECTEDTRANSIENT, ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
+               ASC_REASON_SP_PRES_TEMPORARYCONGESTION);
+    } else if (negotiate(a)) {
+        OFCondition cond = ASC_acknowledgeAssociation(assoc);
+        if (cond.bad()) {
+            SN_LOG_WARN(SCP_LOG, "A-ASSOCIATE-AC to %s failed: %s", a.calling_ae.c_str(), cond.text());
+        } else {
+            sn_metric_add(SN_M_ASSOC_ACCEPTED, 1);
+            sn_metric_add(SN_M_ASSOC_ACTIVE, 1);
+            SN_LOG_DEBUG(SCP_LOG, "association from %s (%s) accepted", a.calling_ae.c_str(), a.peer_host.c_str());
+            int idle_s = 0;
+            bool released = false, aborted = false;
+            for (;;) {
+                T_ASC_PresentationContextID pid = 0;
+                T_DIMSE_Message msg;
+                DcmDataset *status_detail = nullptr;
+                /* Poll once a second so shutdown and the idle limit are honoured. */
+                cond = DIMSE_receiveCommand(assoc, DIMSE_NONBLOCKING, 1, &pid, &msg, &status_detail);
+                delete status_detail;
+                if (cond == DIMSE_NODATAAVAILABLE) {
+                    idle_s++;
+                    int limit = a.cfg->node.dimse_timeout;
+                    if (srv->abort_now.load() || (limit > 0 && idle_s >= limit)) {
+                        SN_LOG_WARN(SCP_LOG, "aborting association from %s: %s", a.calling_ae.c_str(),
+                                    srv->abort_now.load() ? "node is stopping" : "idle timeout");
+                        ASC_abortAssociation(assoc);
+                        aborted = true;
+                        break;
+                    }
+                    continue;
+                }
+                idle_s = 0;
+                if (cond == DUL_PEERREQUESTEDRELEASE) {
+                    ASC_acknowledgeRelease(assoc);
+                    released = true;
+                    break;
+                }
+                if (cond == DUL_PEERABORTEDASSOCIATION) {
+                    SN_LOG_WARN(SCP_LOG, "association from %s aborted by the peer", a.calling_ae.c_str());
+                    aborted = true;
+                    break;
+                }
+                if (cond.bad()) {
+                    SN_LOG_WARN(SCP_LOG, "association from %s: %s", a.calling_ae.c_str(), cond.text());
+                    ASC_abortAssociation(assoc);
+                    aborted = true;
+                    break;
+                }
+                switch (msg.CommandField) {
+                case DIMSE_C_ECHO_RQ: cond = handle_echo(a, pid, msg.msg.CEchoRQ); break;
+                case DIMSE_C_STORE_RQ: cond = handle_store(a, pid, msg.msg.CStoreRQ); break;
+                case DIMSE_C_FIND_RQ: cond = handle_find(a, pid, msg.msg.CFindRQ); break;
+                default:
+                    cond = makeDcmnetCondition(DIMSEC_BADCOMMANDTYPE, OF_error, "unsupported DIMSE command");
+                    break;
+                }
+                if (cond.bad()) {
+                    if (cond == DUL_PEERABORTEDASSOCIATION)
+                        SN_LOG_WARN(SCP_LOG, "association from %s aborted by the peer", a.calling_ae.c_str());
+                    else {
+                        SN_LOG_WARN(SCP_LOG, "association from %s aborted: %s", a.calling_ae.c_str(), cond.text());
+                        ASC_abortAssociation(assoc);
+                    }
+                    aborted = true;
+                    break;
+                }
+            }
+            if (aborted)
+                sn_metric_add(SN_M_ASSOC_ABORTED, 1);
+            if (released && a.peer && a.peer->stable_on_release) {
+                for (const std::string &uid : a.series) {
+                    char err[512] = "";
+                    if (store_series_complete(srv->st, uid.c_str(), a.cfg, err, sizeof err) != SN_OK)
+                        SN_LOG_ERROR(SCP_LOG, "series %s: %s", uid.c_str(), err);
+                }
+            }
+            SN_LOG_INFO(SCP_LOG, "association from %s %s: %lld stored (%.1f MB), %lld failed, %zu series, %.2f s",
+                        a.calling_ae.c_str(), released ? "released" : "aborted", (long long)a.n_stored,
+                        a.bytes / 1048576.0, (long long)a.n_failed, a.series.size(),
+                        (sn_mono_ms() - a.started_ms) / 1000.0);
+            sn_metric_add(SN_M_ASSOC_ACTIVE, -1);
+        }
+    }
+    drop_association(assoc);
+    sn_config_unref(a.cfg);
+}
+
+/* Each pool thread receives an association and serves it, then receives the next. The listen
+ * socket is non-blocking, so threads that lose the race for a connection return at once; a
+ * client that connects and stays silent ties up one thread for acse_timeout, never the others. */
+void worker_main(scp_server *srv)
+{
+    while (!srv->stopping.load()) {
+        T_ASC_Association *assoc = nullptr;
+        OFCondition cond = ASC_receiveAssociation(srv->net, &assoc, (long)srv->max_pdu, nullptr, nullptr,
+                                                  OFFalse, DUL_NOBLOCK, 1);
+        if (cond.bad()) {
+            /* DUL_NOASSOCIATIONREQUEST: nothing within 1 s; other errors: lost the accept race,
+             * or the client went away before its A-ASSOCIATE-RQ. */
+            if (cond != DUL_NOASSOCIATIONREQUEST && assoc)
+                SN_LOG_DEBUG(SCP_LOG, "receiving an association failed: %s", cond.text());
+            drop_association(assoc);
+            continue;
+        }
+        sn_config *cfg = srv->get_config(srv->ctx);
+        int limit = cfg->node.max_associations;
+        sn_config_unref(cfg);
+        if (srv->active.fetch_add(1) >= limit) {
+            SN_LOG_WARN(SCP_LOG, "association rejected: %d associations open (max_associations = %d)",
+                        limit, limit);
+            sn_metric_reject(SN_REJECT_TOO_MANY);
+            reject(assoc, ASC_RESULT_REJECTEDTRANSIENT, ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
+                   ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
+            drop_association(assoc);
+        } else {
+            try {
+                serve_association(srv, assoc);
+            } catch (const std::exception &e) {
+                SN_LOG_ERROR(SCP_LOG, "association failed with an exception: %s", e.what());
+            } catch (...) {
+                SN_LOG_ERROR(SCP_LOG, "association failed with an unknown exception");
+            }
+        }
+        srv->active.fetch_sub(1);
+    }
+}
+
+/* Our own listening socket on [node] bind:port (DCMTK 3.6.7 always binds INADDR_ANY). */
+int open_listen_socket(const char *bind_addr, int port, char *err, size_t errlen)
+{
+    struct addrinfo hints, *res = nullptr;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int gai = getaddrinfo(bind_addr && *bind_addr ? bind_addr : nullptr, portstr, &hints, &res);
+    if (gai != 0)
+        return sn_errf(err, errlen, SN_ECONFIG, "bind address '%s': %s", bind_addr, gai_strerror(gai));
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        freeaddrinfo(res);
+        return sn_errf(err, errlen, SN_ENET, "socket: %s", strerror(errno));
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
+        int e = errno;
+        freeaddrinfo(res);
+        close(fd);
+        return sn_errf(err, errlen, e == EADDRINUSE ? SN_EBUSY : SN_ENET, "cannot listen on %s:%d: %s",
+                       bind_addr, port, e == EADDRINUSE ? "port already in use" : strerror(e));
+    }
+    freeaddrinfo(res);
+    /* Non-blocking: pool threads race for each connection; the losers must not block. */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    if (listen(fd, 64) != 0) {
+        int e = errno;
+        close(fd);
+        return sn_errf(err, errlen, SN_ENET, "listen on %s:%d: %s", bind_addr, port, strerror(e));
+    }
+    return fd;
+}
+
+} // namespace
+
+extern "C" int scp_server_open(const sn_config *cfg, store *st, scp_config_fn get_config, void *ctx,
+                               scp_server **out, char *err, size_t errlen)
+{
+    *out = nullptr;
+    scp_global_init();
+    try {
+        int fd = open_listen_socket(cfg->node.bind, cfg->node.port, err, errlen);
+        if (fd < 0)
+            return fd;
+        scp_server *srv = new scp_server;
+        srv->st = st;
+        srv->get_config = get_config;
+        srv->ctx = ctx;
+        srv->pool_size = cfg->node.max_associations > 0 ? cfg->node.max_associations : 1;
+        srv->max_pdu = cfg->node.max_pdu ? cfg->node.max_pdu : ASC_DEFAULTMAXPDU;
+        /* DCMTK opens its own listener on an ephemeral port; ours replaces it (same descriptor
+         * number, so dcmnet accepts on our socket and closes it in ASC_dropNetwork). */
+        OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, 0, cfg->node.acse_timeout, &srv->net);
+        if (cond.bad()) {
+            close(fd);
+            delete srv;
+            return scp__cond(cond, "initialising the network", err, errlen);
+        }
+        PRIVATE_NETWORKKEY *key = (PRIVATE_NETWORKKEY *)srv->net->network;
+        if (dup2(fd, key->networkSpecific.TCP.listenSocket) < 0) {
+            int e = errno;
+            close(fd);
+            ASC_dropNetwork(&srv->net);
+            delete srv;
+            return sn_errf(err, errlen, SN_ENET, "dup2 listener: %s", strerror(e));
+        }
+        close(fd);
+        key->networkSpecific.TCP.port = cfg->node.port;
+        for (int i = 0; i < srv->pool_size + SCP_SPARE_THREADS; i++)
+            srv->workers.emplace_back(worker_main, srv);
+        SN_LOG_INFO(SCP_LOG, "listening on %s:%d as AE '%s' (max %d associations)", cfg->node.bind,
+                    cfg->node.port, cfg->node.ae_title, srv->pool_size);
+        *out = srv;
+        return SN_OK;
+    } catch (const std::exception &e) {
+        return sn_errf(err, errlen, SN_EINTERNAL, "starting the SCP: %s", e.what());
+    }
+}
+
+extern "C" int scp_server_active(const scp_server *srv)
+{
+    return srv ? srv->active.load() : 0;
+}
+
+extern "C" void scp_server_close(scp_server *srv, int drain_ms)
+{
+    if (!srv)
+        return;
+    srv->stopping.store(true);
+    int64_t deadline = sn_mono_ms() + (drain_ms > 0 ? drain_ms : 0);
+    while (srv->active.load() > 0 && sn_mono_ms() < deadline)
+        usleep(50 * 1000);
+    if (srv->active.load() > 0)
+        SN_LOG_WARN(SCP_LOG, "%d association(s) still open after %d ms; aborting them", srv->active.load(), drain_ms);
+    srv->abort_now.store(true);
+    for (std::thread &t : srv->workers)
+        if (t.joinable())
+            t.join();
+    ASC_dropNetwork(&srv->net);
+    delete srv;
+}
