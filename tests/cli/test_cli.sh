@@ -1,0 +1,168 @@
+#!/bin/bash
+# tests/cli/test_cli.sh — the admin side of `segnode` end to end: usage and exit codes,
+# `config check` on the shipped example and on broken files, `series`/`jobs`/`status`/`peers`
+# with --json on an empty store, `echo` and `send` against DCMTK's storescp, and failures
+# (dead port, unknown peer, missing job). Ports 11300-11309.
+# usage: test_cli.sh SEGNODE_BINARY DICOM_DATA_DIR SOURCE_DIR
+set -u
+SEGNODE=$1
+DATA=$2
+SRC=$3
+. "$(dirname "$0")/lib.sh"
+
+PACS_PORT=11301
+DEAD_PORT=11302
+
+# Nothing from the host may leak into the test.
+unset SEGNODE_CONFIG
+
+cat >"$TMP/good.conf" <<CONF
+[node]
+ae_title = SEGNODE
+port = 11300
+storage = $TMP/storage
+http_port = 0
+
+[peer PACS]
+ae_title = PACS
+host = 127.0.0.1
+port = $PACS_PORT
+allow = echo, store
+
+[peer DEAD]
+ae_title = DEADPEER
+host = 127.0.0.1
+port = $DEAD_PORT
+allow = echo
+CONF
+C="-c $TMP/good.conf"
+
+# ---- usage and exit codes ------------------------------------------------------------------
+run "$SEGNODE" --version;        expect_rc 0 "--version"; expect_re "$OUT" '^segnode [0-9]' "--version prints the version"
+run "$SEGNODE" --help;           expect_rc 0 "--help"; expect_in "$OUT" "config check" "--help lists commands"
+run "$SEGNODE" help send;        expect_rc 0 "help send"; expect_in "$OUT" "usage: segnode send" "help send shows send's usage"
+run "$SEGNODE" series --help;    expect_rc 0 "series --help"
+run "$SEGNODE";                  expect_rc 2 "no command"
+run "$SEGNODE" frobnicate;       expect_rc 2 "unknown command"
+run "$SEGNODE" --bogus status;   expect_rc 2 "unknown global option"
+run "$SEGNODE" $C series --bogus; expect_rc 2 "unknown subcommand option"
+run "$SEGNODE" segment x;        expect_rc 2 "segment"; expect_in "$ERR" "not available in this build yet" "segment says not available"
+run "$SEGNODE" atlas list;       expect_rc 2 "atlas"; expect_in "$ERR" "not available in this build yet" "atlas says not available"
+run "$SEGNODE" $C jobs frob;     expect_rc 2 "jobs with an unknown action"
+run "$SEGNODE" $C jobs retry abc; expect_rc 2 "jobs retry with a non-numeric ID"
+run "$SEGNODE" $C series 1.2.x;  expect_rc 2 "series with an invalid UID"
+
+# ---- config check ----------------------------------------------------------------------------
+if [ -f "$SRC/etc/segnode.conf" ]; then
+    run "$SEGNODE" config check "$SRC/etc/segnode.conf"
+    expect_rc 0 "config check etc/segnode.conf"; expect_in "$OUT" "OK" "etc/segnode.conf is OK"
+    run "$SEGNODE" -c "$SRC/etc/segnode.conf" --json config check
+    expect_rc 0 "config check --json etc/segnode.conf"; py_check "config check --json ok" "d['ok'] is True and 'node' in d"
+else
+    echo "# note: $SRC/etc/segnode.conf not there yet, skipping that check"
+fi
+run "$SEGNODE" $C config check
+expect_rc 0 "config check good.conf"; expect_in "$OUT" "OK" "good.conf OK"
+expect_in "$OUT" "PACS" "summary names the peers"
+run "$SEGNODE" --json $C config check
+py_check "config check --json summary" "d['ok'] and d['node']['ae_title']=='SEGNODE' and d['peers']==['PACS','DEAD']"
+# $SEGNODE_CONFIG is used when there is no -c
+SEGNODE_CONFIG="$TMP/good.conf" run "$SEGNODE" config check
+expect_rc 0 "config check via SEGNODE_CONFIG"; expect_in "$OUT" "$TMP/good.conf" "SEGNODE_CONFIG names the file"
+
+printf '[node]\nae_title = X\nbogus_key = 1\n' >"$TMP/broken1.conf"
+run "$SEGNODE" config check "$TMP/broken1.conf"
+expect_rc 2 "config check: unknown key"; expect_re "$ERR" 'broken1\.conf:3' "unknown key reported with its line"
+
+printf '[node]\nport = 99999\n' >"$TMP/broken2.conf"
+run "$SEGNODE" -c "$TMP/broken2.conf" config check
+expect_rc 2 "config check: port out of range"; expect_re "$ERR" 'broken2\.conf:2' "bad port reported with its line"
+
+printf '[peer A]\nae_title = SAME\n\n[peer B]\nae_title = SAME\n' >"$TMP/broken3.conf"
+run "$SEGNODE" config check "$TMP/broken3.conf"
+expect_rc 2 "config check: duplicate AE title"; expect_re "$ERR" 'broken3\.conf:[0-9]+' "duplicate AE reported with its line"
+
+printf '[nosuchsection]\nx = 1\n' >"$TMP/broken4.conf"
+run "$SEGNODE" --json config check "$TMP/broken4.conf"
+expect_rc 2 "config check: unknown section"; py_check "config check --json error" "d['ok'] is False and 'broken4.conf:' in d['error']"
+
+run "$SEGNODE" config check "$TMP/does-not-exist.conf"
+expect_rc 2 "config check: missing file"
+
+touch "$TMP/a-file"
+sed "s#^storage = .*#storage = $TMP/a-file/storage#" "$TMP/good.conf" >"$TMP/badstorage.conf"
+run "$SEGNODE" config check "$TMP/badstorage.conf"
+expect_rc 2 "config check: storage under a regular file"; expect_in "$ERR" "not a folder" "storage problem explained"
+
+run "$SEGNODE" -c "$TMP/broken1.conf" peers
+expect_rc 2 "a broken config stops other commands with exit 2"
+
+# ---- empty store --------------------------------------------------------------------------------
+run "$SEGNODE" --json $C series
+expect_rc 0 "--json series on an empty store"; py_check "series is []" "d == []"
+run "$SEGNODE" $C series
+expect_rc 0 "series (table) on an empty store"; expect_in "$OUT" "no series" "empty store says so"
+run "$SEGNODE" $C series --json 1.2.3.4
+expect_rc 1 "series of an unknown UID"; expect_in "$ERR" "no such series" "unknown series explained"
+run "$SEGNODE" $C jobs list --json
+expect_rc 0 "jobs list --json"; py_check "jobs is []" "d == []"
+run "$SEGNODE" $C jobs
+expect_rc 0 "jobs (default list)"
+run "$SEGNODE" $C jobs retry 999
+expect_rc 1 "jobs retry of a missing job"; expect_in "$ERR" "no such job" "missing job explained"
+run "$SEGNODE" $C status
+expect_rc 0 "status"; expect_in "$OUT" "SEGNODE" "status shows the AE title"
+run "$SEGNODE" $C --json status
+expect_rc 0 "status --json"
+py_check "status --json shape" "d['node']['ae_title']=='SEGNODE' and d['counts']['series']==0 and d['daemon_running'] is False and set(d['series_by_state'])>={'receiving','stable','done','failed'} and 'pending' in d['jobs_by_state'] and 'schema_version' in d"
+
+# ---- peers ------------------------------------------------------------------------------------
+run "$SEGNODE" $C peers --json
+expect_rc 0 "peers --json"
+py_check "peers --json content" "[p['name'] for p in d]==['PACS','DEAD'] and d[0]['ae_title']=='PACS' and d[0]['port']==$PACS_PORT and d[0]['allow']==['echo','store'] and d[0]['host']=='127.0.0.1'"
+run "$SEGNODE" $C peers
+expect_rc 0 "peers table"; expect_in "$OUT" "127.0.0.1:$PACS_PORT" "peers table shows host:port"
+
+# ---- echo and send against storescp ------------------------------------------------------------
+mkdir -p "$TMP/recv"
+if ! port_free $PACS_PORT; then echo "port $PACS_PORT busy"; exit 1; fi
+storescp -aet PACS +xa -od "$TMP/recv" $PACS_PORT >"$TMP/storescp.log" 2>&1 &
+PIDS="$PIDS $!"
+if ! wait_dicom $PACS_PORT PACS; then echo "storescp did not start"; cat "$TMP/storescp.log"; exit 1; fi
+
+run "$SEGNODE" $C echo PACS
+expect_rc 0 "echo PACS by section name"; expect_re "$OUT" 'ok in [0-9]+ ms' "echo prints the round trip"
+run "$SEGNODE" $C --json echo PACS
+expect_rc 0 "echo --json"; py_check "echo --json" "d['ok'] is True and d['ms'] >= 0 and d['error'] is None"
+run "$SEGNODE" $C echo DEADPEER
+expect_rc 1 "echo a dead port (by AE title)"; expect_in "$ERR" "DEAD" "dead peer named in the error"
+expect_in "$ERR" "$DEAD_PORT" "dead peer's port in the error"
+run "$SEGNODE" $C echo NOPE
+expect_rc 2 "echo an unknown peer"; expect_in "$ERR" "no peer 'NOPE'" "unknown peer explained"
+
+FILES="$DATA/MR2_UNCR.dcm $DATA/emri_small.dcm $DATA/liver.dcm"
+run "$SEGNODE" $C send PACS $FILES
+expect_rc 0 "send 3 files"; expect_re "$OUT" 'sent 3 of 3 files to PACS in [0-9.]+ s' "send summary"
+n=$(find "$TMP/recv" -type f | wc -l)
+if [ "$n" -eq 3 ]; then ok "storescp received 3 files"; else fail "storescp received $n files, expected 3"; fi
+
+# a folder, walked recursively, with a non-DICOM file that is skipped
+mkdir -p "$TMP/srcdir/sub"
+cp "$DATA/MR2_UNCR.dcm" "$TMP/srcdir/"
+cp "$DATA/emri_small.dcm" "$DATA/liver.dcm" "$TMP/srcdir/sub/"
+echo "not dicom" >"$TMP/srcdir/README.txt"
+run "$SEGNODE" $C --json send PACS "$TMP/srcdir"
+expect_rc 0 "send a folder --json"
+py_check "send --json summary" "d['files']==3 and d['sent']==3 and d['skipped']==1 and d['failed']==[] and d['error'] is None"
+
+# a file that is not DICOM, named explicitly, fails alone
+run "$SEGNODE" $C send PACS "$DATA/MR2_UNCR.dcm" "$TMP/srcdir/README.txt"
+expect_rc 1 "send with one bad file"; expect_in "$OUT" "sent 1 of 2 files" "partial send summary"
+expect_in "$ERR" "README.txt" "the failed file is named"
+
+run "$SEGNODE" $C send DEAD $FILES
+expect_rc 1 "send to a dead port"; expect_in "$OUT" "sent 0 of 3 files" "dead peer summary"
+run "$SEGNODE" $C send PACS "$TMP/nothing-here.dcm"
+expect_rc 2 "send a missing file"
+
+finish

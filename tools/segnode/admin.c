@@ -1,0 +1,1242 @@
+/* tools/segnode/admin.c — the admin subcommands of `segnode`: status, series, jobs, peers, echo,
+ * send and config check. They read the config and the store (the same SQLite database the daemon
+ * uses, which is safe in WAL mode), talk DICOM through scp.h's SCU, and ask a running daemon for
+ * its live figures over its HTTP /status. Tables for people, `--json` for scripts.
+ * Not the daemon: nothing here keeps running after its answer. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/log.h"
+#include "common/status.h"
+#include "common/util.h"
+#include "scp/scp.h"
+#include "store/store.h"
+#include "tools/segnode/cli.h"
+
+#ifndef SEGNODE_VERSION
+#define SEGNODE_VERSION "unknown"
+#endif
+
+/* ---- shared plumbing ------------------------------------------------------------------------ */
+
+#define ARGS_HELP (-1)
+
+/* Parse what follows a subcommand: help, global options and positionals (collected in pos,
+ * which has room for argc entries). "--" ends options. Returns 0, ARGS_HELP when help was
+ * printed, or an exit code > 0. */
+static int parse_args(int argc, char **argv, const char *help, char **pos, int *npos)
+{
+    int only_pos = 0;
+    *npos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!only_pos && a[0] == '-' && a[1] != '\0') {
+            if (strcmp(a, "--") == 0) {
+                only_pos = 1;
+                continue;
+            }
+            if (cli_is_help(a)) {
+                fputs(help, stdout);
+                return ARGS_HELP;
+            }
+            int g = cli_take_global(argc, argv, &i);
+            if (g < 0)
+                return -g;
+            if (g == 1)
+                continue;
+            fprintf(stderr, "segnode %s: unknown option %s\n%s", argv[0], a, help);
+            return CLI_EXIT_USAGE;
+        }
+        pos[(*npos)++] = argv[i];
+    }
+    cli_apply_log_level();
+    return 0;
+}
+
+/* Print a JSON document to stdout and free it. */
+static int json_out(cJSON *doc)
+{
+    char *s = doc ? cJSON_Print(doc) : NULL;
+    cJSON_Delete(doc);
+    if (!s) {
+        fprintf(stderr, "segnode: out of memory\n");
+        return CLI_EXIT_FAIL;
+    }
+    puts(s);
+    free(s);
+    return CLI_EXIT_OK;
+}
+
+static void json_time(cJSON *obj, const char *key, int64_t ms)
+{
+    if (ms <= 0) {
+        cJSON_AddNullToObject(obj, key);
+        return;
+    }
+    char t[32];
+    sn_format_time(ms, t);
+    cJSON_AddStringToObject(obj, key, t);
+}
+
+static void json_str(cJSON *obj, const char *key, const char *s)
+{
+    if (s && *s)
+        cJSON_AddStringToObject(obj, key, s);
+    else
+        cJSON_AddNullToObject(obj, key);
+}
+
+/* Config + store for a subcommand; exit code on failure. */
+static int open_cfg_store(sn_config **cfg, store **st)
+{
+    *cfg = NULL;
+    *st = NULL;
+    if (cli_load_config(cli_g.config_path, cfg) != 0)
+        return CLI_EXIT_USAGE;
+    if (st && cli_open_store(*cfg, st) != 0) {
+        sn_config_unref(*cfg);
+        *cfg = NULL;
+        return CLI_EXIT_FAIL;
+    }
+    return 0;
+}
+
+static const char *allow_text(unsigned allow, char *out, size_t n)
+{
+    out[0] = '\0';
+    if (allow & SN_ALLOW_ECHO)
+        strncat(out, "echo,", n - strlen(out) - 1);
+    if (allow & SN_ALLOW_STORE)
+        strncat(out, "store,", n - strlen(out) - 1);
+    if (allow & SN_ALLOW_FIND)
+        strncat(out, "find,", n - strlen(out) - 1);
+    size_t l = strlen(out);
+    if (l)
+        out[l - 1] = '\0';
+    else
+        sn_strlcpy(out, "none", n);
+    return out;
+}
+
+static cJSON *allow_json(unsigned allow)
+{
+    cJSON *a = cJSON_CreateArray();
+    if (allow & SN_ALLOW_ECHO)
+        cJSON_AddItemToArray(a, cJSON_CreateString("echo"));
+    if (allow & SN_ALLOW_STORE)
+        cJSON_AddItemToArray(a, cJSON_CreateString("store"));
+    if (allow & SN_ALLOW_FIND)
+        cJSON_AddItemToArray(a, cJSON_CreateString("find"));
+    return a;
+}
+
+static const sn_peer *find_peer(const sn_config *cfg, const char *key)
+{
+    const sn_peer *p = sn_config_peer_by_name(cfg, key);
+    return p ? p : sn_config_peer_by_ae(cfg, key);
+}
+
+static int no_peer(const sn_config *cfg, const char *cmd, const char *key)
+{
+    fprintf(stderr, "segnode %s: no peer '%s' in %s (by [peer NAME] or AE title; see segnode peers)\n",
+            cmd, key, cfg->path[0] ? cfg->path : "the built-in config");
+    return CLI_EXIT_USAGE;
+}
+
+/* ---- tiny HTTP client for the daemon's /status -------------------------------------------- */
+
+/* GET http://host:port/status with a short timeout. Returns the parsed JSON, or NULL when no
+ * daemon answers (that is normal: the admin command works without one). */
+static cJSON *daemon_status(const sn_config *cfg, char *where, size_t wlen)
+{
+    const char *host = cfg->node.http_bind;
+    if (!host[0] || strcmp(host, "0.0.0.0") == 0)
+        host = "127.0.0.1";
+    else if (strcmp(host, "::") == 0)
+        host = "::1";
+    snprintf(where, wlen, "%s:%d", host, cfg->node.http_port);
+    if (cfg->node.http_port <= 0)
+        return NULL;
+
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)cfg->node.http_port);
+        sl = sizeof *a4;
+    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)cfg->node.http_port);
+        sl = sizeof *a6;
+    } else {
+        return NULL;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return NULL;
+    char *buf = NULL;
+    cJSON *doc = NULL;
+    int64_t deadline = sn_mono_ms() + 1500;
+    if (connect(fd, (struct sockaddr *)&ss, sl) != 0 && errno != EINPROGRESS)
+        goto out;
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+    if (poll(&pfd, 1, 500) != 1)
+        goto out;
+    int soerr = 0;
+    socklen_t el = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &el) != 0 || soerr != 0)
+        goto out;
+    char req[256];
+    int rl = snprintf(req, sizeof req,
+                      "GET /status HTTP/1.0\r\nHost: %s\r\nAccept: application/json\r\n\r\n", where);
+    if (send(fd, req, (size_t)rl, MSG_NOSIGNAL) != rl)
+        goto out;
+    size_t cap = 1 << 16, len = 0;
+    buf = malloc(cap);
+    if (!buf)
+        goto out;
+    for (;;) {
+        int64_t left = deadline - sn_mono_ms();
+        if (left <= 0)
+            goto out;
+        pfd.events = POLLIN;
+        if (poll(&pfd, 1, (int)left) != 1)
+            goto out;
+        if (len + 1 >= cap) {
+            if (cap >= (1u << 22))
+                goto out;
+            char *n = realloc(buf, cap * 2);
+            if (!n)
+                goto out;
+            buf = n;
+            cap *= 2;
+        }
+        ssize_t r = recv(fd, buf + len, cap - len - 1, 0);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (r < 0)
+            goto out;
+        if (r == 0)
+            break;
+        len += (size_t)r;
+    }
+    buf[len] = '\0';
+    if (strncmp(buf, "HTTP/1.", 7) != 0 || strncmp(buf + 8, " 200", 4) != 0)
+        goto out;
+    char *body = strstr(buf, "\r\n\r\n");
+    if (body)
+        doc = cJSON_Parse(body + 4);
+out:
+    free(buf);
+    close(fd);
+    return doc;
+}
+
+static double jnum(const cJSON *o, const char *a, const char *b, double dflt)
+{
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, a);
+    if (x && b)
+        x = cJSON_GetObjectItemCaseSensitive(x, b);
+    return cJSON_IsNumber(x) ? x->valuedouble : dflt;
+}
+
+static void human_duration(double s, char *out, size_t n)
+{
+    long long t = (long long)s;
+    if (t >= 86400)
+        snprintf(out, n, "%lldd %lldh", t / 86400, (t % 86400) / 3600);
+    else if (t >= 3600)
+        snprintf(out, n, "%lldh %lldm", t / 3600, (t % 3600) / 60);
+    else if (t >= 60)
+        snprintf(out, n, "%lldm %llds", t / 60, t % 60);
+    else
+        snprintf(out, n, "%llds", t);
+}
+
+/* ---- status ----------------------------------------------------------------------------------- */
+
+static const char STATUS_HELP[] =
+    "usage: segnode status [--json]\n"
+    "Node identity from the config, what the store holds (patients, studies, series, instances,\n"
+    "bytes), series/jobs/outbox by state, and the running daemon's live figures if its HTTP port\n"
+    "answers.\n";
+
+int cli_cmd_status(int argc, char **argv)
+{
+    char *pos[argc > 0 ? argc : 1];
+    int npos, rc = parse_args(argc, argv, STATUS_HELP, pos, &npos);
+    if (rc)
+        return rc == ARGS_HELP ? 0 : rc;
+    if (npos) {
+        fprintf(stderr, "segnode status: unexpected argument %s\n", pos[0]);
+        return CLI_EXIT_USAGE;
+    }
+    sn_config *cfg;
+    store *st;
+    if ((rc = open_cfg_store(&cfg, &st)))
+        return rc;
+    store_counts c;
+    char err[1024] = "";
+    int s = store_counts_get(st, &c, err, sizeof err);
+    if (s != 0) {
+        fprintf(stderr, "segnode status: %s\n", err[0] ? err : sn_strerror(s));
+        store_close(st);
+        sn_config_unref(cfg);
+        return CLI_EXIT_FAIL;
+    }
+    char where[128];
+    cJSON *live = daemon_status(cfg, where, sizeof where);
+    int64_t free_b = sn_disk_free_bytes(cfg->node.storage);
+
+    if (cli_g.json) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON *node = cJSON_AddObjectToObject(root, "node");
+        cJSON_AddStringToObject(node, "ae_title", cfg->node.ae_title);
+        cJSON_AddStringToObject(node, "bind", cfg->node.bind);
+        cJSON_AddNumberToObject(node, "port", cfg->node.port);
+        cJSON_AddNumberToObject(node, "http_port", cfg->node.http_port);
+        cJSON_AddStringToObject(node, "storage", cfg->node.storage);
+        json_str(node, "config", cfg->path);
+        cJSON_AddNumberToObject(root, "schema_version", c.schema_version);
+        cJSON *cnt = cJSON_AddObjectToObject(root, "counts");
+        cJSON_AddNumberToObject(cnt, "patients", (double)c.patients);
+        cJSON_AddNumberToObject(cnt, "studies", (double)c.studies);
+        cJSON_AddNumberToObject(cnt, "series", (double)c.series);
+        cJSON_AddNumberToObject(cnt, "instances", (double)c.instances);
+        cJSON_AddNumberToObject(cnt, "bytes", (double)c.bytes);
+        cJSON *o = cJSON_AddObjectToObject(root, "series_by_state");
+        for (int i = 0; i < STORE_SERIES__COUNT; i++)
+            cJSON_AddNumberToObject(o, store_series_state_name((store_series_state)i),
+                                    (double)c.series_by_state[i]);
+        o = cJSON_AddObjectToObject(root, "jobs_by_state");
+        for (int i = 0; i < STORE_JOB__COUNT; i++)
+            cJSON_AddNumberToObject(o, store_job_state_name((store_job_state)i),
+                                    (double)c.jobs_by_state[i]);
+        json_time(root, "oldest_pending_job", c.oldest_pending_job_ms);
+        o = cJSON_AddObjectToObject(root, "outbox_by_state");
+        for (int i = 0; i < STORE_OUTBOX__COUNT; i++)
+            cJSON_AddNumberToObject(o, store_outbox_state_name((store_outbox_state)i),
+                                    (double)c.outbox_by_state[i]);
+        if (free_b >= 0)
+            cJSON_AddNumberToObject(root, "disk_free_bytes", (double)free_b);
+        else
+            cJSON_AddNullToObject(root, "disk_free_bytes");
+        cJSON_AddBoolToObject(root, "daemon_running", live != NULL);
+        if (live)
+            cJSON_AddItemToObject(root, "daemon", live);
+        else
+            cJSON_AddNullToObject(root, "daemon");
+        live = NULL;
+        rc = json_out(root);
+    } else {
+        char b1[32], b2[32], t[32];
+        printf("node      %s on %s:%d, storage %s\n", cfg->node.ae_title,
+               cfg->node.bind[0] ? cfg->node.bind : "0.0.0.0", cfg->node.port, cfg->node.storage);
+        printf("config    %s\n", cfg->path[0] ? cfg->path : "(built-in defaults)");
+        if (cfg->node.http_port <= 0) {
+            printf("daemon    unknown (http_port = 0, no status endpoint)\n");
+        } else if (live) {
+            char up[64] = "?";
+            double u = jnum(live, "uptime_s", NULL, -1);
+            if (u >= 0)
+                human_duration(u, up, sizeof up);
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(live, "version");
+            printf("daemon    running (version %s, up %s), %.0f association(s) active, "
+                   "%.0f accepted, %.0f instances received\n",
+                   cJSON_IsString(v) ? v->valuestring : "?", up,
+                   jnum(live, "associations", "active", 0), jnum(live, "associations", "accepted", 0),
+                   jnum(live, "dimse", "instances_received", 0));
+        } else {
+            printf("daemon    not answering on http://%s/status\n", where);
+        }
+        printf("store     %" PRId64 " patients, %" PRId64 " studies, %" PRId64 " series, %" PRId64
+               " instances, %s (schema %d)\n",
+               c.patients, c.studies, c.series, c.instances, cli_human_bytes(c.bytes, b1, sizeof b1),
+               c.schema_version);
+        printf("disk      %s free\n", free_b >= 0 ? cli_human_bytes(free_b, b2, sizeof b2) : "?");
+        printf("series   ");
+        for (int i = 0; i < STORE_SERIES__COUNT; i++)
+            printf(" %s %" PRId64 "%s", store_series_state_name((store_series_state)i),
+                   c.series_by_state[i], i + 1 < STORE_SERIES__COUNT ? "," : "\n");
+        printf("jobs     ");
+        for (int i = 0; i < STORE_JOB__COUNT; i++)
+            printf(" %s %" PRId64 "%s", store_job_state_name((store_job_state)i),
+                   c.jobs_by_state[i], i + 1 < STORE_JOB__COUNT ? "," : "\n");
+        if (c.oldest_pending_job_ms > 0)
+            printf("          oldest pending job since %s\n", cli_time(c.oldest_pending_job_ms, t));
+        printf("outbox   ");
+        for (int i = 0; i < STORE_OUTBOX__COUNT; i++)
+            printf(" %s %" PRId64 "%s", store_outbox_state_name((store_outbox_state)i),
+                   c.outbox_by_state[i], i + 1 < STORE_OUTBOX__COUNT ? "," : "\n");
+        rc = 0;
+    }
+    cJSON_Delete(live);
+    store_close(st);
+    sn_config_unref(cfg);
+    return rc;
+}
+
+/* ---- series ----------------------------------------------------------------------------------- */
+
+static const char SERIES_HELP[] =
+    "usage: segnode series [--json] [SERIES_UID]\n"
+    "Without a UID: one line per stored series (newest first). With a UID: that series in\n"
+    "detail, its jobs and its instance files.\n";
+
+typedef struct series_ctx {
+    cli_table *t;
+    cJSON *arr;
+    int found;
+    cJSON *one;                /* detail object (JSON, UID given) */
+} series_ctx;
+
+static cJSON *series_json(const store_series_row *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "id", (double)r->id);
+    json_str(o, "series_uid", r->series_uid);
+    json_str(o, "study_uid", r->study_uid);
+    json_str(o, "patient_id", r->patient_id);
+    json_str(o, "patient_name", r->patient_name);
+    json_str(o, "modality", r->modality);
+    json_str(o, "series_description", r->series_description);
+    json_str(o, "body_part", r->body_part);
+    json_str(o, "frame_of_reference_uid", r->frame_of_reference_uid);
+    if (r->series_number >= 0)
+        cJSON_AddNumberToObject(o, "series_number", r->series_number);
+    else
+        cJSON_AddNullToObject(o, "series_number");
+    cJSON_AddNumberToObject(o, "instances", (double)r->instances);
+    cJSON_AddNumberToObject(o, "bytes", (double)r->bytes);
+    cJSON_AddNumberToObject(o, "replaced", (double)r->replaced);
+    cJSON_AddStringToObject(o, "state", store_series_state_name(r->state));
+    json_str(o, "source_ae", r->source_ae);
+    json_time(o, "first_received", r->first_received_ms);
+    json_time(o, "last_received", r->last_received_ms);
+    return o;
+}
+
+static int series_row_cb(void *vctx, const store_series_row *r)
+{
+    series_ctx *ctx = vctx;
+    ctx->found++;
+    if (ctx->arr) {
+        cJSON_AddItemToArray(ctx->arr, series_json(r));
+        return 0;
+    }
+    if (ctx->t) {
+        char inst[32], size[32], t[32];
+        snprintf(inst, sizeof inst, "%" PRId64, r->instances);
+        const char *cells[] = {r->series_uid, r->modality, r->series_description, inst,
+                               cli_human_bytes(r->bytes, size, sizeof size),
+                               store_series_state_name(r->state), r->source_ae,
+                               cli_time(r->last_received_ms, t)};
+        cli_table_add(ctx->t, cells);
+        return 0;
+    }
+    if (ctx->one == NULL && cli_g.json) {
+        ctx->one = series_json(r);
+        return 1;
+    }
+    /* text details */
+    char b[32], t1[32], t2[32];
+    printf("series uid        %s\n", r->series_uid);
+    printf("study uid         %s\n", r->study_uid ? r->study_uid : "-");
+    printf("patient           %s (%s)\n", r->patient_name && *r->patient_name ? r->patient_name : "-",
+           r->patient_id && *r->patient_id ? r->patient_id : "-");
+    printf("modality          %s\n", r->modality && *r->modality ? r->modality : "-");
+    printf("description       %s\n",
+           r->series_description && *r->series_description ? r->series_description : "-");
+    printf("body part         %s\n", r->body_part && *r->body_part ? r->body_part : "-");
+    if (r->series_number >= 0)
+        printf("series number     %d\n", r->series_number);
+    else
+        printf("series number     -\n");
+    printf("frame of ref.     %s\n",
+           r->frame_of_reference_uid && *r->frame_of_reference_uid ? r->frame_of_reference_uid : "-");
+    printf("state             %s\n", store_series_state_name(r->state));
+    printf("instances         %" PRId64 " (%" PRId64 " received again)\n", r->instances, r->replaced);
+    printf("size              %s (%" PRId64 " bytes)\n", cli_human_bytes(r->bytes, b, sizeof b), r->bytes);
+    printf("source AE         %s\n", r->source_ae && *r->source_ae ? r->source_ae : "-");
+    printf("first received    %s\n", cli_time(r->first_received_ms, t1));
+    printf("last received     %s\n", cli_time(r->last_received_ms, t2));
+    return 1;
+}
+
+typedef struct jobs_ctx {
+    const char *series_uid;    /* filter, or NULL */
+    cli_table *t;
+    cJSON *arr;
+    int n;
+} jobs_ctx;
+
+static cJSON *job_json(const store_job_row *j)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "id", (double)j->id);
+    cJSON_AddNumberToObject(o, "series_id", (double)j->series_id);
+    json_str(o, "series_uid", j->series_uid);
+    json_str(o, "route", j->route);
+    json_str(o, "method", j->method);
+    cJSON_AddStringToObject(o, "state", store_job_state_name(j->state));
+    cJSON_AddNumberToObject(o, "attempts", j->attempts);
+    json_str(o, "error", j->error);
+    json_str(o, "calling_ae", j->calling_ae);
+    json_time(o, "created", j->created_ms);
+    json_time(o, "updated", j->updated_ms);
+    return o;
+}
+
+static int job_row_cb(void *vctx, const store_job_row *j)
+{
+    jobs_ctx *ctx = vctx;
+    if (ctx->series_uid && (!j->series_uid || strcmp(ctx->series_uid, j->series_uid) != 0))
+        return 0;
+    ctx->n++;
+    if (ctx->arr) {
+        cJSON_AddItemToArray(ctx->arr, job_json(j));
+        return 0;
+    }
+    char id[32], att[16], t[32];
+    snprintf(id, sizeof id, "%" PRId64, j->id);
+    snprintf(att, sizeof att, "%d", j->attempts);
+    const char *cells[] = {id, store_job_state_name(j->state), j->route, j->method, att,
+                           j->series_uid, cli_time(j->updated_ms, t), j->error};
+    cli_table_add(ctx->t, cells);
+    return 0;
+}
+
+static cli_table *jobs_table(void)
+{
+    static const char *const h[] = {"ID", "STATE", "ROUTE", "METHOD", "ATTEMPTS", "SERIES UID",
+                                    "UPDATED", "ERROR"};
+    cli_table *t = cli_table_new(8, h);
+    cli_table_align_right(t, 0);
+    cli_table_align_right(t, 4);
+    return t;
+}
+
+typedef struct files_ctx {
+    cJSON *arr;
+    int n;
+} files_ctx;
+
+static int file_row_cb(void *vctx, const char *sop, const char *cls, const char *path)
+{
+    files_ctx *ctx = vctx;
+    ctx->n++;
+    if (ctx->arr) {
+        cJSON *o = cJSON_CreateObject();
+        json_str(o, "sop_instance_uid", sop);
+        json_str(o, "sop_class_uid", cls);
+        json_str(o, "path", path);
+        cJSON_AddItemToArray(ctx->arr, o);
+    } else if (ctx->n <= 20 || cli_g.verbose) {
+        printf("  %s  %s\n", sop, path);
+    }
+    return 0;
+}
+
+int cli_cmd_series(int argc, char **argv)
+{
+    char *pos[argc > 0 ? argc : 1];
+    int npos, rc = parse_args(argc, argv, SERIES_HELP, pos, &npos);
+    if (rc)
+        return rc == ARGS_HELP ? 0 : rc;
+    if (npos > 1) {
+        fprintf(stderr, "segnode series: one series UID at most\n%s", SERIES_HELP);
+        return CLI_EXIT_USAGE;
+    }
+    const char *uid = npos ? pos[0] : NULL;
+    if (uid && !sn_uid_valid(uid)) {
+        fprintf(stderr, "segnode series: '%s' is not a valid DICOM UID\n", uid);
+        return CLI_EXIT_USAGE;
+    }
+    sn_config *cfg;
+    store *st;
+    if ((rc = open_cfg_store(&cfg, &st)))
+        return rc;
+    char err[1024] = "";
+    series_ctx ctx = {0};
+    static const char *const h[] = {"SERIES UID", "MOD", "DESCRIPTION", "INST", "SIZE",
+                                    "STATE", "SOURCE AE", "LAST RECEIVED"};
+    if (!uid) {
+        if (cli_g.json)
+            ctx.arr = cJSON_CreateArray();
+        else {
+            ctx.t = cli_table_new(8, h);
+            cli_table_align_right(ctx.t, 3);
+            cli_table_align_right(ctx.t, 4);
+        }
+    }
+    int s = store_series_list(st, uid, series_row_cb, &ctx, err, sizeof err);
+    if (s != 0) {
+        fprintf(stderr, "segnode series: %s\n", err[0] ? err : sn_strerror(s));
+        rc = CLI_EXIT_FAIL;
+        goto done;
+    }
+    if (!uid) {
+        if (ctx.arr) {
+            rc = json_out(ctx.arr);
+            ctx.arr = NULL;
+        } else {
+            if (cli_table_rows(ctx.t))
+                cli_table_print(ctx.t, stdout);
+            else
+                printf("no series stored in %s\n", cfg->node.storage);
+        }
+        goto done;
+    }
+    if (!ctx.found) {
+        fprintf(stderr, "segnode series: no such series %s\n", uid);
+        rc = CLI_EXIT_FAIL;
+        goto done;
+    }
+    /* details: jobs and files of this series */
+    jobs_ctx jc = {.series_uid = uid};
+    files_ctx fc = {0};
+    if (cli_g.json) {
+        jc.arr = cJSON_AddArrayToObject(ctx.one, "jobs");
+        fc.arr = cJSON_AddArrayToObject(ctx.one, "files");
+    } else {
+        jc.t = jobs_table();
+    }
+    s = store_job_list(st, job_row_cb, &jc, err, sizeof err);
+    if (s == 0 && !cli_g.json) {
+        printf("jobs              %d\n", jc.n);
+        if (jc.n)
+            cli_table_print(jc.t, stdout);
+        printf("files\n");
+    }
+    if (s == 0)
+        s = store_instance_list(st, uid, file_row_cb, &fc, err, sizeof err);
+    cli_table_free(jc.t);
+    if (s != 0) {
+        fprintf(stderr, "segnode series: %s\n", err[0] ? err : sn_strerror(s));
+        rc = CLI_EXIT_FAIL;
+        goto done;
+    }
+    if (cli_g.json) {
+        rc = json_out(ctx.one);
+        ctx.one = NULL;
+    } else if (fc.n > 20 && !cli_g.verbose) {
+        printf("  ... %d more (-v lists all)\n", fc.n - 20);
+    }
+done:
+    cJSON_Delete(ctx.arr);
+    cJSON_Delete(ctx.one);
+    cli_table_free(ctx.t);
+    store_close(st);
+    sn_config_unref(cfg);
+    return rc;
+}
+
+/* ---- jobs ------------------------------------------------------------------------------------- */
+
+static const char JOBS_HELP[] =
+    "usage: segnode jobs list [--json]\n"
+    "       segnode jobs retry ID\n"
+    "list: every segmentation job (state, route, method, attempts, last error).\n"
+    "retry: put a failed or done job back to pending so the worker runs it again.\n";
+
+int cli_cmd_jobs(int argc, char **argv)
+{
+    char *pos[argc > 0 ? argc : 1];
+    int npos, rc = parse_args(argc, argv, JOBS_HELP, pos, &npos);
+    if (rc)
+        return rc == ARGS_HELP ? 0 : rc;
+    const char *sub = npos ? pos[0] : "list";
+    int64_t id = 0;
+    if (strcmp(sub, "list") == 0) {
+        if (npos > 1) {
+            fprintf(stderr, "segnode jobs list: unexpected argument %s\n", pos[1]);
+            return CLI_EXIT_USAGE;
+        }
+    } else if (strcmp(sub, "retry") == 0) {
+        if (npos != 2) {
+            fprintf(stderr, "segnode jobs retry: needs one job ID\n%s", JOBS_HELP);
+            return CLI_EXIT_USAGE;
+        }
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(pos[1], &end, 10);
+        if (errno || !end || *end || end == pos[1] || v <= 0) {
+            fprintf(stderr, "segnode jobs retry: '%s' is not a job ID\n", pos[1]);
+            return CLI_EXIT_USAGE;
+        }
+        id = v;
+    } else {
+        fprintf(stderr, "segnode jobs: unknown action '%s'\n%s", sub, JOBS_HELP);
+        return CLI_EXIT_USAGE;
+    }
+    sn_config *cfg;
+    store *st;
+    if ((rc = open_cfg_store(&cfg, &st)))
+        return rc;
+    char err[1024] = "";
+    int s;
+    if (id) {
+        s = store_job_retry(st, id, err, sizeof err);
+        if (s == SN_ENOENT) {
+            fprintf(stderr, "segnode jobs retry: no such job %" PRId64 "\n", id);
+            rc = CLI_EXIT_FAIL;
+        } else if (s != 0) {
+            fprintf(stderr, "segnode jobs retry: job %" PRId64 ": %s\n", id,
+                    err[0] ? err : sn_strerror(s));
+            rc = CLI_EXIT_FAIL;
+        } else if (cli_g.json) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "id", (double)id);
+            cJSON_AddStringToObject(o, "state", store_job_state_name(STORE_JOB_PENDING));
+            rc = json_out(o);
+        } else {
+            printf("job %" PRId64 " is pending again\n", id);
+        }
+    } else {
+        jobs_ctx jc = {0};
+        if (cli_g.json)
+            jc.arr = cJSON_CreateArray();
+        else
+            jc.t = jobs_table();
+        s = store_job_list(st, job_row_cb, &jc, err, sizeof err);
+        if (s != 0) {
+            fprintf(stderr, "segnode jobs list: %s\n", err[0] ? err : sn_strerror(s));
+            rc = CLI_EXIT_FAIL;
+            cJSON_Delete(jc.arr);
+        } else if (jc.arr) {
+            rc = json_out(jc.arr);
+        } else if (jc.n) {
+            cli_table_print(jc.t, stdout);
+        } else {
+            printf("no jobs\n");
+        }
+        cli_table_free(jc.t);
+    }
+    store_close(st);
+    sn_config_unref(cfg);
+    return rc;
+}
+
+/* ---- peers ------------------------------------------------------------------------------------ */
+
+static const char PEERS_HELP[] =
+    "usage: segnode peers [--json]\n"
+    "The configured remote AEs: section name, AE title, address, what they may ask of us.\n";
+
+int cli_cmd_peers(int argc, char **argv)
+{
+    char *pos[argc > 0 ? argc : 1];
+    int npos, rc = parse_args(argc, argv, PEERS_HELP, pos, &npos);
+    if (rc)
+        return rc == ARGS_HELP ? 0 : rc;
+    if (npos) {
+        fprintf(stderr, "segnode peers: unexpected argument %s\n", pos[0]);
+        return CLI_EXIT_USAGE;
+    }
+    sn_config *cfg;
+    if (cli_load_config(cli_g.config_path, &cfg) != 0)
+        return CLI_EXIT_USAGE;
+    if (cli_g.json) {
+        cJSON *arr = cJSON_CreateArray();
+        for (int i = 0; i < cfg->npeers; i++) {
+            const sn_peer *p = &cfg->peers[i];
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "name", p->name);
+            cJSON_AddStringToObject(o, "ae_title", p->ae_title);
+            cJSON_AddStringToObject(o, "host", p->host);
+            cJSON_AddNumberToObject(o, "port", p->port);
+            cJSON_AddItemToObject(o, "allow", allow_json(p->allow));
+            cJSON_AddBoolToObject(o, "stable_on_release", p->stable_on_release);
+            cJSON_AddBoolToObject(o, "tls", p->tls);
+            cJSON_AddItemToArray(arr, o);
+        }
+        rc = json_out(arr);
+    } else if (cfg->npeers == 0) {
+        printf("no peers configured in %s\n", cfg->path[0] ? cfg->path : "the built-in config");
+    } else {
+        static const char *const h[] = {"NAME", "AE TITLE", "ADDRESS", "ALLOW", "OPTIONS"};
+        cli_table *t = cli_table_new(5, h);
+        for (int i = 0; i < cfg->npeers; i++) {
+            const sn_peer *p = &cfg->peers[i];
+            char addr[300], allow[32], opts[64] = "";
+            snprintf(addr, sizeof addr, "%s:%d", p->host, p->port);
+            if (p->stable_on_release)
+                strcat(opts, "stable_on_release ");
+            if (p->tls)
+                strcat(opts, "tls ");
+            sn_strtrim(opts);
+            const char *cells[] = {p->name, p->ae_title, addr,
+                                   allow_text(p->allow, allow, sizeof allow), opts};
+            cli_table_add(t, cells);
+        }
+        cli_table_print(t, stdout);
+        cli_table_free(t);
+    }
+    sn_config_unref(cfg);
+    return rc;
+}
+
+/* ---- echo ------------------------------------------------------------------------------------- */
+
+static const char ECHO_HELP[] =
+    "usage: segnode echo [--json] PEER\n"
+    "C-ECHO the peer (named by its [peer NAME] section or its AE title) as [node] ae_title and\n"
+    "print the round trip. Exit 1 if it fails.\n";
+
+int cli_cmd_echo(int argc, char **argv)
+{
+    char *pos[argc > 0 ? argc : 1];
+    int npos, rc = parse_args(argc, argv, ECHO_HELP, pos, &npos);
+    if (rc)
+        return rc == ARGS_HELP ? 0 : rc;
+    if (npos != 1) {
+        fprintf(stderr, "segnode echo: needs one PEER\n%s", ECHO_HELP);
+        return CLI_EXIT_USAGE;
+    }
+    sn_config *cfg;
+    if (cli_load_config(cli_g.config_path, &cfg) != 0)
+        return CLI_EXIT_USAGE;
+    const sn_peer *p = find_peer(cfg, pos[0]);
+    if (!p) {
+        rc = no_peer(cfg, "echo", pos[0]);
+        sn_config_unref(cfg);
+        return rc;
+    }
+    scp_global_init();
+    char err[1024] = "";
+    int64_t t0 = sn_mono_ms();
+    int s = scp_scu_echo(cfg, p, err, sizeof err);
+    double ms = (double)(sn_mono_ms() - t0);
+    if (cli_g.json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "peer", p->name);
+        cJSON_AddStringToObject(o, "ae_title", p->ae_title);
+        cJSON_AddStringToObject(o, "host", p->host);
+        cJSON_AddNumberToObject(o, "port", p->port);
+        cJSON_AddBoolToObject(o, "ok", s == 0);
+        cJSON_AddNumberToObject(o, "ms", ms);
+        if (s == 0)
+            cJSON_AddNullToObject(o, "error");
+        else
+            cJSON_AddStringToObject(o, "error", err[0] ? err : sn_strerror(s));
+        json_out(o);
+    }
+    if (s != 0) {
+        /* The SCU's reason names the peer and its address already. */
+        if (err[0])
+            fprintf(stderr, "segnode echo: %s\n", err);
+        else
+            fprintf(stderr, "segnode echo: %s (%s at %s:%d) failed: %s\n", p->name, p->ae_title,
+                    p->host, p->port, sn_strerror(s));
+        rc = CLI_EXIT_FAIL;
+    } else if (!cli_g.json) {
+        printf("echo %s (%s at %s:%d): ok in %.0f ms\n", p->name, p->ae_title, p->host, p->port,
+               ms);
+    }
+    sn_config_unref(cfg);
+    return rc;
+}
+
+/* ---- send ------------------------------------------------------------------------------------- */
+
+static const char SEND_HELP[] =
+    "usage: segnode send [--json] PEER FILE|DIR...\n"
+    "C-STORE the files to the peer over one association. Folders are walked recursively; files\n"
+    "found there without the DICM preamble are skipped. Prints each failure and a summary; exit\n"
+    "1 if any file was not sent.\n";
+
+typedef struct file_list {
+    char **v;
+    int n, cap;
+    int skipped;
+} file_list;
+
+static int fl_add(file_list *fl, const char *path)
+{
+    if (fl->n == fl->cap) {
+        int cap = fl->cap ? fl->cap * 2 : 64;
+        char **n = realloc(fl->v, (size_t)cap * sizeof *n);
+        if (!n)
+            return SN_ENOMEM;
+        fl->v = n;
+        fl->cap = cap;
+    }
+    if (!(fl->v[fl->n] = strdup(path)))
+        return SN_ENOMEM;
+    fl->n++;
+    return 0;
+}
+
+static void fl_free(file_list *fl)
+{
+    for (int i = 0; i < fl->n; i++)
+        free(fl->v[i]);
+    free(fl->v);
+}
+
+static int has_dicm(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    char b[4];
+    int ok = pread(fd, b, 4, 128) == 4 && memcmp(b, "DICM", 4) == 0;
+    close(fd);
+    return ok;
+}
+
+static int skip_dot(const struct dirent *d) { return d->d_name[0] != '.'; }
+
+/* Walk `dir` in name order; regular files with DICM are added, others counted as skipped. */
+static int walk_dir(file_list *fl, const char *dir, int depth)
+{
+    if (depth > 64)
+        return 0;
+    struct dirent **ents = NULL;
+    int n = scandir(dir, &ents, skip_dot, alphasort);
+    if (n < 0) {
+        fprintf(stderr, "segnode send: cannot read folder %s: %s\n", dir, strerror(errno));
+        return SN_EIO;
+    }
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        char path[4096];
+        if (rc == 0 && snprintf(path, sizeof path, "%s/%s", dir, ents[i]->d_name) < (int)sizeof path) {
+            struct stat sb;
+            if (stat(path, &sb) != 0) {
+                fl->skipped++;
+            } else if (S_ISDIR(sb.st_mode)) {
+                rc = walk_dir(fl, path, depth + 1);
+            } else if (S_ISREG(sb.st_mode) && has_dicm(path)) {
+                rc = fl_add(fl, path);
+            } else {
+                if (cli_g.verbose)
+                    fprintf(stderr, "segnode send: skipping %s (not a DICOM file)\n", path);
+                fl->skipped++;
+            }
+        }
+        free(ents[i]);
+    }
+    free(ents);
+    return rc;
+}
+
+int cli_cmd_send(int argc, char **argv)
+{
+    char *pos[argc > 0 ? argc : 1];
+    int npos, rc = parse_args(argc, argv, SEND_HELP, pos, &npos);
+    if (rc)
+        return rc == ARGS_HELP ? 0 : rc;
+    if (npos < 2) {
+        fprintf(stderr, "segnode send: needs a PEER and at least one FILE or folder\n%s", SEND_HELP);
+        return CLI_EXIT_USAGE;
+    }
+    sn_config *cfg;
+    if (cli_load_config(cli_g.config_path, &cfg) != 0)
+        return CLI_EXIT_USAGE;
+    const sn_peer *p = find_peer(cfg, pos[0]);
+    if (!p) {
+        rc = no_peer(cfg, "send", pos[0]);
+        sn_config_unref(cfg);
+        return rc;
+    }
+    file_list fl = {0};
+    scp_send_status *res = NULL;
+    for (int i = 1; i < npos; i++) {
+        struct stat sb;
+        if (stat(pos[i], &sb) != 0) {
+            fprintf(stderr, "segnode send: %s: %s\n", pos[i], strerror(errno));
+            rc = CLI_EXIT_USAGE;
+            goto done;
+        }
+        int s = S_ISDIR(sb.st_mode) ? walk_dir(&fl, pos[i], 0) : fl_add(&fl, pos[i]);
+        if (s != 0) {
+            if (s == SN_ENOMEM)
+                fprintf(stderr, "segnode send: out of memory\n");
+            rc = CLI_EXIT_FAIL;
+            goto done;
+        }
+    }
+    if (fl.n == 0) {
+        fprintf(stderr, "segnode send: no DICOM files found (%d skipped)\n", fl.skipped);
+        rc = CLI_EXIT_USAGE;
+        goto done;
+    }
+    res = calloc((size_t)fl.n, sizeof *res);
+    if (!res) {
+        fprintf(stderr, "segnode send: out of memory\n");
+        rc = CLI_EXIT_FAIL;
+        goto done;
+    }
+    /* If the association fails the SCU may not touch every entry: start as "not sent". */
+    for (int i = 0; i < fl.n; i++) {
+        res[i].path = fl.v[i];
+        res[i].status = SN_ENET;
+        res[i].dimse_status = 0xFFFF;
+        sn_strlcpy(res[i].error, "not sent", sizeof res[i].error);
+    }
+    scp_global_init();
+    char err[1024] = "";
+    int64_t t0 = sn_mono_ms();
+    int s = scp_scu_send(cfg, p, (const char *const *)fl.v, fl.n, res, err, sizeof err);
+    double secs = (double)(sn_mono_ms() - t0) / 1000.0;
+    int assoc_failed = s != 0 && s != SN_EIO;
+    /* A file counts as sent when the call succeeded, or the peer answered it. When the
+     * association itself failed the SCU may leave entries untouched: those were not sent. */
+    int sent = 0;
+    for (int i = 0; i < fl.n; i++) {
+        if (s != 0 && res[i].status == 0 && res[i].dimse_status == 0xFFFF) {
+            res[i].status = assoc_failed ? s : SN_EIO;
+            sn_strlcpy(res[i].error, assoc_failed && err[0] ? err : "not sent",
+                       sizeof res[i].error);
+        }
+        if (res[i].status == 0)
+            sent++;
+    }
+
+    if (cli_g.json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "peer", p->name);
+        cJSON_AddStringToObject(o, "ae_title", p->ae_title);
+        cJSON_AddStringToObject(o, "host", p->host);
+        cJSON_AddNumberToObject(o, "port", p->port);
+        cJSON_AddNumberToObject(o, "files", fl.n);
+        cJSON_AddNumberToObject(o, "sent", sent);
+        cJSON_AddNumberToObject(o, "skipped", fl.skipped);
+        cJSON_AddNumberToObject(o, "seconds", secs);
+        if (assoc_failed)
+            cJSON_AddStringToObject(o, "error", err[0] ? err : sn_strerror(s));
+        else
+            cJSON_AddNullToObject(o, "error");
+        cJSON *f = cJSON_AddArrayToObject(o, "failed");
+        for (int i = 0; i < fl.n && s != 0; i++) {
+            if (res[i].status == 0)
+                continue;
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "path", fl.v[i]);
+            cJSON_AddStringToObject(e, "error",
+                                    res[i].error[0] ? res[i].error : sn_strerror(res[i].status));
+            if (res[i].dimse_status != 0xFFFF)
+                cJSON_AddNumberToObject(e, "dimse_status", res[i].dimse_status);
+            else
+                cJSON_AddNullToObject(e, "dimse_status");
+            cJSON_AddItemToArray(f, e);
+        }
+        json_out(o);
+    } else if (s != 0) {
+        if (assoc_failed)
+            fprintf(stderr, "segnode send: %s\n", err[0] ? err : sn_strerror(s));
+        for (int i = 0; i < fl.n; i++) {
+            /* After an association failure every file has the same reason, said above. */
+            if (res[i].status == 0 || (assoc_failed && !cli_g.verbose))
+                continue;
+            if (res[i].dimse_status != 0xFFFF)
+                fprintf(stderr, "  failed %s: %s (status 0x%04X)\n", fl.v[i],
+                        res[i].error[0] ? res[i].error : sn_strerror(res[i].status),
+                        res[i].dimse_status);
+            else
+                fprintf(stderr, "  failed %s: %s\n", fl.v[i],
+                        res[i].error[0] ? res[i].error : sn_strerror(res[i].status));
+        }
+    }
+    if (!cli_g.json) {
+        printf("sent %d of %d files to %s in %.2f s", sent, fl.n, p->name, secs);
+        if (fl.skipped)
+            printf(" (%d non-DICOM skipped)", fl.skipped);
+        printf("\n");
+    }
+    rc = sent == fl.n ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+done:
+    free(res);
+    fl_free(&fl);
+    sn_config_unref(cfg);
+    return rc;
+}
+
+/* ---- config check ----------------------------------------------------------------------------- */
+
+static const char CONFIG_HELP[] =
+    "usage: segnode config check [--json] [FILE]\n"
+    "Load and validate the config (FILE, else -c / $SEGNODE_CONFIG / " CLI_DEFAULT_CONFIG ",\n"
+    "else the built-in defaults), check that the storage folder is writable or can be created,\n"
+    "and print a summary. Exit 2 with the reason (file:line) when it is invalid.\n";
+
+/* 0 if `dir` is a writable folder or could be created; else SN_EIO with the reason in msg. */
+static int check_storage(const char *dir, char *msg, size_t n, int *exists)
+{
+    struct stat sb;
+    *exists = 0;
+    if (!dir[0])
+        return sn_errf(msg, n, SN_EIO, "storage is empty");
+    if (stat(dir, &sb) == 0) {
+        *exists = 1;
+        if (!S_ISDIR(sb.st_mode))
+            return sn_errf(msg, n, SN_EIO, "storage %s exists but is not a folder", dir);
+        if (access(dir, W_OK | X_OK) != 0)
+            return sn_errf(msg, n, SN_EIO, "storage %s is not writable by uid %d: %s", dir,
+                           (int)geteuid(), strerror(errno));
+        return 0;
+    }
+    if (errno != ENOENT && errno != ENOTDIR)
+        return sn_errf(msg, n, SN_EIO, "storage %s: %s", dir, strerror(errno));
+    /* Find the nearest existing ancestor: it must let us create the rest. */
+    char p[1024];
+    sn_strlcpy(p, dir, sizeof p);
+    for (;;) {
+        char *slash = strrchr(p, '/');
+        if (!slash) {
+            sn_strlcpy(p, ".", sizeof p);
+        } else if (slash == p) {
+            p[1] = '\0';
+        } else {
+            *slash = '\0';
+        }
+        if (stat(p, &sb) == 0) {
+            if (!S_ISDIR(sb.st_mode))
+                return sn_errf(msg, n, SN_EIO, "storage %s cannot be created: %s is not a folder",
+                               dir, p);
+            if (access(p, W_OK | X_OK) != 0)
+                return sn_errf(msg, n, SN_EIO,
+                               "storage %s cannot be created: %s is not writable by uid %d", dir,
+                               p, (int)geteuid());
+            return 0;
+        }
+        if (errno != ENOENT && errno != ENOTDIR)
+            return sn_errf(msg, n, SN_EIO, "storage %s: %s: %s", dir, p, strerror(errno));
+        if (strcmp(p, "/") == 0 || strcmp(p, ".") == 0)
+            return sn_errf(msg, n, SN_EIO, "storage %s: no existing parent folder", dir);
+    }
+}
+
+int cli_cmd_config(int argc, char **argv)
+{
+    char *pos[argc > 0 ? argc : 1];
+    int npos, rc = parse_args(argc, argv, CONFIG_HELP, pos, &npos);
+    if (rc)
+        return rc == ARGS_HELP ? 0 : rc;
+    if (npos < 1 || strcmp(pos[0], "check") != 0 || npos > 2) {
+        fprintf(stderr, "segnode config: expected 'check [FILE]'\n%s", CONFIG_HELP);
+        return CLI_EXIT_USAGE;
+    }
+    const char *path = cli_config_source(npos == 2 ? pos[1] : cli_g.config_path);
+    sn_config *cfg = NULL;
+    char err[1024] = "";
+    int s = path ? sn_config_load(path, &cfg, err, sizeof err)
+                 : sn_config_defaults(&cfg, err, sizeof err);
+    const char *shown = path ? path : "(built-in defaults)";
+    if (s != 0) {
+        if (cli_g.json) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddBoolToObject(o, "ok", 0);
+            cJSON_AddStringToObject(o, "config", shown);
+            cJSON_AddStringToObject(o, "error", err[0] ? err : sn_strerror(s));
+            json_out(o);
+        }
+        fprintf(stderr, "segnode config check: %s: %s\n", shown, err[0] ? err : sn_strerror(s));
+        return CLI_EXIT_USAGE;
+    }
+
+    /* Problems that make the node unable to run are errors; the rest are warnings. */
+    char errors[4][512];
+    int nerr = 0;
+    char warns[8][512];
+    int nwarn = 0;
+    int exists = 0;
+    if (check_storage(cfg->node.storage, errors[nerr], sizeof errors[0], &exists) != 0)
+        nerr++;
+    if (geteuid() != 0) {
+        if (cfg->node.port > 0 && cfg->node.port < 1024)
+            snprintf(warns[nwarn++], sizeof warns[0],
+                     "port %d is below 1024: binding it needs root or CAP_NET_BIND_SERVICE",
+                     cfg->node.port);
+        if (cfg->node.http_port > 0 && cfg->node.http_port < 1024)
+            snprintf(warns[nwarn++], sizeof warns[0],
+                     "http_port %d is below 1024: binding it needs root or CAP_NET_BIND_SERVICE",
+                     cfg->node.http_port);
+    }
+    if (cfg->node.http_port > 0 && cfg->node.http_port == cfg->node.port)
+        snprintf(errors[nerr++], sizeof errors[0], "http_port and port are both %d",
+                 cfg->node.port);
+    if (cfg->nroutes == 0)
+        snprintf(warns[nwarn++], sizeof warns[0],
+                 "no [route] sections: every series will be stored but left unrouted");
+    if (cfg->npeers == 0 && !cfg->node.accept_unknown)
+        snprintf(warns[nwarn++], sizeof warns[0],
+                 "no [peer] sections and accept_unknown is off: every association will be refused");
+
+    if (cli_g.json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddBoolToObject(o, "ok", nerr == 0);
+        cJSON_AddStringToObject(o, "config", shown);
+        cJSON *node = cJSON_AddObjectToObject(o, "node");
+        cJSON_AddStringToObject(node, "ae_title", cfg->node.ae_title);
+        cJSON_AddStringToObject(node, "bind", cfg->node.bind);
+        cJSON_AddNumberToObject(node, "port", cfg->node.port);
+        cJSON_AddStringToObject(node, "storage", cfg->node.storage);
+        cJSON_AddBoolToObject(node, "storage_exists", exists);
+        cJSON_AddStringToObject(node, "http_bind", cfg->node.http_bind);
+        cJSON_AddNumberToObject(node, "http_port", cfg->node.http_port);
+        cJSON_AddStringToObject(node, "device", cfg->node.device);
+        cJSON_AddNumberToObject(node, "max_associations", cfg->node.max_associations);
+        cJSON *pa = cJSON_AddArrayToObject(o, "peers");
+        for (int i = 0; i < cfg->npeers; i++)
+            cJSON_AddItemToArray(pa, cJSON_CreateString(cfg->peers[i].name));
+        cJSON *ra = cJSON_AddArrayToObject(o, "routes");
+        for (int i = 0; i < cfg->nroutes; i++)
+            cJSON_AddItemToArray(ra, cJSON_CreateString(cfg->routes[i].name));
+        cJSON *ea = cJSON_AddArrayToObject(o, "errors");
+        for (int i = 0; i < nerr; i++)
+            cJSON_AddItemToArray(ea, cJSON_CreateString(errors[i]));
+        cJSON *wa = cJSON_AddArrayToObject(o, "warnings");
+        for (int i = 0; i < nwarn; i++)
+            cJSON_AddItemToArray(wa, cJSON_CreateString(warns[i]));
+        json_out(o);
+    } else {
+        printf("config  %s: %s\n", shown, nerr ? "INVALID" : "OK");
+        printf("node    %s on %s:%d, storage %s%s, device %s\n", cfg->node.ae_title,
+               cfg->node.bind[0] ? cfg->node.bind : "0.0.0.0", cfg->node.port, cfg->node.storage,
+               exists ? "" : " (will be created)", cfg->node.device);
+        if (cfg->node.http_port)
+            printf("http    %s:%d (/metrics, /status)\n",
+                   cfg->node.http_bind[0] ? cfg->node.http_bind : "127.0.0.1", cfg->node.http_port);
+        else
+            printf("http    off\n");
+        printf("peers   %d", cfg->npeers);
+        for (int i = 0; i < cfg->npeers; i++)
+            printf("%s %s (%s at %s:%d)", i ? "," : ":", cfg->peers[i].name,
+                   cfg->peers[i].ae_title, cfg->peers[i].host, cfg->peers[i].port);
+        printf("\nroutes  %d", cfg->nroutes);
+        for (int i = 0; i < cfg->nroutes; i++) {
+            const sn_route *r = &cfg->routes[i];
+            printf("%s %s (%s", i ? "," : ":", r->name, sn_method_name(r->method));
+            if (r->send_to.n) {
+                printf(" -> ");
+                for (int k = 0; k < r->send_to.n; k++)
+                    printf("%s%s", k ? "+" : "", r->send_to.item[k]);
+            }
+            printf(")");
+        }
+        printf("\n");
+        for (int i = 0; i < nwarn; i++)
+            printf("warning: %s\n", warns[i]);
+        for (int i = 0; i < nerr; i++)
+            fprintf(stderr, "segnode config check: %s\n", errors[i]);
+    }
+    sn_config_unref(cfg);
+    return nerr ? CLI_EXIT_USAGE : CLI_EXIT_OK;
+}

@@ -1,0 +1,241 @@
+/* tools/segnode/serve.c — `segnode serve`: the daemon. Opens the store, starts the SCP and the
+ * HTTP status server, then the main thread waits for signals and runs the stable-series sweeper
+ * every sweep_interval_ms. SIGHUP reloads the config (a bad file keeps the old one and says
+ * why); SIGTERM/SIGINT stop accepting, drain open associations, and exit 0.
+ * Signals are blocked in every thread and taken synchronously here with sigtimedwait, so no
+ * work ever runs in a signal handler. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "common/util.h"
+#include "scp/scp.h"
+#include "store/store.h"
+#include "tools/segnode/cli.h"
+#include "tools/segnode/http.h"
+
+#define SERVE_LOG "serve"
+#define SERVE_DRAIN_MS 15000   /* how long SIGTERM waits for open associations */
+
+/* The config in force: swapped on SIGHUP, referenced by each association and request. */
+typedef struct serve_state {
+    pthread_mutex_t mu;
+    sn_config *cfg;
+    int64_t started_ms, loaded_ms;
+    int64_t reloads, reload_failures;
+    int stopping;
+    scp_server *scp;
+} serve_state;
+
+static sn_config *serve_config_get(void *ctx)
+{
+    serve_state *s = ctx;
+    pthread_mutex_lock(&s->mu);
+    sn_config *cfg = sn_config_ref(s->cfg);
+    pthread_mutex_unlock(&s->mu);
+    return cfg;
+}
+
+static void serve_live(void *ctx, http_live *out)
+{
+    serve_state *s = ctx;
+    pthread_mutex_lock(&s->mu);
+    out->active_associations = s->scp ? scp_server_active(s->scp) : -1;
+    out->started_ms = s->started_ms;
+    out->config_loaded_ms = s->loaded_ms;
+    out->config_reloads = s->reloads;
+    out->config_reload_failures = s->reload_failures;
+    out->stopping = s->stopping;
+    out->config = sn_config_ref(s->cfg);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Keys that only take effect at start: say so instead of pretending they changed. */
+static void serve_warn_restart_keys(const sn_config *old, const sn_config *neu)
+{
+    if (old->node.port != neu->node.port || strcmp(old->node.bind, neu->node.bind) != 0)
+        SN_LOG_WARN(SERVE_LOG, "reload: bind/port changed; takes effect after a restart");
+    if (strcmp(old->node.storage, neu->node.storage) != 0)
+        SN_LOG_WARN(SERVE_LOG, "reload: storage changed; takes effect after a restart");
+    if (old->node.http_port != neu->node.http_port || strcmp(old->node.http_bind, neu->node.http_bind) != 0)
+        SN_LOG_WARN(SERVE_LOG, "reload: http_bind/http_port changed; takes effect after a restart");
+    if (neu->node.max_associations > old->node.max_associations)
+        SN_LOG_WARN(SERVE_LOG, "reload: max_associations above %d takes effect after a restart",
+                    old->node.max_associations);
+}
+
+static void serve_reload(serve_state *s)
+{
+    sn_config *old = serve_config_get(s);
+    if (!old->path[0]) {
+        SN_LOG_WARN(SERVE_LOG, "SIGHUP: running on the embedded defaults, nothing to reload");
+        sn_config_unref(old);
+        return;
+    }
+    sn_config *neu = NULL;
+    char err[1024] = "";
+    int rc = sn_config_load(old->path, &neu, err, sizeof err);
+    pthread_mutex_lock(&s->mu);
+    if (rc != SN_OK) {
+        s->reload_failures++;
+        pthread_mutex_unlock(&s->mu);
+        SN_LOG_ERROR(SERVE_LOG, "SIGHUP: %s; keeping the configuration in force", err);
+        sn_config_unref(old);
+        return;
+    }
+    serve_warn_restart_keys(old, neu);
+    sn_config *prev = s->cfg;
+    s->cfg = neu;
+    s->reloads++;
+    s->loaded_ms = sn_now_ms();
+    pthread_mutex_unlock(&s->mu);
+    if (!cli_g.verbose)
+        sn_log_set_level((sn_log_level)neu->node.log_level);
+    SN_LOG_INFO(SERVE_LOG, "SIGHUP: reloaded %s (%d peers, %d routes)", neu->path, neu->npeers, neu->nroutes);
+    sn_config_unref(prev);
+    sn_config_unref(old);
+}
+
+static void serve_sweep(serve_state *s, store *st)
+{
+    sn_config *cfg = serve_config_get(s);
+    int n = 0;
+    char err[512] = "";
+    if (store_sweep(st, cfg, sn_now_ms(), &n, err, sizeof err) != SN_OK)
+        SN_LOG_ERROR(SERVE_LOG, "sweeper: %s", err);
+    else if (n > 0)
+        SN_LOG_DEBUG(SERVE_LOG, "sweeper: %d series complete", n);
+    sn_config_unref(cfg);
+}
+
+static void serve_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: segnode serve [-c FILE] [--storage DIR] [--port N] [--http-port N]\n"
+            "Run the node: DICOM SCP (C-ECHO, C-STORE, C-FIND), the stable-series sweeper and the\n"
+            "HTTP /metrics and /status server. The options override the config file's [node] keys.\n"
+            "Signals: SIGHUP reloads the config; SIGTERM or SIGINT drain associations and exit.\n");
+}
+
+int segnode_serve(int argc, char **argv)
+{
+    const char *storage = NULL;
+    int port = -1, http_port = -1;
+    for (int i = 1; i < argc; i++) {
+        int g = cli_take_global(argc, argv, &i);
+        if (g < 0)
+            return CLI_EXIT_USAGE;
+        if (g > 0)
+            continue;
+        if (cli_is_help(argv[i])) {
+            serve_usage(stdout);
+            return CLI_EXIT_OK;
+        } else if (strcmp(argv[i], "--storage") == 0 && i + 1 < argc) {
+            storage = argv[++i];
+        } else if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
+            port = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--http-port") == 0 && i + 1 < argc) {
+            http_port = atoi(argv[++i]);
+        } else {
+            fprintf(stderr, "segnode serve: unknown argument '%s'\n", argv[i]);
+            serve_usage(stderr);
+            return CLI_EXIT_USAGE;
+        }
+    }
+
+    serve_state s;
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.mu, NULL);
+    if (cli_load_config(cli_g.config_path, &s.cfg) != SN_OK)
+        return CLI_EXIT_USAGE;
+    if (storage)
+        sn_strlcpy(s.cfg->node.storage, storage, sizeof s.cfg->node.storage);
+    if (port > 0)
+        s.cfg->node.port = port;
+    if (http_port >= 0)
+        s.cfg->node.http_port = http_port;
+    sn_log_set_level(cli_g.verbose ? SN_LOG_LEVEL_DEBUG : (sn_log_level)s.cfg->node.log_level);
+    s.started_ms = s.loaded_ms = sn_now_ms();
+
+    /* Block the signals we handle before any thread starts, so they all inherit the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    scp_global_init();
+
+    int exit_code = CLI_EXIT_FAIL;
+    store *st = NULL;
+    http_server *http = NULL;
+    char err[1024] = "";
+    if (cli_open_store(s.cfg, &st) != SN_OK)
+        goto out;
+    store_set_fsync(st, s.cfg->node.fsync);
+    if (!s.cfg->node.fsync)
+        SN_LOG_WARN(SERVE_LOG, "[node] fsync = no: an acknowledged instance may be lost on power failure");
+    int rc = scp_server_open(s.cfg, st, serve_config_get, &s, &s.scp, err, sizeof err);
+    if (rc != SN_OK) {
+        fprintf(stderr, "segnode serve: %s\n", err);
+        SN_LOG_ERROR(SERVE_LOG, "%s", err);
+        exit_code = rc == SN_EBUSY || rc == SN_ECONFIG ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+        goto out;
+    }
+    rc = http_server_open(s.cfg, st, serve_live, &s, &http, err, sizeof err);
+    if (rc != SN_OK) {
+        fprintf(stderr, "segnode serve: HTTP: %s\n", err);
+        SN_LOG_ERROR(SERVE_LOG, "HTTP: %s", err);
+        exit_code = rc == SN_EBUSY || rc == SN_EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+        goto out;
+    }
+    SN_LOG_INFO(SERVE_LOG, "segnode %s serving AE '%s' on %s:%d, storage %s, HTTP %s%s%d, config %s",
+                SEGNODE_VERSION, s.cfg->node.ae_title, s.cfg->node.bind, s.cfg->node.port, s.cfg->node.storage,
+                http ? s.cfg->node.http_bind : "off", http ? ":" : "", http ? http_server_port(http) : 0,
+                s.cfg->path[0] ? s.cfg->path : "(embedded defaults)");
+
+    /* Series that went quiet while the node was down complete now. */
+    serve_sweep(&s, st);
+    for (;;) {
+        sn_config *cfg = serve_config_get(&s);
+        int interval = cfg->node.sweep_interval_ms > 0 ? cfg->node.sweep_interval_ms : 1000;
+        sn_config_unref(cfg);
+        struct timespec ts = {interval / 1000, (long)(interval % 1000) * 1000000L};
+        int sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGHUP) {
+            serve_reload(&s);
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            SN_LOG_INFO(SERVE_LOG, "%s: stopping; draining %d association(s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                        scp_server_active(s.scp));
+            break;
+        } else if (sig < 0 && errno != EAGAIN && errno != EINTR) {
+            SN_LOG_ERROR(SERVE_LOG, "sigtimedwait: %s", strerror(errno));
+        }
+        serve_sweep(&s, st);
+    }
+    pthread_mutex_lock(&s.mu);
+    s.stopping = 1;
+    pthread_mutex_unlock(&s.mu);
+    scp_server_close(s.scp, SERVE_DRAIN_MS);
+    pthread_mutex_lock(&s.mu);
+    s.scp = NULL;
+    pthread_mutex_unlock(&s.mu);
+    serve_sweep(&s, st);
+    SN_LOG_INFO(SERVE_LOG, "stopped");
+    exit_code = CLI_EXIT_OK;
+out:
+    http_server_close(http);
+    if (s.scp)
+        scp_server_close(s.scp, 0);
+    store_close(st);
+    sn_config_unref(s.cfg);
+    pthread_mutex_destroy(&s.mu);
+    return exit_code;
+}
