@@ -19,7 +19,7 @@ static void usage(FILE *f)
         "A DICOM node that stores incoming series, segments them and sends DICOM-SEG results.\n"
         "\n"
         "Commands:\n"
-        "  serve                 run the node (DICOM listener, job worker, HTTP status)\n"
+        "  serve                 run the node (DICOM listener, series sweeper, HTTP status)\n"
         "  status                node, store and queue summary (and the daemon's live figures)\n"
         "  series [UID]          list stored series, or show one\n"
         "  jobs list             list segmentation jobs\n"
