@@ -28,12 +28,14 @@ enum { SEC_NONE = 0, SEC_NODE, SEC_PEER, SEC_ROUTE };
 enum {
     NK_AE_TITLE, NK_PORT, NK_BIND, NK_STORAGE, NK_HTTP_PORT, NK_HTTP_BIND, NK_MAX_ASSOCIATIONS,
     NK_STABLE_AFTER, NK_ACCEPT_UNKNOWN, NK_DEVICE, NK_MAX_PDU, NK_ACSE_TIMEOUT, NK_DIMSE_TIMEOUT,
-    NK_DISK_MIN_FREE_MB, NK_LOG_LEVEL, NK_FSYNC, NK_SWEEP_INTERVAL_MS, NK__COUNT
+    NK_DISK_MIN_FREE_MB, NK_LOG_LEVEL, NK_FSYNC, NK_SWEEP_INTERVAL_MS, NK_OUTBOX_RETRY_BASE,
+    NK_OUTBOX_RETRY_CAP, NK_OUTBOX_MAX_ATTEMPTS, NK_OUTBOX_WORKERS, NK__COUNT
 };
 static const char *const node_keys[NK__COUNT] = {
     "ae_title", "port", "bind", "storage", "http_port", "http_bind", "max_associations",
     "stable_after", "accept_unknown", "device", "max_pdu", "acse_timeout", "dimse_timeout",
-    "disk_min_free_mb", "log_level", "fsync", "sweep_interval_ms",
+    "disk_min_free_mb", "log_level", "fsync", "sweep_interval_ms", "outbox_retry_base",
+    "outbox_retry_cap", "outbox_max_attempts", "outbox_workers",
 };
 
 enum { PK_AE_TITLE, PK_HOST, PK_PORT, PK_ALLOW, PK_STABLE_ON_RELEASE, PK_TLS, PK__COUNT };
@@ -136,6 +138,10 @@ static void cfg__node_defaults(sn_node_config *n)
     n->log_level = SN_LOG_LEVEL_INFO;
     n->fsync = 1;
     n->sweep_interval_ms = 1000;
+    n->outbox_retry_base = 5;
+    n->outbox_retry_cap = 600;
+    n->outbox_max_attempts = 10;
+    n->outbox_workers = 4;
 }
 
 static void cfg__peer_defaults(sn_peer *p)
@@ -515,6 +521,10 @@ static int cfg__node_key(cfg_ctx *c, const char *name, const char *v)
     }
     case NK_FSYNC: return cfg__bool(c, name, v, &n->fsync);
     case NK_SWEEP_INTERVAL_MS: return cfg__int32(c, name, v, 10, 600000, &n->sweep_interval_ms);
+    case NK_OUTBOX_RETRY_BASE: return cfg__int32(c, name, v, 1, TIMEOUT_MAX, &n->outbox_retry_base);
+    case NK_OUTBOX_RETRY_CAP: return cfg__int32(c, name, v, 1, TIMEOUT_MAX, &n->outbox_retry_cap);
+    case NK_OUTBOX_MAX_ATTEMPTS: return cfg__int32(c, name, v, 1, 1000, &n->outbox_max_attempts);
+    case NK_OUTBOX_WORKERS: return cfg__int32(c, name, v, 1, 64, &n->outbox_workers);
     default: return 0;
     }
 }

@@ -75,6 +75,12 @@ typedef struct sn_node_config {
     int log_level;                   /* sn_log_level; default info */
     int fsync;                       /* fsync each instance before Success; default 1 */
     int sweep_interval_ms;           /* how often the stable-series sweeper runs; default 1000 */
+    /* Outbox (sending SEGs): a failed try is retried after min(cap, base * 2^(tries-1)) seconds
+     * until max_attempts tries; a permanent refusal is not retried. */
+    int outbox_retry_base;           /* seconds; default 5 */
+    int outbox_retry_cap;            /* seconds; default 600 */
+    int outbox_max_attempts;         /* tries per destination; default 10 */
+    int outbox_workers;              /* sender threads (at most one association per peer); default 4 */
 } sn_node_config;
 
 typedef struct sn_config {

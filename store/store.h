@@ -185,6 +185,114 @@ typedef enum store_outbox_state {
 } store_outbox_state;
 const char *store_outbox_state_name(store_outbox_state s);
 
+/* ---- job results and the outbox (store_outbox.c) ----------------------------------------
+ *
+ * Delivery is at least once, made idempotent by the SOP Instance UID: a row is `sending` while
+ * a sender holds it; a node that dies then leaves it `sending`, and store_outbox_recover (run by
+ * the daemon's sender at start) puts it back to `pending`, so the SEG is sent again. The peer
+ * may already hold it; C-STORE of a SOP Instance UID the peer has replaces (PACS: deduplicates)
+ * rather than adds, so the PACS ends up with exactly one instance. What is never done is two
+ * concurrent sends of one row or of one file to one peer: a peer has at most one row `sending`
+ * at a time (also across processes: the claim is one SQL statement). */
+
+/* Finish job `job_id` with its result, the SEG file at `seg_tmp_path` (made with
+ * store_tmp_create; consumed: moved into the store, or removed on failure). In order:
+ *   1. the file is made durable under its hash name like a received instance (same layout and
+ *      fsync rules as store_instance_commit);
+ *   2. ONE transaction indexes it (patient/study/series from `seg_meta`; the source AE recorded
+ *      is our own [node] ae_title, seg_meta's calling/called AE are ignored), marks its series
+ *      `done` and derived from this job (the sweeper never routes a series the node made, even
+ *      when a copy of it is received again later), sets the job `done`, the source series `done`
+ *      once none of its jobs is left to run (`failed` if one failed), and inserts one outbox row
+ *      per destination of the job's route in `cfg` (send_to; `@caller` = the [peer] whose
+ *      ae_title sent the series). Destinations are de-duplicated by peer. A destination that
+ *      cannot be resolved gets a row that is `failed` at once with the reason ("unknown peer
+ *      X", "caller AE X is not a configured peer (no host/port)"), visible in `segnode jobs`;
+ *      `segnode jobs retry` re-resolves it after the config is fixed. A route no longer in
+ *      `cfg` creates no rows and leaves a note in the job's error.
+ * On failure nothing is indexed and the job is unchanged. Any thread.
+ * Errors: SN_ENOENT (no such job), SN_EINVAL (job already done/failed, bad meta, not a temp
+ * file of this store), SN_EBUSY (closing), SN_ENOSPC, SN_EIO, SN_EDB. */
+int store_job_finish(store *st, int64_t job_id, const char *seg_tmp_path,
+                     const store_instance_meta *seg_meta, const sn_config *cfg,
+                     char *err, size_t errlen);
+
+/* Mark job `job_id` failed with `reason` (borrowed; NULL = "failed") and its series `failed`
+ * once none of its jobs is left to run. Errors: SN_ENOENT, SN_EINVAL (already done/failed),
+ * SN_EDB. */
+int store_job_fail(store *st, int64_t job_id, const char *reason, char *err, size_t errlen);
+
+#define STORE_OUTBOX_CALLER_PREFIX "@caller:"  /* peer of an unresolved @caller row + the AE */
+
+/* One outbox row. Fixed buffers so a claimed row outlives the query. */
+typedef struct store_outbox_row {
+    int64_t id;
+    int64_t job_id;                    /* 0: not made by a job */
+    char peer[SN_NAME_MAX + 32];       /* [peer NAME], or "@caller:AE" when unresolved */
+    char path[4096];                   /* absolute path of the file to send */
+    char sop_instance_uid[65];         /* "" if unknown */
+    store_outbox_state state;
+    int attempts;                      /* sends started (a claim counts one) */
+    int64_t next_attempt_ms;           /* pending: not before this wall-clock time */
+    unsigned dimse_status;             /* the peer's last DIMSE status; 0xFFFF none */
+    char last_error[512];              /* reason of the last failed attempt, "" if none */
+    int64_t created_ms, updated_ms, sent_ms /* 0 if not sent */;
+} store_outbox_row;
+
+/* Claim the due row (pending, next_attempt_ms <= now_ms) that waited longest, among peers that
+ * have no row `sending` now, and mark it `sending` with attempts + 1, atomically (one SQL
+ * statement: two threads or processes never get the same row, and a peer never has two rows in
+ * flight). *out gets the row as claimed. SN_ENOENT when nothing is due. */
+int store_outbox_claim(store *st, int64_t now_ms, store_outbox_row *out /* OUT */,
+                       char *err, size_t errlen);
+
+/* Record the outcome of a claimed (`sending`) row: ok -> `sent`; else with next_attempt_ms > 0
+ * -> `pending` again, due then; else `failed` for good. dimse_status (0xFFFF none) and `error`
+ * (borrowed, may be NULL) are kept for admins. SN_ENOENT no such row, SN_EINVAL not sending. */
+int store_outbox_complete(store *st, int64_t id, int ok, unsigned dimse_status,
+                          const char *error, int64_t next_attempt_ms, char *err, size_t errlen);
+
+/* Rows left `sending` by a process that died go back to `pending`, due now (see the delivery
+ * note above), and pending rows waiting out a backoff become due now (a restart is often the
+ * fix; their attempts still count). Only the daemon's sender calls this, at its start:
+ * store_open does not, because admin commands open the store while the daemon may be sending.
+ * *n (may be NULL) = rows that were `sending`. */
+int store_outbox_recover(store *st, int *n, char *err, size_t errlen);
+
+/* Call `cb` for each row (oldest first) of job `job_id`, or of every job when job_id < 0.
+ * The row is valid only during the callback; cb returns non-zero to stop. */
+typedef int (*store_outbox_cb)(void *ctx, const store_outbox_row *row);
+int store_outbox_list(store *st, int64_t job_id, store_outbox_cb cb, void *ctx,
+                      char *err, size_t errlen);
+
+/* Rows not sent (pending, sending, failed), most recently changed first, at most `limit`
+ * (<= 0: all); for /status. Same callback contract as store_outbox_list. */
+int store_outbox_list_unsent(store *st, int limit, store_outbox_cb cb, void *ctx,
+                             char *err, size_t errlen);
+
+/* Put failed row `id` back to `pending`, due now, attempts 0, error cleared.
+ * SN_ENOENT no such row, SN_EINVAL not failed. */
+int store_outbox_retry(store *st, int64_t id, char *err, size_t errlen);
+
+/* store_outbox_retry for every failed row of job `job_id`; *n (may be NULL) = rows re-queued
+ * (0 is not an error). SN_ENOENT if there is no such job. */
+int store_outbox_retry_job(store *st, int64_t job_id, int *n, char *err, size_t errlen);
+
+/* Per destination: rows by state and the newest error of a row not sent. */
+typedef struct store_outbox_peer_stat {
+    const char *peer;
+    int64_t by_state[STORE_OUTBOX__COUNT];
+    const char *last_error;            /* NULL if none */
+    unsigned last_dimse_status;        /* 0xFFFF none */
+    int64_t last_error_ms;             /* 0 if none */
+} store_outbox_peer_stat;
+typedef int (*store_outbox_peer_cb)(void *ctx, const store_outbox_peer_stat *s);
+int store_outbox_peer_stats(store *st, store_outbox_peer_cb cb, void *ctx, char *err, size_t errlen);
+
+/* Exponential backoff after `attempts` (>= 1) failed tries: min(cap, base * 2^(attempts-1)),
+ * in ms, without overflow. attempts < 1 gives base; base <= 0 gives 0. */
+int64_t store_outbox_backoff_ms(int attempts, int64_t base_ms, int64_t cap_ms);
+
 /* ---- counts for `segnode status` and /metrics --------------------------------------------- */
 
 typedef struct store_counts {

@@ -78,6 +78,21 @@ static const char *const store__migrations[STORE__SCHEMA_VERSION] = {
     "CREATE INDEX outbox_state ON outbox(state, next_attempt_ms);"
     "CREATE INDEX outbox_job ON outbox(job_id);"
     "PRAGMA user_version=2;",
+
+    /* 2 -> 3: what the outbox sends and what the peer answered; series the node derived.
+     * A derived series (the SEG a job made) records its job and stays out of routing: if a
+     * copy of it is received again (the PACS forwards it back), the commit path puts it back
+     * to receiving (0) and this trigger puts it straight back to done (4), so the sweeper
+     * never makes a job of the node's own output. */
+    "ALTER TABLE outbox ADD COLUMN sop_instance_uid TEXT;"
+    "ALTER TABLE outbox ADD COLUMN dimse_status INTEGER;"     /* last peer status, NULL none */
+    "ALTER TABLE outbox ADD COLUMN sent_ms INTEGER;"
+    "CREATE INDEX outbox_peer ON outbox(peer, state);"
+    "ALTER TABLE series ADD COLUMN derived_job INTEGER;"      /* job that made it; NULL = received */
+    "CREATE TRIGGER series_derived_not_routed AFTER UPDATE OF state ON series"
+    "  WHEN NEW.derived_job IS NOT NULL AND NEW.state=0"
+    "  BEGIN UPDATE series SET state=4 WHERE id=NEW.id; END;"
+    "PRAGMA user_version=3;",
 };
 
 const char *store__migration_sql(int i)

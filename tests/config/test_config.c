@@ -103,6 +103,10 @@ static void test_shipped_example(void **state)
     assert_int_equal(cfg->node.log_level, SN_LOG_LEVEL_INFO);
     assert_int_equal(cfg->node.fsync, 1);
     assert_int_equal(cfg->node.sweep_interval_ms, 1000);
+    assert_int_equal(cfg->node.outbox_retry_base, 5);
+    assert_int_equal(cfg->node.outbox_retry_cap, 600);
+    assert_int_equal(cfg->node.outbox_max_attempts, 10);
+    assert_int_equal(cfg->node.outbox_workers, 4);
 
     assert_int_equal(cfg->npeers, 1);
     const sn_peer *p = sn_config_peer_by_name(cfg, "PACS");
@@ -142,7 +146,8 @@ static void test_shipped_example_documents_every_key(void **state)
     static const char *const keys[] = {
         "ae_title", "port", "bind", "storage", "http_port", "http_bind", "max_associations",
         "stable_after", "accept_unknown", "device", "max_pdu", "acse_timeout", "dimse_timeout",
-        "disk_min_free_mb", "log_level", "fsync", "sweep_interval_ms", "host", "allow",
+        "disk_min_free_mb", "log_level", "fsync", "sweep_interval_ms", "outbox_retry_base",
+        "outbox_retry_cap", "outbox_max_attempts", "outbox_workers", "host", "allow",
         "stable_on_release", "tls", "modality", "body_part", "series_description", "calling_ae",
         "image_type", "method", "labels", "atlases", "model", "send_to", "continue",
     };
@@ -186,6 +191,10 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->node.log_level, SN_LOG_LEVEL_INFO);
     assert_int_equal(cfg->node.fsync, 1);
     assert_int_equal(cfg->node.sweep_interval_ms, 1000);
+    assert_int_equal(cfg->node.outbox_retry_base, 5);
+    assert_int_equal(cfg->node.outbox_retry_cap, 600);
+    assert_int_equal(cfg->node.outbox_max_attempts, 10);
+    assert_int_equal(cfg->node.outbox_workers, 4);
     assert_int_equal(cfg->npeers, 0);
     assert_int_equal(cfg->nroutes, 0);
     sn_config_unref(cfg);
@@ -249,6 +258,10 @@ static void test_all_keys_set(void **state)
         "log_level = debug\n"
         "fsync = off\n"
         "sweep_interval_ms = 250\n"
+        "outbox_retry_base = 1\n"
+        "outbox_retry_cap = 86400\n"
+        "outbox_max_attempts = 1000\n"
+        "outbox_workers = 64\n"
         "[peer P1]\n"
         "ae_title = P1\n"
         "host = pacs.example.org\n"
@@ -289,6 +302,10 @@ static void test_all_keys_set(void **state)
     assert_int_equal(cfg->node.log_level, SN_LOG_LEVEL_DEBUG);
     assert_int_equal(cfg->node.fsync, 0);
     assert_int_equal(cfg->node.sweep_interval_ms, 250);
+    assert_int_equal(cfg->node.outbox_retry_base, 1);
+    assert_int_equal(cfg->node.outbox_retry_cap, 86400);
+    assert_int_equal(cfg->node.outbox_max_attempts, 1000);
+    assert_int_equal(cfg->node.outbox_workers, 64);
     assert_int_equal(cfg->npeers, 2);
     assert_string_equal(cfg->peers[0].host, "pacs.example.org");
     assert_int_equal(cfg->peers[0].port, 65535);
@@ -418,6 +435,10 @@ static void test_integers(void **state)
         {"disk_min_free_mb = -1", "disk_min_free_mb"},
         {"sweep_interval_ms = 0", "sweep_interval_ms"},
         {"sweep_interval_ms = 1.5", "sweep_interval_ms"},
+        {"outbox_retry_base = 0", "outbox_retry_base"},
+        {"outbox_retry_cap = 86401", "outbox_retry_cap"},
+        {"outbox_max_attempts = 0", "outbox_max_attempts"},
+        {"outbox_workers = 65", "outbox_workers"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char text[256];

@@ -480,10 +480,56 @@ static int series_row_cb(void *vctx, const store_series_row *r)
 
 typedef struct jobs_ctx {
     const char *series_uid;    /* filter, or NULL */
+    store *st;                 /* for each job's outbox rows */
     cli_table *t;
     cJSON *arr;
     int n;
 } jobs_ctx;
+
+/* A job's outbox rows: JSON objects into `arr` (if non-NULL), and for the table a compact
+ * "PEER state[ xN]" list into `cell` and the newest error into `why`. */
+typedef struct outbox_ctx {
+    cJSON *arr;
+    char cell[512];
+    size_t len;
+    char why[700];
+    int64_t why_ms;
+} outbox_ctx;
+
+static int outbox_row_cb(void *vctx, const store_outbox_row *r)
+{
+    outbox_ctx *c = vctx;
+    char dimse[16] = "";
+    if (r->dimse_status != 0xFFFFu)
+        snprintf(dimse, sizeof dimse, "0x%04X", r->dimse_status);
+    if (c->arr) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "id", (double)r->id);
+        json_str(o, "peer", r->peer);
+        cJSON_AddStringToObject(o, "state", store_outbox_state_name(r->state));
+        cJSON_AddNumberToObject(o, "attempts", r->attempts);
+        json_str(o, "dimse_status", dimse);
+        json_str(o, "error", r->last_error);
+        json_str(o, "sop_instance_uid", r->sop_instance_uid);
+        json_time(o, "next_attempt", r->state == STORE_OUTBOX_PENDING ? r->next_attempt_ms : 0);
+        json_time(o, "sent", r->sent_ms);
+        json_time(o, "updated", r->updated_ms);
+        cJSON_AddItemToArray(c->arr, o);
+    }
+    if (c->len < sizeof c->cell) {
+        char tries[16] = "";
+        if (r->attempts > 1 || (r->attempts == 1 && r->state != STORE_OUTBOX_SENT))
+            snprintf(tries, sizeof tries, " x%d", r->attempts);
+        c->len += (size_t)snprintf(c->cell + c->len, sizeof c->cell - c->len, "%s%s %s%s",
+                                   c->len ? ", " : "", r->peer, store_outbox_state_name(r->state), tries);
+    }
+    if (r->state != STORE_OUTBOX_SENT && r->last_error[0] && r->updated_ms >= c->why_ms) {
+        c->why_ms = r->updated_ms;
+        snprintf(c->why, sizeof c->why, "%s: %s%s%s%s", r->peer, r->last_error, dimse[0] ? " (" : "",
+                 dimse, dimse[0] ? ")" : "");
+    }
+    return 0;
+}
 
 static cJSON *job_json(const store_job_row *j)
 {
@@ -502,21 +548,36 @@ static cJSON *job_json(const store_job_row *j)
     return o;
 }
 
+/* The outbox rows of job `id`; on a read error the cell says so (the list goes on). */
+static void job_outbox(store *st, int64_t id, outbox_ctx *oc)
+{
+    char err[400] = "";
+    if (st && store_outbox_list(st, id, outbox_row_cb, oc, err, sizeof err) != 0)
+        oc->len = (size_t)snprintf(oc->cell, sizeof oc->cell, "? (%s)", err);
+}
+
 static int job_row_cb(void *vctx, const store_job_row *j)
 {
     jobs_ctx *ctx = vctx;
     if (ctx->series_uid && (!j->series_uid || strcmp(ctx->series_uid, j->series_uid) != 0))
         return 0;
     ctx->n++;
+    outbox_ctx oc;
+    memset(&oc, 0, sizeof oc);
     if (ctx->arr) {
-        cJSON_AddItemToArray(ctx->arr, job_json(j));
+        cJSON *o = job_json(j);
+        oc.arr = cJSON_AddArrayToObject(o, "outbox");
+        job_outbox(ctx->st, j->id, &oc);
+        cJSON_AddItemToArray(ctx->arr, o);
         return 0;
     }
+    job_outbox(ctx->st, j->id, &oc);
     char id[32], att[16], t[32];
     snprintf(id, sizeof id, "%" PRId64, j->id);
     snprintf(att, sizeof att, "%d", j->attempts);
     const char *cells[] = {id, store_job_state_name(j->state), j->route, j->method, att,
-                           j->series_uid, cli_time(j->updated_ms, t), j->error};
+                           j->series_uid, cli_time(j->updated_ms, t), oc.len ? oc.cell : "-",
+                           j->error && *j->error ? j->error : oc.why};
     cli_table_add(ctx->t, cells);
     return 0;
 }
@@ -524,8 +585,8 @@ static int job_row_cb(void *vctx, const store_job_row *j)
 static cli_table *jobs_table(void)
 {
     static const char *const h[] = {"ID", "STATE", "ROUTE", "METHOD", "ATTEMPTS", "SERIES UID",
-                                    "UPDATED", "ERROR"};
-    cli_table *t = cli_table_new(8, h);
+                                    "UPDATED", "OUTBOX", "ERROR"};
+    cli_table *t = cli_table_new(9, h);
     cli_table_align_right(t, 0);
     cli_table_align_right(t, 4);
     return t;
@@ -608,7 +669,7 @@ int cli_cmd_series(int argc, char **argv)
         goto done;
     }
     /* details: jobs and files of this series */
-    jobs_ctx jc = {.series_uid = uid};
+    jobs_ctx jc = {.series_uid = uid, .st = st};
     files_ctx fc = {0};
     if (cli_g.json) {
         jc.arr = cJSON_AddArrayToObject(ctx.one, "jobs");
@@ -651,8 +712,12 @@ done:
 static const char JOBS_HELP[] =
     "usage: segnode jobs list [--json]\n"
     "       segnode jobs retry ID\n"
-    "list: every segmentation job (state, route, method, attempts, last error).\n"
-    "retry: put a failed or done job back to pending so the worker runs it again.\n";
+    "list: every segmentation job (state, route, method, attempts, last error) and its outbox:\n"
+    "      per destination the state (pending, sending, sent, failed), tries, and the last\n"
+    "      error with the peer's DIMSE status (--json: an \"outbox\" array per job).\n"
+    "retry: if the job is done and some of its destinations failed, queue those sends again\n"
+    "      (fresh tries; the running node sends them within a second); otherwise put a failed\n"
+    "      or done job back to pending so the worker runs it again.\n";
 
 int cli_cmd_jobs(int argc, char **argv)
 {
@@ -691,7 +756,22 @@ int cli_cmd_jobs(int argc, char **argv)
     char err[1024] = "";
     int s;
     if (id) {
-        s = store_job_retry(st, id, err, sizeof err);
+        int requeued = 0;
+        s = store_outbox_retry_job(st, id, &requeued, err, sizeof err);
+        if (s == 0 && requeued > 0) {
+            if (cli_g.json) {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddNumberToObject(o, "id", (double)id);
+                cJSON_AddStringToObject(o, "state", store_job_state_name(STORE_JOB_DONE));
+                cJSON_AddNumberToObject(o, "outbox_requeued", requeued);
+                rc = json_out(o);
+            } else {
+                printf("job %" PRId64 ": %d failed send(s) queued again\n", id, requeued);
+            }
+            goto jobs_done;
+        }
+        if (s == 0)
+            s = store_job_retry(st, id, err, sizeof err);
         if (s == SN_ENOENT) {
             fprintf(stderr, "segnode jobs retry: no such job %" PRId64 "\n", id);
             rc = CLI_EXIT_FAIL;
@@ -703,12 +783,13 @@ int cli_cmd_jobs(int argc, char **argv)
             cJSON *o = cJSON_CreateObject();
             cJSON_AddNumberToObject(o, "id", (double)id);
             cJSON_AddStringToObject(o, "state", store_job_state_name(STORE_JOB_PENDING));
+            cJSON_AddNumberToObject(o, "outbox_requeued", 0);
             rc = json_out(o);
         } else {
             printf("job %" PRId64 " is pending again\n", id);
         }
     } else {
-        jobs_ctx jc = {0};
+        jobs_ctx jc = {.st = st};
         if (cli_g.json)
             jc.arr = cJSON_CreateArray();
         else
@@ -727,6 +808,7 @@ int cli_cmd_jobs(int argc, char **argv)
         }
         cli_table_free(jc.t);
     }
+jobs_done:
     store_close(st);
     sn_config_unref(cfg);
     return rc;

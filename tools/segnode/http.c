@@ -33,6 +33,7 @@
 #define HTTP_CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
 #define HTTP_CT_JSON "application/json"
 #define HTTP_CT_TEXT "text/plain; charset=utf-8"
+#define HTTP_OUTBOX_ROWS 100     /* rows not sent listed in /status */
 
 struct http_server {
     struct MHD_Daemon *mhd;
@@ -61,6 +62,24 @@ static int64_t active_assocs(const http_live *live)
 static void prom_family(FILE *f, const char *name, const char *type, const char *help)
 {
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* segnode_outbox_peer{peer="P",state="S"}; label values escaped as the text format wants. */
+static int prom_peer_cb(void *ctx, const store_outbox_peer_stat *ps)
+{
+    FILE *f = ctx;
+    char peer[256];
+    size_t k = 0;
+    for (const char *p = ps->peer ? ps->peer : ""; *p && k + 3 < sizeof peer; p++) {
+        if (*p == '"' || *p == '\\')
+            peer[k++] = '\\';
+        peer[k++] = *p == '\n' ? ' ' : *p;
+    }
+    peer[k] = '\0';
+    for (int s = 0; s < STORE_OUTBOX__COUNT; s++)
+        fprintf(f, "segnode_outbox_peer{peer=\"%s\",state=\"%s\"} %lld\n", peer,
+                store_outbox_state_name((store_outbox_state)s), (long long)ps->by_state[s]);
+    return 0;
 }
 
 char *http_render_metrics(const sn_config *cfg, store *st, const http_live *live, int *status,
@@ -119,6 +138,8 @@ char *http_render_metrics(const sn_config *cfg, store *st, const http_live *live
     for (int s = 0; s < STORE_OUTBOX__COUNT; s++)
         fprintf(f, "segnode_outbox{state=\"%s\"} %lld\n",
                 store_outbox_state_name((store_outbox_state)s), (long long)c.outbox_by_state[s]);
+    prom_family(f, "segnode_outbox_peer", "gauge", "Outbox entries by destination and state");
+    store_outbox_peer_stats(st, prom_peer_cb, f, NULL, 0);
     prom_family(f, "segnode_queue_depth", "gauge", "Jobs waiting to run (pending)");
     fprintf(f, "segnode_queue_depth %lld\n", (long long)c.jobs_by_state[STORE_JOB_PENDING]);
     prom_family(f, "segnode_oldest_pending_job_age_seconds", "gauge",
@@ -178,6 +199,58 @@ static cJSON *json_time(int64_t ms)
     char t[32];
     sn_format_time(ms, t);
     return cJSON_CreateString(t);
+}
+
+static void json_dimse(cJSON *o, const char *key, unsigned dimse)
+{
+    char h[16];
+    if (dimse == 0xFFFFu) {
+        cJSON_AddNullToObject(o, key);
+        return;
+    }
+    snprintf(h, sizeof h, "0x%04X", dimse);
+    cJSON_AddStringToObject(o, key, h);
+}
+
+/* "outbox_by_peer": {PEER: {pending, sending, sent, failed, last_error, ...}} */
+static int status_peer_cb(void *ctx, const store_outbox_peer_stat *ps)
+{
+    cJSON *o = cJSON_AddObjectToObject(ctx, ps->peer ? ps->peer : "");
+    if (!o)
+        return 0;
+    for (int s = 0; s < STORE_OUTBOX__COUNT; s++)
+        cJSON_AddNumberToObject(o, store_outbox_state_name((store_outbox_state)s), (double)ps->by_state[s]);
+    if (ps->last_error)
+        cJSON_AddStringToObject(o, "last_error", ps->last_error);
+    else
+        cJSON_AddNullToObject(o, "last_error");
+    json_dimse(o, "last_dimse_status", ps->last_dimse_status);
+    cJSON_AddItemToObject(o, "last_error_at", json_time(ps->last_error_ms));
+    return 0;
+}
+
+/* "outbox_unsent": the rows not sent (pending, sending, failed), newest first. */
+static int status_row_cb(void *ctx, const store_outbox_row *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "id", (double)r->id);
+    if (r->job_id > 0)
+        cJSON_AddNumberToObject(o, "job_id", (double)r->job_id);
+    else
+        cJSON_AddNullToObject(o, "job_id");
+    cJSON_AddStringToObject(o, "peer", r->peer);
+    cJSON_AddStringToObject(o, "state", store_outbox_state_name(r->state));
+    cJSON_AddNumberToObject(o, "attempts", r->attempts);
+    if (r->last_error[0])
+        cJSON_AddStringToObject(o, "error", r->last_error);
+    else
+        cJSON_AddNullToObject(o, "error");
+    json_dimse(o, "dimse_status", r->dimse_status);
+    cJSON_AddStringToObject(o, "sop_instance_uid", r->sop_instance_uid);
+    cJSON_AddItemToObject(o, "next_attempt",
+                          json_time(r->state == STORE_OUTBOX_PENDING ? r->next_attempt_ms : 0));
+    cJSON_AddItemToArray(ctx, o);
+    return 0;
 }
 
 char *http_render_status(const sn_config *cfg, store *st, const http_live *live, int *status,
@@ -260,6 +333,12 @@ char *http_render_status(const sn_config *cfg, store *st, const http_live *live,
     for (int s = 0; s < STORE_OUTBOX__COUNT; s++)
         cJSON_AddNumberToObject(obs, store_outbox_state_name((store_outbox_state)s),
                                 (double)c.outbox_by_state[s]);
+    char oerr[256] = "";
+    if (store_outbox_peer_stats(st, status_peer_cb, cJSON_AddObjectToObject(root, "outbox_by_peer"),
+                                oerr, sizeof oerr) != 0 ||
+        store_outbox_list_unsent(st, HTTP_OUTBOX_ROWS, status_row_cb,
+                                 cJSON_AddArrayToObject(root, "outbox_unsent"), oerr, sizeof oerr) != 0)
+        SN_LOG_WARN("http", "/status: outbox details: %s", oerr);
     cJSON_AddNumberToObject(root, "schema_version", c.schema_version);
     int64_t free_b = sn_disk_free_bytes(store_dir(st));
     if (free_b >= 0)
