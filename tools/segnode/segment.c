@@ -1,0 +1,232 @@
+/* tools/segnode/segment.c — `segnode segment`: turn a label map (a DICOM SEG or a NIfTI label
+ * image on the series' grid) into a DICOM SEG for a series folder, offline. Reads the series
+ * (pipeline/volume.h), the labels (pipeline/segread.h or pipeline/niftiread.h), and writes with
+ * the product SEG writer (pipeline/segwrite.h). The segmentation methods (--method atlas|net)
+ * are not in this build yet. Exit codes: 0 ok, 1 failure (bad input, write error), 2 usage. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/status.h"
+#include "common/util.h"
+#include "pipeline/labels.h"
+#include "pipeline/niftiread.h"
+#include "pipeline/segread.h"
+#include "pipeline/segwrite.h"
+#include "pipeline/volume.h"
+#include "tools/segnode/cli.h"
+
+#ifndef SEGNODE_LABELS_DEFAULT
+#define SEGNODE_LABELS_DEFAULT "/etc/segnode/labels.tsv"
+#endif
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: segnode segment --labels FILE.dcm|FILE.nii[.gz] --out SEG.dcm [options] SERIES_DIR\n"
+            "       segnode segment --method atlas|net ...   (not in this build yet)\n"
+            "Write a DICOM Segmentation for the series in SERIES_DIR from a label map on its grid:\n"
+            "a SEG (BINARY or FRACTIONAL; segments mapped to labels by their codes) or a NIfTI-1\n"
+            "label image whose affine matches the series'. The SEG joins the series' study.\n"
+            "options:\n"
+            "  --keep-empty               write empty frames too (default: omit them)\n"
+            "  --series-description TEXT  Series Description (default: \"segnode label import segmentation\")\n"
+            "  --series-number N          Series Number (default 900)\n"
+            "  --series UID               the series to read when the folder holds several\n"
+            "  --label-table FILE         label code table (default: $SEGNODE_LABELS, else\n"
+            "                             %s)\n",
+            SEGNODE_LABELS_DEFAULT);
+}
+
+static int ends_with(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+/* Table file plus one line per segment of `seg` that the table lacks (match NONE), so that the
+ * writer can code them as the source SEG did. Writes a temp file into tmp[] and returns 0. */
+static int extend_table(const char *table_path, const pipeline_seg *seg, char tmp[64], char *err, size_t errlen)
+{
+    snprintf(tmp, 64, "/tmp/segnode-labels-XXXXXX");
+    int fd = mkstemp(tmp);
+    if (fd < 0) return sn_errf(err, errlen, SN_EIO, "cannot create a temporary label table");
+    FILE *out = fdopen(fd, "w"), *in = fopen(table_path, "r");
+    if (!out || !in) {
+        if (out) fclose(out); else close(fd);
+        if (in) fclose(in);
+        unlink(tmp);
+        return sn_errf(err, errlen, SN_EIO, "cannot copy the label table %s", table_path);
+    }
+    char line[1024];
+    while (fgets(line, sizeof line, in)) fputs(line, out);
+    fclose(in);
+    fputc('\n', out);
+    for (int i = 0; i < seg->nsegments; i++) {
+        const pipeline_seg_segment *g = &seg->segments[i];
+        int dup = 0;
+        for (int j = 0; j < i; j++) dup |= seg->segments[j].label_value == g->label_value;
+        if (g->match != PIPELINE_SEG_MATCH_NONE || dup) continue;
+        if (!g->type.value[0] || !g->category.value[0]) {
+            fclose(out);
+            unlink(tmp);
+            return sn_errf(err, errlen, SN_EINVAL, "segment %d '%s' has no Segmented Property Type/Category code",
+                           g->number, g->label);
+        }
+        char name[32];
+        size_t n = 0;
+        for (const char *p = g->label[0] ? g->label : g->type.meaning; *p && n < 20; p++)
+            name[n++] = isalnum((unsigned char)*p) ? (char)tolower((unsigned char)*p) : '_';
+        name[n] = 0;
+        fprintf(out, "%d\t%s_%d\t%s:%s:%s\t%s:%s:%s\t", g->label_value, n ? name : "segment", g->label_value,
+                g->category.scheme, g->category.value, g->category.meaning, g->type.scheme, g->type.value,
+                g->type.meaning);
+        if (g->modifier.value[0])
+            fprintf(out, "%s:%s:%s", g->modifier.scheme, g->modifier.value, g->modifier.meaning);
+        else
+            fputc('-', out);
+        fprintf(out, "\t128,128,128\n");
+    }
+    if (fclose(out)) {
+        unlink(tmp);
+        return sn_errf(err, errlen, SN_EIO, "cannot write a temporary label table");
+    }
+    return 0;
+}
+
+int segnode_segment(int argc, char **argv)
+{
+    const char *labels_path = NULL, *out_path = NULL, *desc = NULL, *series = NULL, *method = NULL,
+               *dir = NULL, *table_path = NULL;
+    int keep_empty = 0, series_number = 900;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int g = cli_take_global(argc, argv, &i);
+        if (g < 0) return CLI_EXIT_USAGE;
+        if (g > 0) continue;
+        if (cli_is_help(a)) {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        } else if (!strcmp(a, "--labels") && i + 1 < argc) {
+            labels_path = argv[++i];
+        } else if (!strcmp(a, "--out") && i + 1 < argc) {
+            out_path = argv[++i];
+        } else if (!strcmp(a, "--keep-empty")) {
+            keep_empty = 1;
+        } else if (!strcmp(a, "--series-description") && i + 1 < argc) {
+            desc = argv[++i];
+        } else if (!strcmp(a, "--series-number") && i + 1 < argc) {
+            series_number = atoi(argv[++i]);
+        } else if (!strcmp(a, "--series") && i + 1 < argc) {
+            series = argv[++i];
+        } else if (!strcmp(a, "--label-table") && i + 1 < argc) {
+            table_path = argv[++i];
+        } else if (!strcmp(a, "--method") && i + 1 < argc) {
+            method = argv[++i];
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "segnode segment: unknown option %s\n", a);
+            usage(stderr);
+            return CLI_EXIT_USAGE;
+        } else if (!dir) {
+            dir = a;
+        } else {
+            usage(stderr);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (method) {
+        fprintf(stderr, "segnode segment: method %s not available in this build yet\n", method);
+        return CLI_EXIT_USAGE;
+    }
+    if (!labels_path || !out_path || !dir) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    if (series_number <= 0) {
+        fprintf(stderr, "segnode segment: --series-number must be a positive integer\n");
+        return CLI_EXIT_USAGE;
+    }
+    cli_apply_log_level();
+    if (!table_path) table_path = getenv("SEGNODE_LABELS");
+    if (!table_path || !*table_path) table_path = SEGNODE_LABELS_DEFAULT;
+
+    char err[1024] = "", tmp_table[64] = "";
+    pipeline_labels *table = NULL;
+    pipeline_volume *v = NULL;
+    pipeline_seg *seg = NULL;
+    uint16_t *lab = NULL;
+    int rc, exit_code = CLI_EXIT_FAIL;
+    if ((rc = pipeline_labels_load(table_path, &table, err, sizeof err))) {
+        fprintf(stderr, "segnode segment: label table: %s\n", err);
+        return CLI_EXIT_USAGE;
+    }
+    pipeline_volume_opts o;
+    pipeline_volume_opts_default(&o);
+    o.series_uid = series;
+    if ((rc = pipeline_volume_read_dir(dir, &o, &v, err, sizeof err))) {
+        fprintf(stderr, "segnode segment: %s\n", err);
+        goto out;
+    }
+    const size_t n = (size_t)v->nx * v->ny * v->nz;
+    if (!(lab = calloc(n, sizeof *lab))) {
+        fprintf(stderr, "segnode segment: out of memory\n");
+        goto out;
+    }
+    if (ends_with(labels_path, ".nii") || ends_with(labels_path, ".nii.gz")) {
+        rc = pipeline_nifti_read_labels(labels_path, v, lab, err, sizeof err);
+    } else {
+        pipeline_seg_import_report rep;
+        rc = pipeline_seg_read(labels_path, &seg, err, sizeof err);
+        if (!rc) rc = pipeline_seg_to_labels(seg, v, table, lab, &rep, err, sizeof err);
+        if (!rc) {
+            for (int i = 0; i < seg->nsegments; i++) {
+                const pipeline_seg_segment *g = &seg->segments[i];
+                static const char *how[] = {"not in the table: new label", "code", "code meaning", "name"};
+                printf("segment %d '%s' (%s:%s %s) -> label %d (%s)\n", g->number, g->label, g->type.scheme,
+                       g->type.value, g->type.meaning, g->label_value, how[g->match]);
+            }
+            if (rep.overlap_voxels)
+                printf("%zu voxels claimed by several segments: the higher segment number kept\n", rep.overlap_voxels);
+            if (rep.new_labels) {
+                rc = extend_table(table_path, seg, tmp_table, err, sizeof err);
+                if (!rc) {
+                    pipeline_labels_free(table);
+                    table = NULL;
+                    rc = pipeline_labels_load(tmp_table, &table, err, sizeof err);
+                }
+            }
+        }
+    }
+    if (rc) {
+        fprintf(stderr, "segnode segment: %s\n", err);
+        goto out;
+    }
+    pipeline_seg_labelmap lm;
+    memset(&lm, 0, sizeof lm);
+    lm.nx = v->nx, lm.ny = v->ny, lm.nz = v->nz, lm.bytes_per_voxel = 2, lm.data = lab;
+    pipeline_seg_write_opts wo;
+    pipeline_seg_write_opts_default(&wo);
+    wo.algorithm_name = "segnode label import";
+    wo.method = "segnode label import";
+    wo.series_description = desc;
+    wo.keep_empty = keep_empty;
+    wo.series_number = series_number;
+    pipeline_seg_write_info info;
+    if ((rc = pipeline_seg_write_series(out_path, v, dir, &lm, table, &wo, &info, err, sizeof err))) {
+        fprintf(stderr, "segnode segment: %s\n", err);
+        goto out;
+    }
+    printf("wrote %s: %d segments, %d frames (%d empty frames %s), series %s, %dx%dx%d source %s\n", out_path,
+           info.segments, info.frames, info.omitted_frames, keep_empty ? "kept" : "omitted", info.series_uid, v->nx,
+           v->ny, v->nz, v->series_uid);
+    exit_code = CLI_EXIT_OK;
+out:
+    if (tmp_table[0]) unlink(tmp_table);
+    free(lab);
+    pipeline_seg_free(seg);
+    pipeline_volume_free(v);
+    pipeline_labels_free(table);
+    return exit_code;
+}
