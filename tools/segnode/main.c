@@ -7,6 +7,13 @@
 #include "common/log.h"
 #include "tools/segnode/cli.h"
 
+#ifdef SEGNODE_HAVE_SEGMENT
+int segnode_segment(int argc, char **argv); /* segment.c */
+#endif
+#ifdef SEGNODE_HAVE_INFER
+int segnode_infer(int argc, char **argv); /* infer.c */
+#endif
+
 #ifndef SEGNODE_VERSION
 #define SEGNODE_VERSION "unknown"
 #endif
@@ -29,7 +36,8 @@ static void usage(FILE *f)
         "  send PEER FILE|DIR... C-STORE files (folders are walked recursively) to a peer\n"
         "  config check [FILE]   validate the configuration\n"
         "  convert ...           convert a series folder to NIfTI\n"
-        "  segment ...           segment a series folder offline (not in this build yet)\n"
+        "  segment ...           write a SEG for a series folder from a label map (offline)\n"
+        "  infer ...             run a model bundle on a series folder or NIfTI volume\n"
         "  atlas ...             manage the atlas library (not in this build yet)\n"
         "  help [COMMAND]        this text, or a command's\n"
         "\n"
@@ -77,7 +85,26 @@ static int convert_entry(int argc, char **argv)
 #endif
 }
 
-static int segment_entry(int argc, char **argv) { (void)argc; (void)argv; return not_yet("segment"); }
+static int segment_entry(int argc, char **argv)
+{
+#ifdef SEGNODE_HAVE_SEGMENT
+    return segnode_segment(argc, argv);
+#else
+    (void)argc;
+    (void)argv;
+    return not_yet("segment");
+#endif
+}
+static int infer_entry(int argc, char **argv)
+{
+#ifdef SEGNODE_HAVE_INFER
+    return segnode_infer(argc, argv);
+#else
+    (void)argc;
+    (void)argv;
+    return not_yet("infer");
+#endif
+}
 static int atlas_entry(int argc, char **argv) { (void)argc; (void)argv; return not_yet("atlas"); }
 
 static const struct {
@@ -87,7 +114,7 @@ static const struct {
     {"serve", serve_entry},     {"status", cli_cmd_status}, {"series", cli_cmd_series},
     {"jobs", cli_cmd_jobs},     {"peers", cli_cmd_peers},   {"echo", cli_cmd_echo},
     {"send", cli_cmd_send},     {"config", cli_cmd_config}, {"convert", convert_entry},
-    {"segment", segment_entry}, {"atlas", atlas_entry},
+    {"segment", segment_entry}, {"atlas", atlas_entry},   {"infer", infer_entry},
 };
 
 static cmd_fn find_cmd(const char *name)
