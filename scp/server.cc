@@ -245,6 +245,11 @@ bool check_and_commit(assoc_ctx &a, const T_DIMSE_C_StoreRQ &req, const std::str
     DcmDataset *ds = ff.getDataset();
     std::string sop_class = get_str(ds, DCM_SOPClassUID), sop_inst = get_str(ds, DCM_SOPInstanceUID);
     std::string req_class = scp__trim(req.AffectedSOPClassUID), req_inst = scp__trim(req.AffectedSOPInstanceUID);
+    if (sop_inst.empty() || sop_class.empty()) {
+        fail = {STATUS_STORE_Error_CannotUnderstand,
+                sop_inst.empty() ? "missing SOP Instance UID" : "missing SOP Class UID"};
+        return false;
+    }
     if (sop_class != req_class) {
         fail = {STATUS_STORE_Error_DataSetDoesNotMatchSOPClass,
                 "SOP Class UID of data set (" + sop_class + ") differs from request"};
@@ -258,7 +263,7 @@ bool check_and_commit(assoc_ctx &a, const T_DIMSE_C_StoreRQ &req, const std::str
     std::string study = get_str(ds, DCM_StudyInstanceUID), series = get_str(ds, DCM_SeriesInstanceUID);
     const char *bad = nullptr;
     if (!sn_uid_valid(sop_inst.c_str()))
-        bad = "missing or malformed SOP Instance UID";
+        bad = "malformed SOP Instance UID";
     else if (!sn_uid_valid(study.c_str()))
         bad = "missing or malformed Study Instance UID";
     else if (!sn_uid_valid(series.c_str()))
@@ -642,7 +647,9 @@ void serve_association(scp_server *srv, T_ASC_Association *assoc)
  * client that connects and stays silent ties up one thread for acse_timeout, never the others. */
 void worker_main(scp_server *srv)
 {
-    while (!srv->stopping.load()) {
+    /* Keep receiving while draining: newcomers then get a transient reject (serve_association)
+     * instead of waiting in the TCP backlog until the socket closes. */
+    while (!srv->abort_now.load()) {
         T_ASC_Association *assoc = nullptr;
         OFCondition cond = ASC_receiveAssociation(srv->net, &assoc, (long)srv->max_pdu, nullptr, nullptr,
                                                   OFFalse, DUL_NOBLOCK, 1);

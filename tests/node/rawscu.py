@@ -11,6 +11,9 @@ Explicit VR Little Endian datasets only. Not a general DICOM library.
   rawscu.py propose HOST PORT CALLING CALLED SOP_CLASS_UID...
       prints "SOP_CLASS result=N" per proposed context (0 accepted, 3 abstract syntax not
       supported, ...), then releases
+  rawscu.py hold HOST PORT CALLING CALLED SECONDS
+      opens a Verification association, prints "held", keeps it open SECONDS (or until stdin
+      closes), then releases: to fill the node's association slots
   rawscu.py partial HOST PORT CALLING CALLED FILE abort|close
       sends the C-STORE command and half the dataset in non-last fragments, then sends
       A-ABORT (abort) or just closes the socket (close)
@@ -172,6 +175,13 @@ def main():
         sock, res, _, _ = associate(host, port, calling, called, rest)
         for a in rest:
             print("%s result=%d" % (a, res[a]))
+        release(sock)
+        return 0
+    if mode == "hold":
+        sock, res, _, _ = associate(host, port, calling, called, ["1.2.840.10008.1.1"])
+        print("held", flush=True)
+        import select
+        select.select([sys.stdin], [], [], float(rest[0]))
         release(sock)
         return 0
     files = [(f,) + read_file(f) for f in (rest if mode == "store" else rest[:1])]

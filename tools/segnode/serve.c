@@ -1,16 +1,22 @@
 /* tools/segnode/serve.c — `segnode serve`: the daemon. Opens the store, starts the SCP and the
- * HTTP status server, then the main thread waits for signals and runs the stable-series sweeper
- * every sweep_interval_ms. SIGHUP reloads the config (a bad file keeps the old one and says
- * why); SIGTERM/SIGINT stop accepting, drain open associations, and exit 0.
- * Signals are blocked in every thread and taken synchronously here with sigtimedwait, so no
- * work ever runs in a signal handler. */
+ * HTTP status server and the outbox sender (outbox.c, delivers results), then the main thread
+ * waits for signals and runs the stable-series sweeper every sweep_interval_ms. SIGHUP reloads
+ * the config (a bad file keeps the old one and says why); SIGTERM/SIGINT stop accepting, drain
+ * open associations, finish the sends in progress, and exit 0.
+ * Signals: the handler only writes the signal number to a pipe (self-pipe), and the main thread
+ * acts on it. Threads we start block the signals; a library thread started before us (OpenBLAS
+ * starts its pool when it is loaded) may still catch one, which is why a handler is needed and a
+ * mask alone is not: a second SIGTERM during the drain must not kill the node. */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/config.h"
 #include "common/log.h"
@@ -20,6 +26,7 @@
 #include "store/store.h"
 #include "tools/segnode/cli.h"
 #include "tools/segnode/http.h"
+#include "tools/segnode/outbox.h"
 
 #define SERVE_LOG "serve"
 #define SERVE_DRAIN_MS 15000   /* how long SIGTERM waits for open associations */
@@ -33,6 +40,40 @@ typedef struct serve_state {
     int stopping;
     scp_server *scp;
 } serve_state;
+
+static int g_signal_pipe[2] = {-1, -1};
+
+static void serve_on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(g_signal_pipe[1], &b, 1) < 0) {
+        /* pipe full: signals are already pending there */
+    }
+    errno = saved;
+}
+
+/* Install the handlers (once per process); returns the pipe's read end, or -1. */
+static int serve_signals_install(void)
+{
+    if (g_signal_pipe[0] < 0) {
+        if (pipe(g_signal_pipe) != 0)
+            return -1;
+        for (int i = 0; i < 2; i++) {
+            fcntl(g_signal_pipe[i], F_SETFL, fcntl(g_signal_pipe[i], F_GETFL) | O_NONBLOCK);
+            fcntl(g_signal_pipe[i], F_SETFD, FD_CLOEXEC);
+        }
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = serve_on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    return g_signal_pipe[0];
+}
 
 static sn_config *serve_config_get(void *ctx)
 {
@@ -164,18 +205,26 @@ int segnode_serve(int argc, char **argv)
     sn_log_set_level(cli_g.verbose ? SN_LOG_LEVEL_DEBUG : (sn_log_level)s.cfg->node.log_level);
     s.started_ms = s.loaded_ms = sn_now_ms();
 
-    /* Block the signals we handle before any thread starts, so they all inherit the mask. */
+    /* Our threads inherit a mask that blocks these; the main thread unblocks them once every
+     * thread is started, and the handlers feed the self-pipe it polls. */
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGHUP);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    int sigfd = serve_signals_install();
+    if (sigfd < 0) {
+        fprintf(stderr, "segnode serve: signal pipe: %s\n", strerror(errno));
+        sn_config_unref(s.cfg);
+        return CLI_EXIT_FAIL;
+    }
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     scp_global_init();
 
     int exit_code = CLI_EXIT_FAIL;
     store *st = NULL;
     http_server *http = NULL;
+    outbox *ob = NULL;
     char err[1024] = "";
     if (cli_open_store(s.cfg, &st) != SN_OK)
         goto out;
@@ -196,27 +245,36 @@ int segnode_serve(int argc, char **argv)
         exit_code = rc == SN_EBUSY || rc == SN_EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
         goto out;
     }
+    rc = outbox_start(st, serve_config_get, &s, &ob, err, sizeof err);
+    if (rc != SN_OK) {
+        fprintf(stderr, "segnode serve: outbox: %s\n", err);
+        SN_LOG_ERROR(SERVE_LOG, "outbox: %s", err);
+        goto out;
+    }
     SN_LOG_INFO(SERVE_LOG, "segnode %s serving AE '%s' on %s:%d, storage %s, HTTP %s%s%d, config %s",
                 SEGNODE_VERSION, s.cfg->node.ae_title, s.cfg->node.bind, s.cfg->node.port, s.cfg->node.storage,
                 http ? s.cfg->node.http_bind : "off", http ? ":" : "", http ? http_server_port(http) : 0,
                 s.cfg->path[0] ? s.cfg->path : "(embedded defaults)");
 
+    pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
     /* Series that went quiet while the node was down complete now. */
     serve_sweep(&s, st);
-    for (;;) {
+    for (int stop = 0; !stop;) {
         sn_config *cfg = serve_config_get(&s);
         int interval = cfg->node.sweep_interval_ms > 0 ? cfg->node.sweep_interval_ms : 1000;
         sn_config_unref(cfg);
-        struct timespec ts = {interval / 1000, (long)(interval % 1000) * 1000000L};
-        int sig = sigtimedwait(&sigs, NULL, &ts);
-        if (sig == SIGHUP) {
-            serve_reload(&s);
-        } else if (sig == SIGTERM || sig == SIGINT) {
-            SN_LOG_INFO(SERVE_LOG, "%s: stopping; draining %d association(s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                        scp_server_active(s.scp));
-            break;
-        } else if (sig < 0 && errno != EAGAIN && errno != EINTR) {
-            SN_LOG_ERROR(SERVE_LOG, "sigtimedwait: %s", strerror(errno));
+        struct pollfd pfd = {sigfd, POLLIN, 0};
+        if (poll(&pfd, 1, interval) > 0) {
+            unsigned char sig;
+            while (!stop && read(sigfd, &sig, 1) == 1) {
+                if (sig == SIGHUP) {
+                    serve_reload(&s);
+                } else if (sig == SIGTERM || sig == SIGINT) {
+                    SN_LOG_INFO(SERVE_LOG, "%s: stopping; draining %d association(s)",
+                                sig == SIGTERM ? "SIGTERM" : "SIGINT", scp_server_active(s.scp));
+                    stop = 1;
+                }
+            }
         }
         serve_sweep(&s, st);
     }
@@ -228,9 +286,12 @@ int segnode_serve(int argc, char **argv)
     s.scp = NULL;
     pthread_mutex_unlock(&s.mu);
     serve_sweep(&s, st);
+    outbox_stop(ob);
+    ob = NULL;
     SN_LOG_INFO(SERVE_LOG, "stopped");
     exit_code = CLI_EXIT_OK;
 out:
+    outbox_stop(ob);
     http_server_close(http);
     if (s.scp)
         scp_server_close(s.scp, 0);
