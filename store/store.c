@@ -224,7 +224,7 @@ static const char *const open__ws_sql[STORE__WS_COUNT] = {
         " WHERE id=?1",
 };
 
-/* Rows whose file vanished (a disk restored from an old backup, a manual rm) would hand the
+/* Rows whose file vanished or changed size (a disk restored from an old backup, a manual rm) would hand the
  * pipeline a dangling path. Checking every file would make start-up O(archive), so only the
  * newest few are checked: those are the ones a crash or a full disk could have hit. */
 static int open__check_recent(store *st, char *err, size_t errlen)
@@ -244,9 +244,10 @@ static int open__check_recent(store *st, char *err, size_t errlen)
         char path[4096];
         struct stat sb;
         snprintf(path, sizeof path, "%s/%s", st->dir, rel ? rel : "");
-        if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+        if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && (int64_t)sb.st_size == sqlite3_column_int64(q, 2))
             continue;
-        SN_LOG_ERROR("store", "indexed instance file %s is missing; dropping its row", path);
+        SN_LOG_ERROR("store", "indexed instance file %s is %s; dropping its row", path,
+                     stat(path, &sb) == 0 ? "not the size indexed" : "missing");
         bad_id[nbad] = sqlite3_column_int64(q, 0);
         bad_series[nbad] = sqlite3_column_int64(q, 1);
         bad_size[nbad] = sqlite3_column_int64(q, 2);

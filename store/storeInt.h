@@ -10,12 +10,11 @@
 
 #include "store/store.h"
 
-#define STORE__SCHEMA_VERSION 3   /* number of entries in the migrations array */
+#define STORE__SCHEMA_VERSION 4   /* number of entries in the migrations array */
 #define STORE__NSTRIPES 256       /* per-SOP-UID locks (hashed) serialising rename + index */
 #define STORE__POOL_KEEP 8        /* idle read connections kept open */
 #define STORE__BUSY_MS 10000      /* busy_timeout for every connection */
 #define STORE__CHECK_RECENT 64    /* newest instance files verified on open */
-#define STORE__DIR_BITS (256 + 256 * 256) /* files/aa (bit aa), files/aa/bb (bit 256 + aabb) */
 
 /* Prepared statements of the writer connection (persistent, reset after each use). */
 enum {
@@ -41,6 +40,7 @@ struct store__gc_req {
     const store_instance_meta *meta;
     const char *relpath;               /* files/aa/bb/<sha>.dcm */
     int64_t size, received_ms;
+    int needs_sync;                    /* its file and folder entries await the batch's syncfs */
     store_commit_result res;
     int status;
     char err[256];
@@ -74,10 +74,6 @@ struct store {
     pthread_mutex_t stripe[STORE__NSTRIPES];
     atomic_uint_fast64_t tmp_seq;
 
-    /* Folders under files/ whose own entry this process has fsynced in their parent (one bit
-     * each, see STORE__DIR_BITS): a commit into such a folder fsyncs only the folder itself.
-     * Folders are never removed while a store is open. */
-    atomic_uint_fast64_t dir_durable[STORE__DIR_BITS / 64];
 };
 
 /* ---- schema (store_schema.c) ---- */

@@ -2,23 +2,26 @@
  * hash name, then index it through a group commit.
  *
  * Order, and why it is safe:
- *   1. rename the temp file to files/aa/bb/<sha256(uid)>.dcm, fsync the file (before the
- *      rename when it replaces a stored file, see below) and the folders files/, aa/, bb/ —
- *      all in the calling thread, so concurrent senders fsync in parallel and the file
- *      system's journal batches them; the bytes are now durable under their final name;
- *   2. join the group commit: the first waiter becomes the leader, indexes every queued request
- *      in ONE transaction on the single writer connection (synchronous=FULL: one WAL fsync per
- *      batch), then wakes them all, each with its own result.
- * The function returns after 2, so Success is only sent for an instance whose file and row are
- * both on disk. A crash before 2 completes leaves at most an unindexed file at the final name
- * (never acknowledged; possibly torn for a new instance, which nothing references; a resend
- * replaces it). It can never leave a row without its file, because the row is written last.
- * If the index fails after the rename: a NEW instance's file is unlinked (nothing indexed,
- * nothing left); for a REPLACEMENT the old row keeps pointing at the same path, which now holds
- * the new bytes of the same SOP Instance — a valid instance, only its size/time in the row are
- * stale. Renames and index writes of one SOP Instance UID are serialised by a striped lock so
- * two concurrent copies cannot undo each other's cleanup.
+ *   1. in the calling thread: rename the temp file to files/aa/bb/<sha256(uid)>.dcm (for a
+ *      REPLACEMENT the new bytes are fsynced first: the old ones were acknowledged, so the name
+ *      may never point at unflushed data);
+ *   2. join the group commit: the first waiter becomes the leader and takes every queued
+ *      request; it makes their files and folder entries durable with ONE syncfs() of the
+ *      storage file system, then indexes them all in ONE transaction (synchronous=FULL: one WAL
+ *      fsync), then wakes them, each with its own result.
+ * So a batch costs two cache flushes, where per-file fsync cost five per instance (file, three
+ * folders, WAL) — on disks where a flush is milliseconds, that decides ingest throughput. A row
+ * is written only after its file is durable, and the function returns only after the row is:
+ * the caller may then send Success. A crash before 2 completes leaves at most an unindexed file
+ * at the final name (never acknowledged; a resend replaces it); never a row without its file.
+ * syncfs flushes the whole file system: give the store its own file system where other heavy
+ * writers would slow it. If the index fails after the rename: a NEW instance's file is unlinked
+ * (nothing indexed, nothing left); for a REPLACEMENT the old row keeps pointing at the same path,
+ * which now holds the new bytes of the same SOP Instance — only its size/time are stale.
+ * Renames and index writes of one SOP Instance UID are serialised by a striped lock so two
+ * concurrent copies cannot undo each other's cleanup.
  * Not here: temp file creation (store.c), queries (store_query.c). */
+#define _GNU_SOURCE /* syncfs */
 #include "store/storeInt.h"
 
 #include "common/log.h"
@@ -70,7 +73,7 @@ static int commit__check_meta(const store_instance_meta *m, char *err, size_t er
     return SN_OK;
 }
 
-/* mkdir one level (its parent is fsynced by the caller). */
+/* mkdir one level (made durable by the batch's syncfs). */
 static int commit__mkdir(const char *path, char *err, size_t errlen)
 {
     if (mkdir(path, 0750) == 0 || errno == EEXIST)
@@ -222,9 +225,34 @@ static int commit__ws(store *st, int which)
 
 /* One transaction for the whole batch; a request that fails alone is rolled back to its
  * savepoint so it cannot spoil the others. */
+/* One flush for the whole batch's files and folder entries, before any of them is indexed. */
+static void commit__sync_batch(store *st, store__gc_req *batch)
+{
+    int needed = 0;
+    for (store__gc_req *r = batch; r; r = r->next)
+        needed |= r->needs_sync;
+    if (!needed)
+        return;
+    char e[512] = "";
+    int s = SN_OK, fd = open(st->files_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || syncfs(fd) != 0) {
+        int en = errno;
+        s = sn_errf(e, sizeof e, commit__errno_status(en), "syncfs %s: %s", st->files_dir, strerror(en));
+    }
+    if (fd >= 0)
+        close(fd);
+    if (s != SN_OK)
+        for (store__gc_req *r = batch; r; r = r->next)
+            if (r->needs_sync && r->status == SN_OK) {
+                r->status = s;
+                sn_strlcpy(r->err, e, sizeof r->err);
+            }
+}
+
 static void commit__run_batch(store *st, store__gc_req *batch)
 {
     int rc, n = 0;
+    commit__sync_batch(st, batch);
     pthread_mutex_lock(&st->w_mu);
     if ((rc = commit__ws(st, STORE__WS_BEGIN)) != SQLITE_DONE) {
         char e[256];
@@ -237,6 +265,8 @@ static void commit__run_batch(store *st, store__gc_req *batch)
     }
     for (store__gc_req *r = batch; r; r = r->next) {
         n++;
+        if (r->status != SN_OK) /* its file is not durable: never index it */
+            continue;
         if ((rc = commit__ws(st, STORE__WS_SAVEPOINT)) != SQLITE_DONE) {
             r->status = store__dberr(st->wdb, rc, "savepoint", r->err, sizeof r->err);
             continue;
@@ -358,10 +388,6 @@ int store_instance_commit(store *st, const char *tmp_path, const store_instance_
     stripe = (md[4] | (md[5] << 8)) % STORE__NSTRIPES;
     pthread_mutex_lock(&st->stripe[stripe]);
     existed = lstat(abspath, &sb) == 0;
-    /* Replacing: the old bytes were acknowledged, so the new ones must be on disk before they
-     * take the name. New: nobody references the name yet, so rename first and fsync after —
-     * on a journalling file system that one fsync then also commits the rename and the
-     * folders, and the folder fsyncs below find nothing left to do. */
     if (do_fsync && existed && (rc = sn_fsync_fd(fd, tmp_path, err, errlen)) != SN_OK)
         goto err;
     if (rename(tmp_path, abspath) != 0) {
@@ -371,21 +397,15 @@ int store_instance_commit(store *st, const char *tmp_path, const store_instance_
         goto err;
     }
     renamed = 1;
-    if (do_fsync && !existed && (rc = sn_fsync_fd(fd, abspath, err, errlen)) != SN_OK)
-        goto err;
     close(fd);
     fd = -1;
-    /* All three levels, also when another thread made aa/ or bb/: it may not have synced yet. */
-    if (do_fsync && ((rc = sn_fsync_dir(d2, err, errlen)) != SN_OK ||
-                     (rc = sn_fsync_dir(d1, err, errlen)) != SN_OK ||
-                     (rc = sn_fsync_dir(st->files_dir, err, errlen)) != SN_OK))
-        goto err;
 
     memset(&req, 0, sizeof req);
     req.meta = meta;
     req.relpath = relpath;
     req.size = size;
     req.received_ms = sn_now_ms();
+    req.needs_sync = do_fsync;
     if ((rc = commit__submit(st, &req)) != SN_OK) {
         sn_errf(err, errlen, rc, "%s", req.err);
         goto err;
