@@ -23,7 +23,8 @@ typedef enum pipeline_nifti_type {
     PIPELINE_NIFTI_INT16       /* refused (SN_EINVAL) when a value is not such an integer */
 } pipeline_nifti_type;
 
-/* Write `vol` to `path` (gzip-compressed when the name ends in ".gz"). `type` picks the voxel
+/* Write `vol` (its data, or data16) to `path` (gzip-compressed when the name ends in ".gz").
+ * `type` picks the voxel
  * type; *chosen (may be NULL) gets the one written. The file is written to a temp name in the
  * same folder and renamed, so a failed write leaves no partial file. Returns 0, SN_EINVAL,
  * SN_EIO or SN_ENOMEM with `err` filled. */

@@ -1,9 +1,10 @@
 /* pipeline/volume.cc — DICOM series -> pipeline_volume (see volume.h), on DCMTK.
- * Two steps: worker threads each load whole files (one read per file), pick out the attributes
- * this reader needs and decode the pixel data to the stored values (DCMTK decoders, our JPEG 2000
- * codec); then one thread checks the series, builds the slice stack (geometry.c) and converts the
- * stored values through the Modality LUT into the float grid. DCMTK objects never leave this
- * file; every exception stops at the extern "C" functions. */
+ * Three steps: worker threads parse every file up to its Pixel Data (left on disk) and pick out
+ * the attributes this reader needs; one thread checks the series and builds the slice stack
+ * (geometry.c); then the workers again, file by file, read and decode the pixel data (DCMTK
+ * decoders, our JPEG 2000 codec) and put the stored values through the Modality LUT straight
+ * into their slices of the grid (float, or int16 on request), dropping each file's pixels at
+ * once. DCMTK objects never leave this file; every exception stops at the extern "C" functions. */
 #include "pipeline/volume.h"
 
 #include <dcmtk/config/osconfig.h>
@@ -21,6 +22,7 @@
 #include <dcmtk/dcmjpls/djdecode.h>
 
 #include <dirent.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +33,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -74,7 +77,11 @@ struct FileInfo {
     int rows = 0, cols = 0, spp = 1, ba = 0, bs = 0, hb = 0, pr = 0, nframes = 1;
     bool has_pixels = false, multiframe_fg = false;
     std::vector<FrameInfo> frames;
-    std::vector<uint8_t> raw;     /* decoded stored values, little endian, frame-major */
+    /* The parsed file, Pixel Data not yet read (loaded lazily from the file by decode_pixels);
+     * dropped as soon as its slices are converted so that at most one file per worker holds
+     * its pixels in memory. */
+    std::unique_ptr<DcmFileFormat> ff;
+    const uint8_t *raw = nullptr; /* decoded stored values, little endian, frame-major; in ff */
     double decode_ms = 0;
 };
 
@@ -144,10 +151,12 @@ double now_ms()
                std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-/* Load one file, read its attributes and (if `decode`) its pixel data. Sets fi.status. */
-void load_file(FileInfo &fi, bool decode, const std::string &want_series)
+/* Load one file and read its attributes; Pixel Data stays on disk until decode_pixels. Keeps
+ * the parsed file in fi.ff for an image of the wanted series. Sets fi.status. */
+void load_file(FileInfo &fi, const std::string &want_series)
 {
-    DcmFileFormat ff;
+    std::unique_ptr<DcmFileFormat> ffp(new DcmFileFormat);
+    DcmFileFormat &ff = *ffp;
     /* Large values (Pixel Data) are read only when accessed, so that a file of another series
      * or a non-image object costs only its header. */
     OFCondition c = ff.loadFile(fi.path.c_str(), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
@@ -256,12 +265,19 @@ void load_file(FileInfo &fi, bool decode, const std::string &want_series)
         get_doubles(ds, DCM_SpacingBetweenSlices, &fi.spacing_between, 1);
         fi.frames.assign((size_t)fi.nframes, fr);
     }
-    if (!decode || !fi.has_pixels) return;
-    if (fi.spp != 1) return;           /* refused later with a clear message */
-    if (fi.ba != 8 && fi.ba != 16 && fi.ba != 32) return;
+    if (fi.has_pixels) fi.ff = std::move(ffp);
+}
 
+/* Read and decode the pixel data of a file loaded by load_file into fi.raw (owned by fi.ff).
+ * Sets fi.status on failure. */
+void decode_pixels(FileInfo &fi)
+{
+    if (!fi.ff || fi.status) return;
+    if (fi.spp != 1) return;           /* refused by the caller with a clear message */
+    if (fi.ba != 8 && fi.ba != 16 && fi.ba != 32) return;
+    DcmDataset *ds = fi.ff->getDataset();
     double t0 = now_ms();
-    c = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
+    OFCondition c = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
     if (c.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
         fi.status = SN_EDICOM;
         fi.why = std::string("cannot decode pixel data of ") + fi.path + " (" +
@@ -286,8 +302,8 @@ void load_file(FileInfo &fi, bool decode, const std::string &want_series)
                  " (truncated)";
         return;
     }
-    fi.raw.assign(bytes, bytes + need);
-    fi.decode_ms = now_ms() - t0;
+    fi.raw = bytes;
+    fi.decode_ms += now_ms() - t0;
 }
 
 /* Stored value of pixel `i` of `fi.raw`: masked to Bits Stored below High Bit, sign-extended. */
@@ -296,12 +312,12 @@ inline int32_t stored_value(const FileInfo &fi, size_t i)
     uint32_t v;
     if (fi.ba == 16) {
         uint16_t w;
-        memcpy(&w, fi.raw.data() + 2 * i, 2);
+        memcpy(&w, fi.raw + 2 * i, 2);
         v = w;
     } else if (fi.ba == 8) {
         v = fi.raw[i];
     } else {
-        memcpy(&v, fi.raw.data() + 4 * i, 4);
+        memcpy(&v, fi.raw + 4 * i, 4);
     }
     int shift = fi.hb + 1 - fi.bs;
     if (shift > 0) v >>= shift;
@@ -312,25 +328,113 @@ inline int32_t stored_value(const FileInfo &fi, size_t i)
     return (int32_t)v;
 }
 
-void run_workers(std::vector<FileInfo> &files, int threads, bool decode, const std::string &want)
+/* malloc for a voxel grid; a large one asks for transparent huge pages, which saves most of the
+ * page faults of filling it. Free with free(). */
+void *alloc_grid(size_t bytes)
+{
+    const size_t huge = (size_t)2 << 20;
+    if (bytes < 4 * huge) return malloc(bytes);
+    void *p = nullptr;
+    if (posix_memalign(&p, huge, bytes) != 0) return nullptr;
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE);   /* advice only: THP may be off */
+#endif
+    return p;
+}
+
+/* Slice `plane` values of fi.raw from `base` through the Modality LUT a*x+b into floats. */
+void convert_float(const FileInfo &f, size_t base, size_t plane, double a, double b, float *dst)
+{
+    if (f.ba == 16 && f.hb == f.bs - 1) {
+        /* The common case, without per-pixel branching on the layout. */
+        const uint16_t *src = reinterpret_cast<const uint16_t *>(f.raw) + base;
+        const uint32_t mask = f.bs >= 16 ? 0xFFFFu : (1u << f.bs) - 1;
+        const float fa = (float)a, fb = (float)b;
+        if (f.pr) {
+            const int sh = 32 - f.bs;
+            for (size_t i = 0; i < plane; i++)
+                dst[i] = fa * (float)((int32_t)((uint32_t)(src[i] & mask) << sh) >> sh) + fb;
+        } else {
+            for (size_t i = 0; i < plane; i++) dst[i] = fa * (float)(src[i] & mask) + fb;
+        }
+    } else {
+        for (size_t i = 0; i < plane; i++) dst[i] = (float)(a * stored_value(f, base + i) + b);
+    }
+}
+
+/* dst[i] = stored(src[i]) * a + b for 16-bit words with High Bit = Bits Stored - 1, keeping the
+ * range of the results in lo/hi. Inlined with a == 1 where the slope is 1 (no multiply). */
+template <bool SIGNED>
+inline void lut_int16(const uint16_t *src, size_t n, uint32_t mask, int sh, int32_t a, int32_t b,
+                      int16_t *dst, int32_t &lo, int32_t &hi)
+{
+    int32_t l = lo, h = hi;
+    for (size_t i = 0; i < n; i++) {
+        int32_t x = SIGNED ? (int32_t)((uint32_t)(src[i] & mask) << sh) >> sh
+                           : (int32_t)(src[i] & mask);
+        x = x * a + b;
+        l = std::min(l, x);
+        h = std::max(h, x);
+        dst[i] = (int16_t)x;
+    }
+    lo = l;
+    hi = h;
+}
+
+/* Same into int16 for a whole-number slope and intercept (checked by the caller): exact integer
+ * arithmetic. Returns false if a value does not fit int16 (dst is then partly written). */
+bool convert_int16(const FileInfo &f, size_t base, size_t plane, const FrameInfo &fr,
+                   int16_t *dst)
+{
+    const int64_t a = (int64_t)fr.slope, b = (int64_t)fr.intercept;
+    if (f.ba == 16 && f.hb == f.bs - 1 && a >= -16384 && a <= 16384 && b >= -(1 << 20) &&
+        b <= (1 << 20)) {
+        /* |x*a + b| < 2^31: int32 arithmetic, loops the compiler vectorises. */
+        const uint16_t *src = reinterpret_cast<const uint16_t *>(f.raw) + base;
+        const uint32_t mask = f.bs >= 16 ? 0xFFFFu : (1u << f.bs) - 1;
+        const int sh = 32 - f.bs;
+        int32_t lo = INT32_MAX, hi = INT32_MIN;
+        if (f.pr && a == 1)
+            lut_int16<true>(src, plane, mask, sh, 1, (int32_t)b, dst, lo, hi);
+        else if (f.pr)
+            lut_int16<true>(src, plane, mask, sh, (int32_t)a, (int32_t)b, dst, lo, hi);
+        else if (a == 1)
+            lut_int16<false>(src, plane, mask, sh, 1, (int32_t)b, dst, lo, hi);
+        else
+            lut_int16<false>(src, plane, mask, sh, (int32_t)a, (int32_t)b, dst, lo, hi);
+        return lo >= INT16_MIN && hi <= INT16_MAX;
+    }
+    for (size_t i = 0; i < plane; i++) {
+        int64_t x = a * (int64_t)stored_value(f, base + i) + b;
+        if (x < INT16_MIN || x > INT16_MAX) return false;
+        dst[i] = (int16_t)x;
+    }
+    return true;
+}
+
+/* Run fn(i) for i in [0, count) on up to `threads` threads; an exception marks files[i]. */
+template <class Fn>
+void run_workers(FileInfo *const *files, size_t count, int threads, Fn fn)
 {
     std::atomic<size_t> next{0};
     auto work = [&]() {
         for (;;) {
             size_t i = next.fetch_add(1);
-            if (i >= files.size()) return;
+            if (i >= count) return;
+            FileInfo &f = *files[i];
             try {
-                load_file(files[i], decode, want);
+                fn(i);
             } catch (const std::exception &e) {
-                files[i].status = SN_EINTERNAL;
-                files[i].why = std::string("reading ") + files[i].path + ": " + e.what();
+                f.status = SN_EINTERNAL;
+                f.why = std::string("reading ") + f.path + ": " + e.what();
             } catch (...) {
-                files[i].status = SN_EINTERNAL;
-                files[i].why = "reading " + files[i].path + ": unexpected exception";
+                f.status = SN_EINTERNAL;
+                f.why = "reading " + f.path + ": unexpected exception";
             }
+            if (f.status) f.ff.reset();
         }
     };
-    int n = std::max(1, std::min<int>(threads, (int)files.size()));
+    int n = std::max(1, std::min<int>(threads, (int)count));
     if (n == 1) {
         work();
         return;
@@ -435,7 +539,9 @@ int read_volume(std::vector<std::string> paths, bool from_dir, const pipeline_vo
 
     std::vector<FileInfo> files(paths.size());
     for (size_t i = 0; i < paths.size(); i++) files[i].path = paths[i];
-    run_workers(files, threads, true, want);
+    std::vector<FileInfo *> all(files.size());
+    for (size_t i = 0; i < files.size(); i++) all[i] = &files[i];
+    run_workers(all.data(), all.size(), threads, [&](size_t i) { load_file(*all[i], want); });
 
     /* Which series are here? */
     std::map<std::string, int> series_count;
@@ -558,13 +664,6 @@ int read_volume(std::vector<std::string> paths, bool from_dir, const pipeline_vo
     memcpy(v->direction, st.direction, sizeof v->direction);
     v->filled_slices = st.gaps;
     const size_t plane = (size_t)v->nx * v->ny;
-    v->data = (float *)malloc(sizeof(float) * plane * (size_t)v->nz);
-    v->slices = (pipeline_slice_source *)calloc((size_t)v->nz, sizeof *v->slices);
-    if (!v->data || !v->slices) {
-        pipeline_volume_free(v);
-        return sn_errf(err, errlen, SN_ENOMEM, "out of memory for a %dx%dx%d volume", f0.cols,
-                       f0.rows, st.nz);
-    }
     double scale = 1.0;
     std::string unit;
     /* A CT's Modality LUT output is HU by definition; "US" (unspecified) is common in enhanced CT. */
@@ -584,42 +683,81 @@ int read_volume(std::vector<std::string> paths, bool from_dir, const pipeline_vo
         }
     }
     sn_strlcpy(v->unit, unit.c_str(), sizeof v->unit);
+
+    /* Integers are kept as int16 (opts.int16) when the Modality LUT of every slice maps integers
+     * to integers; whether every value fits is known only once converted (overflow below). */
+    bool use16 = opts.int16 && scale == 1.0 && st.gaps == 0;
+    for (const Slice &sl : slices) {
+        const FrameInfo &fr = sl.file->frames[(size_t)sl.frame];
+        if (!(std::fabs(fr.slope) <= 65536 && std::fabs(fr.intercept) <= 1e9 &&
+              fr.slope == std::floor(fr.slope) && fr.intercept == std::floor(fr.intercept)))
+            use16 = false;
+    }
+    if (use16) v->data16 = (int16_t *)alloc_grid(sizeof(int16_t) * plane * (size_t)v->nz);
+    else v->data = (float *)alloc_grid(sizeof(float) * plane * (size_t)v->nz);
+    v->slices = (pipeline_slice_source *)calloc((size_t)v->nz, sizeof *v->slices);
+    if ((!v->data && !v->data16) || !v->slices) {
+        pipeline_volume_free(v);
+        return sn_errf(err, errlen, SN_ENOMEM, "out of memory for a %dx%dx%d volume", f0.cols,
+                       f0.rows, st.nz);
+    }
+
+    /* Which slices each file holds; then decode and convert file by file in parallel, each
+     * file's pixels dropped once its slices are in the grid. */
+    std::map<FileInfo *, std::vector<std::pair<int, int>>> where;   /* file -> (frame, k) */
     for (size_t s = 0; s < slices.size(); s++) {
         const Slice &sl = slices[(size_t)order[s]];
         const FileInfo &f = *sl.file;
-        const FrameInfo &fr = f.frames[(size_t)sl.frame];
         int k = kpos[s];
-        float *dst = v->data + plane * (size_t)k;
-        const double a = fr.slope * scale, b = fr.intercept * scale;
-        const size_t base = plane * (size_t)sl.frame;
-        if (f.ba == 16 && f.hb == f.bs - 1) {
-            /* The common case, without per-pixel branching on the layout. */
-            const uint16_t *src = reinterpret_cast<const uint16_t *>(f.raw.data()) + base;
-            const uint32_t mask = f.bs >= 16 ? 0xFFFFu : (1u << f.bs) - 1;
-            const float fa = (float)a, fb = (float)b;
-            if (f.pr) {
-                const int sh = 32 - f.bs;
-                for (size_t i = 0; i < plane; i++)
-                    dst[i] = fa * (float)((int32_t)((uint32_t)(src[i] & mask) << sh) >> sh) + fb;
-            } else {
-                for (size_t i = 0; i < plane; i++) dst[i] = fa * (float)(src[i] & mask) + fb;
-            }
-        } else {
-            for (size_t i = 0; i < plane; i++) dst[i] = (float)(a * stored_value(f, base + i) + b);
-        }
+        where[sl.file].push_back({sl.frame, k});
         pipeline_slice_source &src = v->slices[k];
         sn_strlcpy(src.sop_instance_uid, f.sop_uid.c_str(), sizeof src.sop_instance_uid);
         sn_strlcpy(src.sop_class_uid, f.sop_class.c_str(), sizeof src.sop_class_uid);
         src.frame = f.multiframe_fg || f.nframes > 1 ? sl.frame + 1 : 0;
-        /* Fill a gap before this slice by linear interpolation, if asked to. */
-        if (s > 0 && kpos[s - 1] + 1 < k) {
-            int k0 = kpos[s - 1];
-            const float *lo = v->data + plane * (size_t)k0;
-            for (int kk = k0 + 1; kk < k; kk++) {
-                float w = (float)(kk - k0) / (float)(k - k0);
-                float *d = v->data + plane * (size_t)kk;
-                for (size_t i = 0; i < plane; i++) d[i] = (1 - w) * lo[i] + w * dst[i];
+    }
+    std::vector<FileInfo *> jobs;
+    for (FileInfo *f : fs)
+        if (where.count(f)) jobs.push_back(f);
+    std::atomic<bool> overflow{false};
+    run_workers(jobs.data(), jobs.size(), threads, [&](size_t i) {
+        FileInfo &f = *jobs[i];
+        decode_pixels(f);
+        if (f.status) return;
+        for (const auto &fk : where[&f]) {
+            if (overflow.load(std::memory_order_relaxed)) break;
+            const FrameInfo &fr = f.frames[(size_t)fk.first];
+            const size_t base = plane * (size_t)fk.first, at = plane * (size_t)fk.second;
+            if (use16) {
+                if (!convert_int16(f, base, plane, fr, v->data16 + at)) overflow = true;
+            } else {
+                convert_float(f, base, plane, fr.slope * scale, fr.intercept * scale,
+                              v->data + at);
             }
+        }
+        f.ff.reset();
+        f.raw = nullptr;
+    });
+    for (FileInfo *f : jobs)
+        if (f->status) {
+            pipeline_volume_free(v);
+            return fail(err, errlen, f->status, series, f->why);
+        }
+    if (overflow) {
+        /* Some value is outside int16: read again into floats (rare: the headers are cheap and
+         * the pixels were not kept). */
+        pipeline_volume_free(v);
+        opts.int16 = 0;
+        return read_volume(std::move(paths), from_dir, &opts, out, err, errlen);
+    }
+    /* Fill the gaps between sorted slices by linear interpolation, if asked to. */
+    for (size_t s = 1; s < slices.size() && st.gaps; s++) {
+        int k0 = kpos[s - 1], k = kpos[s];
+        if (k0 + 1 >= k) continue;
+        const float *lo = v->data + plane * (size_t)k0, *hi = v->data + plane * (size_t)k;
+        for (int kk = k0 + 1; kk < k; kk++) {
+            float w = (float)(kk - k0) / (float)(k - k0);
+            float *d = v->data + plane * (size_t)kk;
+            for (size_t i = 0; i < plane; i++) d[i] = (1 - w) * lo[i] + w * hi[i];
         }
     }
     if (st.gaps)
@@ -723,6 +861,7 @@ extern "C" void pipeline_volume_free(pipeline_volume *v)
 {
     if (!v) return;
     free(v->data);
+    free(v->data16);
     free(v->slices);
     free(v);
 }
@@ -736,10 +875,11 @@ extern "C" int pipeline_frames_read(const char *path, pipeline_frames **out, cha
         pipeline_codecs_register();
         FileInfo fi;
         fi.path = path;
-        load_file(fi, true, "");
+        load_file(fi, "");
+        decode_pixels(fi);
         if (fi.status) return sn_errf(err, errlen, fi.status, "%s", fi.why.c_str());
         if (!fi.has_pixels) return sn_errf(err, errlen, SN_EDICOM, "%s has no Pixel Data", path);
-        if (fi.spp != 1 || fi.raw.empty())
+        if (fi.spp != 1 || !fi.raw)
             return sn_errf(err, errlen, SN_EUNSUPPORTED, "%s: only monochrome images with 8, 16 "
                            "or 32 bits allocated are read", path);
         pipeline_frames *f = (pipeline_frames *)calloc(1, sizeof *f);

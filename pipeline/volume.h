@@ -5,8 +5,8 @@
  * where colN = (direction[N], direction[3+N], direction[6+N]) — i.e. `direction` is a row-major
  * 3x3 matrix whose COLUMNS are the unit vectors of the i, j, k axes in LPS. i runs along a DICOM
  * row (Image Orientation's first vector, column index), j down the columns (its second vector,
- * row index), k along the slice normal (i x j) in increasing position. Values are float32 after
- * the Modality LUT (Rescale Slope/Intercept, per frame), in `unit`.
+ * row index), k along the slice normal (i x j) in increasing position. Values are float32 (int16
+ * on request, opts.int16) after the Modality LUT (Rescale Slope/Intercept, per frame), in `unit`.
  *
  * Classic single-frame series are grouped, sorted by Image Position along the normal (never by
  * Instance Number) and their spacing derived from positions; enhanced multi-frame objects (CT, MR,
@@ -43,7 +43,11 @@ typedef struct pipeline_volume {
     double spacing[3];           /* mm: column spacing, row spacing, slice spacing */
     double origin[3];            /* LPS mm: centre of voxel (0,0,0) */
     double direction[9];         /* row-major 3x3; columns = unit i, j, k axes in LPS */
-    float *data;                 /* nx*ny*nz values, index i + nx*(j + ny*k); owned */
+    float *data;                 /* nx*ny*nz values, index i + nx*(j + ny*k); owned; NULL when
+                                    the values are in data16 */
+    int16_t *data16;             /* the same values as int16, same layout, only when asked for
+                                    (opts.int16) and exact; else NULL. Owned. Exactly one of
+                                    data and data16 is set. */
     char unit[16];               /* "HU", "BQML", "SUVbw", "CNTS", "US" ... or "" if unknown */
     char unit_note[160];         /* why a PET volume is not in SUV, or "" */
     char modality[17];
@@ -78,6 +82,11 @@ typedef struct pipeline_volume_opts {
     int min_slices;
     /* Decoding threads (0 = every online CPU). */
     int threads;
+    /* 1: deliver the values in data16 (data NULL) when every one is an integer in int16 range
+     * and the Modality LUT of every slice is integral (whole Rescale Slope and Intercept, no SUV
+     * scaling, no filled gaps): half the memory and no float round trip, for writers of integer
+     * formats. Otherwise, or with 0 (default), data as float32. */
+    int int16;
     /* pipeline_volume_read_dir: the series to read when the folder holds several ("" or NULL =
      * the folder must hold exactly one image series). Borrowed. */
     const char *series_uid;

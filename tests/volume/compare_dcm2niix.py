@@ -6,7 +6,8 @@ real files in ../shared/data/dicom and, when the phantom generator exists, its s
 with segnode's reader (volume_tool or `segnode convert`) and with Debian's dcm2niix, then check
 that dimensions, voxel size and the NIfTI sform/qform agree to 1e-3 mm and the voxel values
 (after scl_slope/scl_inter) agree. One line per case; exit 1 if any case fails.
-Usage: compare_dcm2niix.py --tool PATH [--data DIR] [--phantom PATH] [--keep DIR]"""
+With --segnode, `segnode convert` (to .nii) must write the same file as the tool (to .nii.gz).
+Usage: compare_dcm2niix.py --tool PATH [--data DIR] [--phantom PATH] [--segnode PATH] [--keep DIR]"""
 import argparse
 import gzip
 import os
@@ -78,13 +79,24 @@ def pydicom_values(src):
     return np.stack([v for _, v in sl])
 
 
-def compare(name, src, tool, opts, work, tol_val=None, ref_src=None, values="dcm2niix"):
+def compare(name, src, tool, opts, work, tol_val=None, ref_src=None, values="dcm2niix",
+            segnode=""):
     out = os.path.join(work, name)
     os.makedirs(out, exist_ok=True)
     mine = os.path.join(out, "segnode.nii.gz")
     r = run([tool, "convert"] + opts + [src, mine])
     if r.returncode != 0:
         return False, "segnode failed: " + r.stderr.strip()[-300:]
+    if segnode:
+        # `segnode convert` itself must write the same file (uncompressed: its fast path).
+        raw = os.path.join(out, "segnode_cli.nii")
+        cli = ["--allow-single" if o == "--single" else o for o in opts]
+        r = run([segnode, "convert"] + cli + [src, raw])
+        if r.returncode != 0:
+            return False, "segnode convert failed: " + r.stderr.strip()[-300:]
+        with gzip.open(mine, "rb") as f, open(raw, "rb") as g:
+            if f.read() != g.read():
+                return False, "segnode convert and volume_tool wrote different voxels or headers"
     d2 = os.path.join(out, "d2n")
     os.makedirs(d2, exist_ok=True)
     r2 = run(["dcm2niix", "-z", "n", "-b", "n", "-f", "ref", "-o", d2, ref_src or src])
@@ -152,6 +164,7 @@ def main():
     ap.add_argument("--data", default=os.path.join(HERE, "../../../shared/data/dicom"))
     ap.add_argument("--phantom", default="")
     ap.add_argument("--keep", default="")
+    ap.add_argument("--segnode", default="", help="segnode binary: check `segnode convert` too")
     args = ap.parse_args()
     if not shutil.which("dcm2niix"):
         print("SKIP: dcm2niix not installed")
@@ -191,7 +204,7 @@ def main():
         print("note: phantom generator not built; synthetic series only")
     failed = 0
     for name, src, opts, tol, ref_src, values in cases:
-        ok, msg = compare(name, src, args.tool, opts, work, tol, ref_src, values)
+        ok, msg = compare(name, src, args.tool, opts, work, tol, ref_src, values, args.segnode)
         print("%-24s %s  %s" % (name, "OK  " if ok else "FAIL", msg))
         failed += not ok
     if not args.keep and not failed:

@@ -162,6 +162,10 @@ def good(out):
     # signed data with Bits Stored 12 (negative values need sign extension from bit 11)
     hu = np.rint(phantom(8, 24, 20, -1024, 1500, 8)).astype(np.int16)
     write_series(os.path.join(out, "ct_signed12"), hu, signed=True, bits_stored=12)
+    # unsigned 16-bit MR with values above 32767 (an int16 volume cannot hold them)
+    mr = np.rint(phantom(6, 20, 24, 0, 60000, 9)).astype(np.uint16)
+    write_series(os.path.join(out, "mr_u16"), mr, sop_class=MR, modality="MR", signed=False,
+                 bits_stored=16, ps=(1.0, 1.0), step=2.0, origin=(0, 0, 0))
 
 
 DATA = os.environ.get("SEGNODE_TEST_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)),

@@ -18,6 +18,7 @@
 #include "common/status.h"
 #include "pipeline/codec_j2k.h"
 #include "pipeline/geometry.h"
+#include "pipeline/nifti.h"
 #include "pipeline/volume.h"
 
 static char g_tmp[256];
@@ -327,6 +328,66 @@ static void test_nifti_quaternion(void **state)
     assert_float_equal(off[2], 30, 1e-12);
 }
 
+static int files_equal(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) same = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+/* opts.int16 gives the same values as floats when it applies (else floats), and the NIfTI files
+ * written from either are byte for byte the same, as int16 and as float32. */
+static void test_int16_values_same_as_float(void **state)
+{
+    (void)state;
+    static const struct { const char *sub; int suv, expect16; } cases[] = {
+        {"good/ct_axial", 0, 1},  {"good/ct_signed", 0, 1}, {"good/ct_signed12", 0, 1},
+        {"good/mr_oblique", 0, 1}, {"good/pet", 1, 0},       /* SUV: scaled, float */
+        {"good/mr_u16", 0, 0},                               /* > 32767: read again as float */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        pipeline_volume_opts o;
+        pipeline_volume_opts_default(&o);
+        o.pet_suv = cases[c].suv;
+        pipeline_volume *f = read_ok(cases[c].sub, &o);
+        o.int16 = 1;
+        pipeline_volume *g = read_ok(cases[c].sub, &o);
+        assert_non_null(f->data);
+        assert_null(f->data16);
+        if (!cases[c].expect16) {
+            assert_non_null(g->data);
+            assert_null(g->data16);
+        } else {
+            assert_null(g->data);
+            assert_non_null(g->data16);
+            size_t n = (size_t)f->nx * f->ny * f->nz;
+            for (size_t i = 0; i < n; i++)
+                if ((float)g->data16[i] != f->data[i]) fail_msg("%s: voxel %zu", cases[c].sub, i);
+        }
+        static const pipeline_nifti_type types[] = {PIPELINE_NIFTI_AUTO, PIPELINE_NIFTI_FLOAT32};
+        static const char *const ext[] = {"nii", "nii.gz"};
+        for (int t = 0; t < 2; t++)
+            for (int e = 0; e < 2; e++) {
+                char pa[512], pb[512], err[512];
+                snprintf(pa, sizeof pa, "%s/f.%s", g_tmp, ext[e]);
+                snprintf(pb, sizeof pb, "%s/g.%s", g_tmp, ext[e]);
+                assert_int_equal(pipeline_nifti_write(f, pa, types[t], NULL, err, sizeof err), 0);
+                assert_int_equal(pipeline_nifti_write(g, pb, types[t], NULL, err, sizeof err), 0);
+                if (!files_equal(pa, pb)) fail_msg("%s: NIfTI files differ (%d, %s)",
+                                                   cases[c].sub, t, ext[e]);
+            }
+        pipeline_volume_free(f);
+        pipeline_volume_free(g);
+    }
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -366,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_bad_inputs_refused),
         cmocka_unit_test(test_geometry_sort_and_tilt),
         cmocka_unit_test(test_nifti_quaternion),
+        cmocka_unit_test(test_int16_values_same_as_float),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -78,6 +78,8 @@ int main(int argc, char **argv)
         }
     }
     if (i >= argc) return 2;
+    /* As `segnode convert`: integers stay int16 unless --float (info reads floats). */
+    o.int16 = strcmp(cmd, "convert") == 0 && type != PIPELINE_NIFTI_FLOAT32;
     pipeline_volume *v = NULL;
     int rc = read_any(argv[i], &o, &v, err, sizeof err);
     if (rc) {

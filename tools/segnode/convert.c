@@ -131,6 +131,8 @@ int segnode_convert(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     cli_apply_log_level();
+    /* Integer values stay int16 from reading to writing (no float round trip) unless --float. */
+    o.int16 = type != PIPELINE_NIFTI_FLOAT32;
     char err[1024] = "";
     pipeline_volume *v = NULL;
     int rc;
