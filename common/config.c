@@ -18,7 +18,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <arpa/inet.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------------------------------------
  * Keys. The position in each table is the key's index in sec_meta.key_line. */
@@ -29,13 +31,18 @@ enum {
     NK_AE_TITLE, NK_PORT, NK_BIND, NK_STORAGE, NK_HTTP_PORT, NK_HTTP_BIND, NK_MAX_ASSOCIATIONS,
     NK_STABLE_AFTER, NK_ACCEPT_UNKNOWN, NK_DEVICE, NK_MAX_PDU, NK_ACSE_TIMEOUT, NK_DIMSE_TIMEOUT,
     NK_DISK_MIN_FREE_MB, NK_LOG_LEVEL, NK_FSYNC, NK_SWEEP_INTERVAL_MS, NK_OUTBOX_RETRY_BASE,
-    NK_OUTBOX_RETRY_CAP, NK_OUTBOX_MAX_ATTEMPTS, NK_OUTBOX_WORKERS, NK__COUNT
+    NK_OUTBOX_RETRY_CAP, NK_OUTBOX_MAX_ATTEMPTS, NK_OUTBOX_WORKERS, NK_WORKERS, NK_JOB_TIMEOUT,
+    NK_JOB_MAX_ATTEMPTS, NK_TLS_PORT, NK_TLS_CERTIFICATE, NK_TLS_PRIVATE_KEY,
+    NK_TLS_TRUSTED_CERTIFICATES, NK_TLS_REQUIRE_PEER_CERTIFICATE, NK_TLS_PROFILE,
+    NK_CHECK_PEER_HOST, NK__COUNT
 };
 static const char *const node_keys[NK__COUNT] = {
     "ae_title", "port", "bind", "storage", "http_port", "http_bind", "max_associations",
     "stable_after", "accept_unknown", "device", "max_pdu", "acse_timeout", "dimse_timeout",
     "disk_min_free_mb", "log_level", "fsync", "sweep_interval_ms", "outbox_retry_base",
-    "outbox_retry_cap", "outbox_max_attempts", "outbox_workers",
+    "outbox_retry_cap", "outbox_max_attempts", "outbox_workers", "workers", "job_timeout",
+    "job_max_attempts", "tls_port", "tls_certificate", "tls_private_key",
+    "tls_trusted_certificates", "tls_require_peer_certificate", "tls_profile", "check_peer_host",
 };
 
 enum { PK_AE_TITLE, PK_HOST, PK_PORT, PK_ALLOW, PK_STABLE_ON_RELEASE, PK_TLS, PK__COUNT };
@@ -52,7 +59,7 @@ static const char *const route_keys[RK__COUNT] = {
     "labels", "atlases", "model", "send_to", "stable_after", "continue",
 };
 
-#define KEYS_MAX 32
+#define KEYS_MAX 48
 
 /* Limits (also documented in etc/segnode.conf). */
 #define ASC_MIN_PDU 4096u      /* DCMTK ASC_MINIMUMPDUSIZE */
@@ -142,6 +149,11 @@ static void cfg__node_defaults(sn_node_config *n)
     n->outbox_retry_cap = 600;
     n->outbox_max_attempts = 10;
     n->outbox_workers = 4;
+    n->workers = 1;
+    n->job_timeout = 1800;
+    n->job_max_attempts = 3;
+    n->tls_require_peer_certificate = 1;
+    n->tls_profile = SN_TLS_BCP195;
 }
 
 static void cfg__peer_defaults(sn_peer *p)
@@ -290,6 +302,20 @@ static int cfg__device(cfg_ctx *c, const char *key, const char *v, char *dst, si
             return cfg__str(c, key, v, dst, n);
     }
     return cfg__fail(c, c->lineno, "%s: expected auto, cpu or cuda:N, got '%s'", key, v);
+}
+
+/* A path that must exist and be readable now (so a typo is a FILE:LINE error, not a failed
+ * handshake later); `dir_ok`: a folder is accepted too. */
+static int cfg__file(cfg_ctx *c, const char *key, const char *v, char *dst, size_t n, int dir_ok)
+{
+    struct stat sb;
+    if (!cfg__str(c, key, v, dst, n))
+        return 0;
+    if (stat(v, &sb) != 0 || access(v, R_OK) != 0)
+        return cfg__fail(c, c->lineno, "%s: cannot read '%s': %s", key, v, strerror(errno));
+    if (S_ISDIR(sb.st_mode) ? !dir_ok : !S_ISREG(sb.st_mode))
+        return cfg__fail(c, c->lineno, "%s: '%s' is not a %s", key, v, dir_ok ? "file or folder" : "file");
+    return 1;
 }
 
 /* Characters allowed in [peer NAME] / [route NAME] and in label and atlas names. */
@@ -443,6 +469,16 @@ int sn_config_parse_allow(const char *text, unsigned *out)
     return cfg__parse_allow(text, out, NULL, 0);
 }
 
+const char *sn_tls_profile_name(sn_tls_profile p)
+{
+    switch (p) {
+    case SN_TLS_BCP195: return "bcp195";
+    case SN_TLS_BCP195_ND: return "bcp195-nd";
+    case SN_TLS_BCP195_EX: return "bcp195-ex";
+    }
+    return "?";
+}
+
 const char *sn_method_name(sn_method m)
 {
     switch (m) {
@@ -525,6 +561,24 @@ static int cfg__node_key(cfg_ctx *c, const char *name, const char *v)
     case NK_OUTBOX_RETRY_CAP: return cfg__int32(c, name, v, 1, TIMEOUT_MAX, &n->outbox_retry_cap);
     case NK_OUTBOX_MAX_ATTEMPTS: return cfg__int32(c, name, v, 1, 1000, &n->outbox_max_attempts);
     case NK_OUTBOX_WORKERS: return cfg__int32(c, name, v, 1, 64, &n->outbox_workers);
+    case NK_WORKERS: return cfg__int32(c, name, v, 0, 64, &n->workers);
+    case NK_JOB_TIMEOUT: return cfg__int32(c, name, v, 1, 7 * 86400, &n->job_timeout);
+    case NK_JOB_MAX_ATTEMPTS: return cfg__int32(c, name, v, 1, 100, &n->job_max_attempts);
+    case NK_TLS_PORT: return cfg__int32(c, name, v, 0, 65535, &n->tls_port);
+    case NK_TLS_CERTIFICATE: return cfg__file(c, name, v, n->tls_certificate, sizeof n->tls_certificate, 0);
+    case NK_TLS_PRIVATE_KEY: return cfg__file(c, name, v, n->tls_private_key, sizeof n->tls_private_key, 0);
+    case NK_TLS_TRUSTED_CERTIFICATES:
+        return cfg__file(c, name, v, n->tls_trusted_certificates, sizeof n->tls_trusted_certificates, 1);
+    case NK_TLS_REQUIRE_PEER_CERTIFICATE: return cfg__bool(c, name, v, &n->tls_require_peer_certificate);
+    case NK_TLS_PROFILE:
+        for (int i = SN_TLS_BCP195; i <= SN_TLS_BCP195_EX; i++) {
+            if (strcmp(v, sn_tls_profile_name((sn_tls_profile)i)) == 0) {
+                n->tls_profile = (sn_tls_profile)i;
+                return 1;
+            }
+        }
+        return cfg__fail(c, c->lineno, "%s: expected bcp195, bcp195-nd or bcp195-ex, got '%s'", name, v);
+    case NK_CHECK_PEER_HOST: return cfg__bool(c, name, v, &n->check_peer_host);
     default: return 0;
     }
 }
@@ -814,6 +868,42 @@ static int cfg__handler(void *user, const char *section, const char *name, const
     }
 }
 
+/* TLS keys only make sense together: who uses TLS needs an identity, and who verifies needs
+ * trusted certificates. */
+static int cfg__finish_tls(cfg_ctx *c)
+{
+    const sn_node_config *n = &c->cfg->node;
+    const int *kl = c->node_meta.key_line;
+    const sn_peer *tls_peer = NULL;
+    int peer_line = 0;
+    for (int i = 0; i < c->cfg->npeers && !tls_peer; i++) {
+        if (c->cfg->peers[i].tls) {
+            tls_peer = &c->cfg->peers[i];
+            peer_line = c->peer_meta[i].key_line[PK_TLS];
+        }
+    }
+    if (n->tls_port == 0 && !tls_peer)
+        return 1;
+    int line = n->tls_port ? kl[NK_TLS_PORT] : peer_line;
+    char who[SN_NAME_MAX + 32];
+    if (n->tls_port)
+        snprintf(who, sizeof who, "tls_port = %d", n->tls_port);
+    else
+        snprintf(who, sizeof who, "[peer %s] tls = yes", tls_peer->name);
+    if (n->tls_port && n->tls_port == n->port)
+        return cfg__fail(c, line, "tls_port: %d is also [node] port", n->tls_port);
+    if (!n->tls_certificate[0])
+        return cfg__fail(c, line, "%s needs [node] tls_certificate", who);
+    if (!n->tls_private_key[0])
+        return cfg__fail(c, line, "%s needs [node] tls_private_key", who);
+    if (!n->tls_trusted_certificates[0] && (tls_peer || n->tls_require_peer_certificate))
+        return cfg__fail(c, tls_peer ? peer_line : line,
+                         "%s needs [node] tls_trusted_certificates to verify peers%s",
+                         tls_peer ? "tls = yes" : who,
+                         tls_peer ? "" : " (or tls_require_peer_certificate = no)");
+    return 1;
+}
+
 /* Checks that need the whole file: required keys, AE uniqueness, send_to targets, regexes. */
 static int cfg__finish(cfg_ctx *c)
 {
@@ -835,6 +925,8 @@ static int cfg__finish(cfg_ctx *c)
                                  c->peer_meta[j].key_line[PK_AE_TITLE]);
         }
     }
+    if (!cfg__finish_tls(c))
+        return 0;
     for (int i = 0; i < cfg->nroutes; i++) {
         sn_route *r = &cfg->routes[i];
         const sec_meta *m = &c->route_meta[i];

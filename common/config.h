@@ -21,6 +21,11 @@
 
 typedef enum sn_method { SN_METHOD_ATLAS = 0, SN_METHOD_NET, SN_METHOD_BOTH } sn_method;
 
+/* DICOM TLS profiles (PS3.15 B.9-B.11), as DCMTK 3.6.7 implements them: bcp195 (TLS 1.2+,
+ * falls back to older suites), bcp195-nd (non-downgrading, TLS 1.2+ only), bcp195-ex
+ * (extended, TLS 1.2 only). */
+typedef enum sn_tls_profile { SN_TLS_BCP195 = 0, SN_TLS_BCP195_ND, SN_TLS_BCP195_EX } sn_tls_profile;
+
 /* A list of short strings parsed from "a, b, c" (trimmed, empty entries refused). */
 typedef struct sn_strlist {
     int n;
@@ -81,6 +86,24 @@ typedef struct sn_node_config {
     int outbox_retry_cap;            /* seconds; default 600 */
     int outbox_max_attempts;         /* tries per destination; default 10 */
     int outbox_workers;              /* sender threads (at most one association per peer); default 4 */
+    /* Job worker (tools/segnode/worker.c): threads running jobs, the wall-clock limit of one
+     * run, and how many runs a job gets (a crash during a run counts one) before it fails. */
+    int workers;                     /* default 1 (0..64; 0 = no worker in this process: jobs wait
+                                        for another runner); GPU jobs run one per device */
+    int job_timeout;                 /* seconds; default 1800 */
+    int job_max_attempts;            /* default 3 */
+    /* Security (issue 10). TLS is off unless tls_port > 0 or a peer says tls = yes; then
+     * tls_certificate and tls_private_key are required (our identity as SCP and SCU), and
+     * tls_trusted_certificates (a PEM file or a folder of hashed PEM files, see `openssl rehash`)
+     * is required to verify peers (outbound always; inbound when tls_require_peer_certificate). */
+    int tls_port;                    /* DICOM TLS listening port on bind; default 0 = off */
+    char tls_certificate[1024];      /* PEM certificate (chain) of the node; default "" */
+    char tls_private_key[1024];      /* PEM private key of tls_certificate, unencrypted; default "" */
+    char tls_trusted_certificates[1024]; /* PEM CA/peer certificates: file or folder; default "" */
+    int tls_require_peer_certificate; /* inbound: refuse a TLS client without a trusted cert; default 1 */
+    sn_tls_profile tls_profile;      /* default SN_TLS_BCP195 */
+    int check_peer_host;             /* 1: a known calling AE must connect from its [peer] host;
+                                        default 0 */
 } sn_node_config;
 
 typedef struct sn_config {
@@ -122,6 +145,9 @@ int sn_route_matches(const sn_route *route, const sn_series_attrs *attrs);
 
 /* Parse "echo, store, find" into SN_ALLOW_* bits; SN_EINVAL on an unknown word. */
 int sn_config_parse_allow(const char *text, unsigned *out);
+
+/* Name of a TLS profile as written in the file ("bcp195", "bcp195-nd", "bcp195-ex"). */
+const char *sn_tls_profile_name(sn_tls_profile p);
 
 /* Name of a method ("atlas", "net", "both"). */
 const char *sn_method_name(sn_method m);

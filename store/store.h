@@ -177,6 +177,78 @@ int store_job_list(store *st, store_job_cb cb, void *ctx, char *err, size_t errl
  * is pending or running. */
 int store_job_retry(store *st, int64_t job_id, char *err, size_t errlen);
 
+/* ---- the job worker's side of jobs (store_jobs.c) ------------------------------------------
+ *
+ * A runner (tools/segnode/worker.c) claims a job with a lease, renews the lease while the job
+ * runs (heartbeat), and ends it with store_job_finish or store_job_fail. A runner that dies
+ * leaves the job `running` with a lease that runs out; store_job_recover (called by the worker
+ * at start and while idle) puts such jobs back to `pending` — the attempt the dead run used stays
+ * counted — or fails them once they used job_max_attempts runs. Replacement jobs (late
+ * instances): see schema step 3 -> 4 in store_schema.c; the new job's replaces_job names the
+ * previous job of the same series and route. */
+
+/* A claimed job. Fixed buffers so it outlives the query. */
+typedef struct store_job_claimed {
+    int64_t id, series_id;
+    char series_uid[65];
+    char route[SN_NAME_MAX + 1];
+    char method[32];
+    char calling_ae[SN_AE_MAX + 1];
+    int attempts;                      /* runs started, this one included */
+    int64_t created_ms;
+    int64_t lease_until;               /* wall-clock ms */
+    int64_t replaces_job;              /* 0: none */
+    int64_t last_received_ms, stable_ms;  /* of the series, for the wait_stable timing */
+} store_job_claimed;
+
+/* Claim the pending job that arrived first — oldest job first (created_ms), then the series
+ * that started arriving first, then id, so jobs of a route are started in arrival order — whose
+ * series is not `receiving` (new instances are still coming: its job is superseded when the
+ * sweeper makes the next one). Atomically (one write transaction, also across processes): the
+ * job becomes `running` with attempts + 1, worker = worker_id (borrowed), started_ms = now_ms,
+ * lease_until = now_ms + lease_ms; its series becomes `processing`. SN_ENOENT when none. */
+int store_job_claim(store *st, const char *worker_id, int64_t lease_ms, int64_t now_ms,
+                    store_job_claimed *out /* OUT */, char *err, size_t errlen);
+
+/* Renew the lease of running job `job_id` held by `worker_id` to now_ms + lease_ms.
+ * SN_ENOENT when the job is no longer running under this worker (recovered by another runner,
+ * retried, failed by an admin): the caller should abandon it. */
+int store_job_heartbeat(store *st, int64_t job_id, const char *worker_id, int64_t lease_ms,
+                        int64_t now_ms, char *err, size_t errlen);
+
+/* Jobs `running` whose lease ended before now_ms: back to `pending` (error says the run was
+ * interrupted), or `failed` ("gave up after N runs ...") when attempts >= max_attempts, their
+ * series then `failed` once none of its jobs is left to run. *n_requeued, *n_failed may be NULL. */
+int store_job_recover(store *st, int64_t now_ms, int max_attempts, int *n_requeued, int *n_failed,
+                      char *err, size_t errlen);
+
+/* Give a running job back without counting the run (the node is stopping): `pending`, attempts
+ * - 1, lease cleared. SN_ENOENT when not running under worker_id. */
+int store_job_release(store *st, int64_t job_id, const char *worker_id, char *err, size_t errlen);
+
+/* Record the job's per-stage timings (a JSON object, borrowed; see worker.h for the keys) and
+ * the device it ran on (borrowed, may be NULL = unchanged). SN_ENOENT no such job. */
+int store_job_set_timings(store *st, int64_t job_id, const char *timings_json, char *err,
+                          size_t errlen);
+int store_job_set_device(store *st, int64_t job_id, const char *device, char *err, size_t errlen);
+
+/* A job with what the worker recorded. Strings valid only during the callback; NULL if unset. */
+typedef struct store_job_detail {
+    store_job_row job;
+    const char *timings;               /* JSON object or NULL */
+    const char *device, *worker;
+    int64_t started_ms, lease_until;   /* 0 if unset */
+    int64_t replaces_job;              /* 0: none */
+    int64_t send_ms;                   /* last outbox row sent - job end; -1 if none sent */
+    int64_t last_received_ms, stable_ms;  /* of its series (0 if unset) */
+} store_job_detail;
+typedef int (*store_job_detail_cb)(void *ctx, const store_job_detail *d);
+
+/* Jobs newest first, or only job `job_id` when >= 0, or only jobs in `state` when state_filter
+ * >= 0. cb returns non-zero to stop. */
+int store_job_list_detail(store *st, int64_t job_id, int state_filter, store_job_detail_cb cb,
+                          void *ctx, char *err, size_t errlen);
+
 /* ---- outbox (one row per SEG and destination; filled and drained by later issues) -------- */
 
 typedef enum store_outbox_state {
@@ -304,5 +376,31 @@ typedef struct store_counts {
     int schema_version;
 } store_counts;
 int store_counts_get(store *st, store_counts *out, char *err, size_t errlen);
+
+/* ---- atlas library (store_atlas.c) ------------------------------------------------------------
+ * One row per atlas of the multi-atlas method: its name, source, the folder of its pre-processed
+ * cache (pipeline/atlas writes and reads it) and its labels with codes. */
+
+typedef struct store_atlas_row {
+    const char *name;
+    const char *modality;
+    const char *series_uid;
+    const char *cache_dir;             /* absolute folder of the cache */
+    const char *labels;                /* "number name SCHEME:VALUE" lines, '\n'-separated */
+    int nx, ny, nz;                    /* source grid */
+    double work_mm;                    /* working grid spacing of the cache */
+    int64_t created_ms;
+} store_atlas_row;
+typedef int (*store_atlas_cb)(void *ctx, const store_atlas_row *r);
+
+/* Insert or replace the atlas `r->name` (strings borrowed). created_ms 0 = now. */
+int store_atlas_put(store *st, const store_atlas_row *r, char *err, size_t errlen);
+
+/* Atlases by name, or only `name` when non-NULL (SN_ENOENT when it is not there). Strings are
+ * valid during the callback only; cb returns non-zero to stop. */
+int store_atlas_list(store *st, const char *name, store_atlas_cb cb, void *ctx, char *err, size_t errlen);
+
+/* Remove atlas `name` (the cache folder is the caller's). SN_ENOENT when absent. */
+int store_atlas_delete(store *st, const char *name, char *err, size_t errlen);
 
 #endif

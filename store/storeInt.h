@@ -10,7 +10,7 @@
 
 #include "store/store.h"
 
-#define STORE__SCHEMA_VERSION 4   /* number of entries in the migrations array */
+#define STORE__SCHEMA_VERSION 5   /* number of entries in the migrations array */
 #define STORE__NSTRIPES 256       /* per-SOP-UID locks (hashed) serialising rename + index */
 #define STORE__POOL_KEEP 8        /* idle read connections kept open */
 #define STORE__BUSY_MS 10000      /* busy_timeout for every connection */

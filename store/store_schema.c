@@ -93,6 +93,40 @@ static const char *const store__migrations[STORE__SCHEMA_VERSION] = {
     "  WHEN NEW.derived_job IS NOT NULL AND NEW.state=0"
     "  BEGIN UPDATE series SET state=4 WHERE id=NEW.id; END;"
     "PRAGMA user_version=3;",
+
+    /* 3 -> 4: the job worker (store_jobs.c). A job records who runs it and where, when its
+     * current run started, and the job it replaces: a series that got new instances after a
+     * job for a route was created gets a new job for that route (the sweeper makes it), which
+     * records the previous one in replaces_job; a previous job still pending is superseded
+     * (done, with the reason in error; it never ran, so nothing is sent for it). */
+    "ALTER TABLE jobs ADD COLUMN worker TEXT;"                /* id of the runner holding it */
+    "ALTER TABLE jobs ADD COLUMN device TEXT;"                /* cpu, cuda:N, cpu (fallback ...) */
+    "ALTER TABLE jobs ADD COLUMN started_ms INTEGER;"         /* claim of the current/last run */
+    "ALTER TABLE jobs ADD COLUMN replaces_job INTEGER;"       /* NULL: the first job */
+    "CREATE INDEX jobs_route ON jobs(series_id, route);"
+    "CREATE TRIGGER jobs_replacement AFTER INSERT ON jobs BEGIN"
+    "  UPDATE jobs SET replaces_job=(SELECT max(p.id) FROM jobs p WHERE p.series_id=NEW.series_id"
+    "    AND p.route=NEW.route AND p.id<NEW.id) WHERE id=NEW.id;"
+    "  UPDATE jobs SET state=2, lease_until=NULL, updated_ms=NEW.created_ms,"
+    "    error='superseded by job '||NEW.id||' (new instances arrived before it ran)'"
+    "    WHERE series_id=NEW.series_id AND route=NEW.route AND id<NEW.id AND state=0;"
+    "  END;"
+    "PRAGMA user_version=4;",
+
+    /* 4 -> 5: the atlas library (store_atlas.c). One row per atlas: where its pre-processed
+     * cache lives (working-grid image, MIND-SSC descriptors, labels: pipeline/atlas), what it
+     * came from, and its labels with their codes as "number name SCHEME:VALUE" lines, so a route
+     * can be checked against them without reading the cache. */
+    "CREATE TABLE atlases("
+    "  name TEXT PRIMARY KEY,"
+    "  modality TEXT NOT NULL,"
+    "  series_uid TEXT NOT NULL,"
+    "  cache_dir TEXT NOT NULL,"
+    "  labels TEXT NOT NULL,"
+    "  nx INTEGER, ny INTEGER, nz INTEGER,"
+    "  work_mm REAL,"
+    "  created_ms INTEGER NOT NULL);"
+    "PRAGMA user_version=5;",
 };
 
 const char *store__migration_sql(int i)

@@ -99,7 +99,11 @@ for n, line in enumerate(open(sys.argv[1]).read().splitlines(), 1):
         assert name not in seen, f"{n}: TYPE after samples of {name}"; type_[name] = t
     else:
         m = sample.match(line); assert m, f"{n}: bad sample line {line!r}"
-        name = m.group(1); seen.add(name)
+        name = m.group(1)
+        for suf in ('_bucket', '_sum', '_count'):   # a histogram's series share its HELP/TYPE
+            if name.endswith(suf) and type_.get(name[:-len(suf)]) == 'histogram':
+                name = name[:-len(suf)]
+        seen.add(name)
         assert name in help_ and name in type_, f"{n}: {name} has no HELP/TYPE"
         if type_[name] == 'counter':
             assert name.endswith('_total'), f"{n}: counter {name} without _total"

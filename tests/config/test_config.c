@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char g_dir[256];
@@ -28,12 +29,34 @@ static int group_setup(void **state)
     if (!mkdtemp(g_dir))
         return -1;
     snprintf(g_path, sizeof g_path, "%s/t.conf", g_dir);
+    /* TLS keys name files that must exist: stand-ins (never parsed as PEM by the config). */
+    char p[600];
+    static const char *const files[] = {"cert.pem", "key.pem", "ca/peer.pem"};
+    snprintf(p, sizeof p, "%s/ca", g_dir);
+    if (mkdir(p, 0700) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", g_dir, files[i]);
+        FILE *f = fopen(p, "w");
+        if (!f)
+            return -1;
+        fputs("-----BEGIN CERTIFICATE-----\n", f);
+        fclose(f);
+    }
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
+    char p[600];
+    static const char *const files[] = {"cert.pem", "key.pem", "ca/peer.pem"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", g_dir, files[i]);
+        unlink(p);
+    }
+    snprintf(p, sizeof p, "%s/ca", g_dir);
+    rmdir(p);
     unlink(g_path);
     rmdir(g_dir);
     return 0;
@@ -107,6 +130,9 @@ static void test_shipped_example(void **state)
     assert_int_equal(cfg->node.outbox_retry_cap, 600);
     assert_int_equal(cfg->node.outbox_max_attempts, 10);
     assert_int_equal(cfg->node.outbox_workers, 4);
+    assert_int_equal(cfg->node.workers, 1);
+    assert_int_equal(cfg->node.job_timeout, 1800);
+    assert_int_equal(cfg->node.job_max_attempts, 3);
 
     assert_int_equal(cfg->npeers, 1);
     const sn_peer *p = sn_config_peer_by_name(cfg, "PACS");
@@ -147,7 +173,10 @@ static void test_shipped_example_documents_every_key(void **state)
         "ae_title", "port", "bind", "storage", "http_port", "http_bind", "max_associations",
         "stable_after", "accept_unknown", "device", "max_pdu", "acse_timeout", "dimse_timeout",
         "disk_min_free_mb", "log_level", "fsync", "sweep_interval_ms", "outbox_retry_base",
-        "outbox_retry_cap", "outbox_max_attempts", "outbox_workers", "host", "allow",
+        "outbox_retry_cap", "outbox_max_attempts", "outbox_workers", "workers", "job_timeout",
+        "job_max_attempts", "tls_port", "tls_certificate", "tls_private_key",
+        "tls_trusted_certificates", "tls_require_peer_certificate", "tls_profile",
+        "check_peer_host", "host", "allow",
         "stable_on_release", "tls", "modality", "body_part", "series_description", "calling_ae",
         "image_type", "method", "labels", "atlases", "model", "send_to", "continue",
     };
@@ -195,6 +224,16 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->node.outbox_retry_cap, 600);
     assert_int_equal(cfg->node.outbox_max_attempts, 10);
     assert_int_equal(cfg->node.outbox_workers, 4);
+    assert_int_equal(cfg->node.workers, 1);
+    assert_int_equal(cfg->node.job_timeout, 1800);
+    assert_int_equal(cfg->node.job_max_attempts, 3);
+    assert_int_equal(cfg->node.tls_port, 0);
+    assert_string_equal(cfg->node.tls_certificate, "");
+    assert_string_equal(cfg->node.tls_private_key, "");
+    assert_string_equal(cfg->node.tls_trusted_certificates, "");
+    assert_int_equal(cfg->node.tls_require_peer_certificate, 1);
+    assert_int_equal(cfg->node.tls_profile, SN_TLS_BCP195);
+    assert_int_equal(cfg->node.check_peer_host, 0);
     assert_int_equal(cfg->npeers, 0);
     assert_int_equal(cfg->nroutes, 0);
     sn_config_unref(cfg);
@@ -239,7 +278,8 @@ static void test_peer_and_route_defaults(void **state)
 static void test_all_keys_set(void **state)
 {
     (void)state;
-    sn_config *cfg = load_ok(
+    static char text[4096];
+    snprintf(text, sizeof text,
         "[node]\n"
         "ae_title = MY NODE\n"
         "port = 104\n"
@@ -262,6 +302,16 @@ static void test_all_keys_set(void **state)
         "outbox_retry_cap = 86400\n"
         "outbox_max_attempts = 1000\n"
         "outbox_workers = 64\n"
+        "workers = 64\n"
+        "job_timeout = 604800\n"
+        "job_max_attempts = 100\n"
+        "tls_port = 2762\n"
+        "tls_certificate = %s/cert.pem\n"
+        "tls_private_key = %s/key.pem\n"
+        "tls_trusted_certificates = %s/ca\n"
+        "tls_require_peer_certificate = no\n"
+        "tls_profile = bcp195-ex\n"
+        "check_peer_host = yes\n"
         "[peer P1]\n"
         "ae_title = P1\n"
         "host = pacs.example.org\n"
@@ -284,7 +334,8 @@ static void test_all_keys_set(void **state)
         "model = /opt/models/x\n"
         "send_to = P1, P2, @caller\n"
         "stable_after = 86400\n"
-        "continue = yes\n");
+        "continue = yes\n", g_dir, g_dir, g_dir);
+    sn_config *cfg = load_ok(text);
     assert_string_equal(cfg->node.ae_title, "MY NODE");
     assert_int_equal(cfg->node.port, 104);
     assert_string_equal(cfg->node.bind, "::");
@@ -306,6 +357,16 @@ static void test_all_keys_set(void **state)
     assert_int_equal(cfg->node.outbox_retry_cap, 86400);
     assert_int_equal(cfg->node.outbox_max_attempts, 1000);
     assert_int_equal(cfg->node.outbox_workers, 64);
+    assert_int_equal(cfg->node.workers, 64);
+    assert_int_equal(cfg->node.job_timeout, 604800);
+    assert_int_equal(cfg->node.job_max_attempts, 100);
+    assert_int_equal(cfg->node.tls_port, 2762);
+    assert_non_null(strstr(cfg->node.tls_certificate, "/cert.pem"));
+    assert_non_null(strstr(cfg->node.tls_private_key, "/key.pem"));
+    assert_non_null(strstr(cfg->node.tls_trusted_certificates, "/ca"));
+    assert_int_equal(cfg->node.tls_require_peer_certificate, 0);
+    assert_int_equal(cfg->node.tls_profile, SN_TLS_BCP195_EX);
+    assert_int_equal(cfg->node.check_peer_host, 1);
     assert_int_equal(cfg->npeers, 2);
     assert_string_equal(cfg->peers[0].host, "pacs.example.org");
     assert_int_equal(cfg->peers[0].port, 65535);
@@ -439,6 +500,10 @@ static void test_integers(void **state)
         {"outbox_retry_cap = 86401", "outbox_retry_cap"},
         {"outbox_max_attempts = 0", "outbox_max_attempts"},
         {"outbox_workers = 65", "outbox_workers"},
+        {"workers = -1", "workers"},
+        {"workers = 65", "workers"},
+        {"job_timeout = 0", "job_timeout"},
+        {"job_max_attempts = 0", "job_max_attempts"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char text[256];
@@ -539,6 +604,54 @@ static void test_errors(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         expect_error(cases[i].text, cases[i].line, cases[i].needle);
+}
+
+/* TLS and peer-host keys: values, profiles, and the keys that must come together. */
+static void test_tls_keys(void **state)
+{
+    (void)state;
+    char text[2048];
+    /* inbound TLS without verifying clients needs no trusted certificates; names of profiles */
+    snprintf(text, sizeof text,
+             "[node]\ntls_port = 2762\ntls_certificate = %s/cert.pem\ntls_private_key = %s/key.pem\n"
+             "tls_require_peer_certificate = no\ntls_profile = bcp195-nd\n", g_dir, g_dir);
+    sn_config *cfg = load_ok(text);
+    assert_int_equal(cfg->node.tls_profile, SN_TLS_BCP195_ND);
+    assert_string_equal(sn_tls_profile_name(cfg->node.tls_profile), "bcp195-nd");
+    assert_string_equal(sn_tls_profile_name(SN_TLS_BCP195), "bcp195");
+    assert_string_equal(sn_tls_profile_name(SN_TLS_BCP195_EX), "bcp195-ex");
+    sn_config_unref(cfg);
+    /* outbound TLS with a trusted certificate file (not a folder) */
+    snprintf(text, sizeof text,
+             "[node]\ntls_certificate = %s/cert.pem\ntls_private_key = %s/key.pem\n"
+             "tls_trusted_certificates = %s/ca/peer.pem\n[peer P]\nae_title = P\ntls = yes\n",
+             g_dir, g_dir, g_dir);
+    cfg = load_ok(text);
+    assert_int_equal(cfg->peers[0].tls, 1);
+    sn_config_unref(cfg);
+
+    expect_error("[node]\ntls_port = 65536\n", 2, "tls_port: 65536 is out of range (0..65535)");
+    expect_error("[node]\ntls_profile = tls13\n", 2, "tls_profile: expected bcp195, bcp195-nd or bcp195-ex");
+    expect_error("[node]\ntls_profile = BCP195\n", 2, "tls_profile: expected");
+    expect_error("[node]\ncheck_peer_host = maybe\n", 2, "check_peer_host: expected yes/no");
+    expect_error("[node]\n\ntls_certificate = /nonexistent/node.pem\n", 3,
+                 "tls_certificate: cannot read '/nonexistent/node.pem'");
+    expect_error("[node]\ntls_private_key =\n", 2, "tls_private_key: value is empty");
+    snprintf(text, sizeof text, "[node]\ntls_certificate = %s/ca\n", g_dir);
+    expect_error(text, 2, "is not a file");
+    expect_error("[node]\nport = 104\ntls_port = 2762\n", 3, "tls_port = 2762 needs [node] tls_certificate");
+    expect_error("[node]\nport = 2762\ntls_port = 2762\n", 3, "tls_port: 2762 is also [node] port");
+    snprintf(text, sizeof text, "[node]\ntls_port = 2762\ntls_certificate = %s/cert.pem\n", g_dir);
+    expect_error(text, 2, "needs [node] tls_private_key");
+    snprintf(text, sizeof text,
+             "[node]\ntls_certificate = %s/cert.pem\ntls_private_key = %s/key.pem\ntls_port = 2762\n",
+             g_dir, g_dir);
+    expect_error(text, 4, "needs [node] tls_trusted_certificates to verify peers (or tls_require_peer_certificate = no)");
+    snprintf(text, sizeof text,
+             "[node]\ntls_certificate = %s/cert.pem\ntls_private_key = %s/key.pem\n"
+             "[peer P]\nae_title = P\n\ntls = yes\n", g_dir, g_dir);
+    expect_error(text, 7, "tls = yes needs [node] tls_trusted_certificates");
+    expect_error("[peer P]\nae_title = P\ntls = yes\n", 3, "[peer P] tls = yes needs [node] tls_certificate");
 }
 
 static void test_io_errors(void **state)
@@ -776,6 +889,7 @@ int main(void)
         cmocka_unit_test(test_booleans),
         cmocka_unit_test(test_integers),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_tls_keys),
         cmocka_unit_test(test_io_errors),
         cmocka_unit_test(test_route_matching),
         cmocka_unit_test(test_peer_lookup),

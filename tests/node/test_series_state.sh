@@ -24,6 +24,7 @@ http_port = 0
 disk_min_free_mb = 0
 stable_after = $1
 sweep_interval_ms = 100
+workers = 0
 
 [peer SCANNER]
 ae_title = SCANNER

@@ -177,6 +177,7 @@ stable_after = 1
 sweep_interval_ms = 200
 fsync = no
 disk_min_free_mb = 0
+workers = 0
 $1
 
 [peer SCANNER]

@@ -24,6 +24,9 @@
 #include "scp/scp.h"
 #include "store/store.h"
 #include "tools/segnode/cli.h"
+#ifdef SEGNODE_HAVE_WORKER
+#include "tools/segnode/worker.h"
+#endif
 
 #ifndef SEGNODE_VERSION
 #define SEGNODE_VERSION "unknown"
@@ -276,6 +279,46 @@ static const char STATUS_HELP[] =
     "bytes), series/jobs/outbox by state, and the running daemon's live figures if its HTTP port\n"
     "answers.\n";
 
+/* Running jobs for `segnode status`: JSON objects into arr, and a compact text line. */
+typedef struct running_ctx {
+    cJSON *arr;
+    char line[512];
+    size_t len;
+    int n;
+} running_ctx;
+
+static int running_cb(void *vctx, const store_job_detail *d)
+{
+    running_ctx *c = vctx;
+    int64_t secs = d->started_ms > 0 ? (sn_now_ms() - d->started_ms) / 1000 : 0;
+    c->n++;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "id", (double)d->job.id);
+    json_str(o, "route", d->job.route);
+    json_str(o, "method", d->job.method);
+    json_str(o, "series_uid", d->job.series_uid);
+    json_str(o, "device", d->device);
+    json_str(o, "worker", d->worker);
+    json_time(o, "started", d->started_ms);
+    cJSON_AddNumberToObject(o, "running_s", (double)secs);
+    cJSON_AddItemToArray(c->arr, o);
+    if (c->len < sizeof c->line)
+        c->len += (size_t)snprintf(c->line + c->len, sizeof c->line - c->len, "%sjob %" PRId64 " (%s, %s, %" PRId64 " s)",
+                                   c->len ? ", " : "", d->job.id, d->job.route ? d->job.route : "?",
+                                   d->device ? d->device : "starting", secs);
+    return 0;
+}
+
+/* The device GPU jobs use with [node] device in this build. */
+static void status_device(const sn_config *cfg, char *out, size_t n)
+{
+#ifdef SEGNODE_HAVE_WORKER
+    worker_device_resolve(cfg->node.device, out, n);
+#else
+    sn_strlcpy(out, cfg->node.device, n);
+#endif
+}
+
 int cli_cmd_status(int argc, char **argv)
 {
     char *pos[argc > 0 ? argc : 1];
@@ -299,6 +342,10 @@ int cli_cmd_status(int argc, char **argv)
         sn_config_unref(cfg);
         return CLI_EXIT_FAIL;
     }
+    running_ctx run = {.arr = cJSON_CreateArray()};
+    char device[32];
+    status_device(cfg, device, sizeof device);
+    store_job_list_detail(st, -1, STORE_JOB_RUNNING, running_cb, &run, NULL, 0);
     char where[128];
     cJSON *live = daemon_status(cfg, where, sizeof where);
     int64_t free_b = sn_disk_free_bytes(cfg->node.storage);
@@ -328,6 +375,13 @@ int cli_cmd_status(int argc, char **argv)
             cJSON_AddNumberToObject(o, store_job_state_name((store_job_state)i),
                                     (double)c.jobs_by_state[i]);
         json_time(root, "oldest_pending_job", c.oldest_pending_job_ms);
+        o = cJSON_AddObjectToObject(root, "worker");
+        cJSON_AddNumberToObject(o, "workers", cfg->node.workers);
+        cJSON_AddStringToObject(o, "device_config", cfg->node.device);
+        cJSON_AddStringToObject(o, "device", device);
+        cJSON_AddNumberToObject(o, "job_timeout_s", cfg->node.job_timeout);
+        cJSON_AddItemToObject(o, "running", run.arr);
+        run.arr = NULL;
         o = cJSON_AddObjectToObject(root, "outbox_by_state");
         for (int i = 0; i < STORE_OUTBOX__COUNT; i++)
             cJSON_AddNumberToObject(o, store_outbox_state_name((store_outbox_state)i),
@@ -379,6 +433,9 @@ int cli_cmd_status(int argc, char **argv)
                    c.jobs_by_state[i], i + 1 < STORE_JOB__COUNT ? "," : "\n");
         if (c.oldest_pending_job_ms > 0)
             printf("          oldest pending job since %s\n", cli_time(c.oldest_pending_job_ms, t));
+        printf("worker    %d thread(s), device %s (%s), timeout %d s; %s%s\n", cfg->node.workers, device,
+               cfg->node.device, cfg->node.job_timeout, run.n ? "running: " : "no job running",
+               run.n ? run.line : "");
         printf("outbox   ");
         for (int i = 0; i < STORE_OUTBOX__COUNT; i++)
             printf(" %s %" PRId64 "%s", store_outbox_state_name((store_outbox_state)i),
@@ -386,6 +443,7 @@ int cli_cmd_status(int argc, char **argv)
         rc = 0;
     }
     cJSON_Delete(live);
+    cJSON_Delete(run.arr);
     store_close(st);
     sn_config_unref(cfg);
     return rc;
@@ -548,6 +606,33 @@ static cJSON *job_json(const store_job_row *j)
     return o;
 }
 
+/* What the worker recorded of a job (store_job_list_detail) into its JSON object: "timings"
+ * (the stage object, plus send_ms once a destination got it), device, worker, started,
+ * lease_until and replaces_job. */
+static int job_detail_cb(void *vctx, const store_job_detail *d)
+{
+    cJSON *o = vctx;
+    cJSON *t = d->timings ? cJSON_Parse(d->timings) : NULL;
+    if (!cJSON_IsObject(t)) {
+        cJSON_Delete(t);
+        t = cJSON_CreateObject();
+    }
+    if (!cJSON_GetObjectItemCaseSensitive(t, "wait_stable_ms") && d->stable_ms > 0 && d->last_received_ms > 0)
+        cJSON_AddNumberToObject(t, "wait_stable_ms", (double)(d->stable_ms - d->last_received_ms));
+    if (d->send_ms >= 0)
+        cJSON_AddNumberToObject(t, "send_ms", (double)d->send_ms);
+    cJSON_AddItemToObject(o, "timings", t);
+    json_str(o, "device", d->device);
+    json_str(o, "worker", d->worker);
+    json_time(o, "started", d->started_ms);
+    json_time(o, "lease_until", d->job.state == STORE_JOB_RUNNING ? d->lease_until : 0);
+    if (d->replaces_job > 0)
+        cJSON_AddNumberToObject(o, "replaces_job", (double)d->replaces_job);
+    else
+        cJSON_AddNullToObject(o, "replaces_job");
+    return 1;
+}
+
 /* The outbox rows of job `id`; on a read error the cell says so (the list goes on). */
 static void job_outbox(store *st, int64_t id, outbox_ctx *oc)
 {
@@ -566,6 +651,8 @@ static int job_row_cb(void *vctx, const store_job_row *j)
     memset(&oc, 0, sizeof oc);
     if (ctx->arr) {
         cJSON *o = job_json(j);
+        if (ctx->st)
+            store_job_list_detail(ctx->st, j->id, -1, job_detail_cb, o, NULL, 0);
         oc.arr = cJSON_AddArrayToObject(o, "outbox");
         job_outbox(ctx->st, j->id, &oc);
         cJSON_AddItemToArray(ctx->arr, o);
@@ -1154,9 +1241,13 @@ done:
 
 static const char CONFIG_HELP[] =
     "usage: segnode config check [--json] [FILE]\n"
+    "       segnode config check [--json] [FILE] SERIES_DIR|SERIES_UID\n"
     "Load and validate the config (FILE, else -c / $SEGNODE_CONFIG / " CLI_DEFAULT_CONFIG ",\n"
     "else the built-in defaults), check that the storage folder is writable or can be created,\n"
-    "and print a summary. Exit 2 with the reason (file:line) when it is invalid.\n";
+    "and print a summary. Exit 2 with the reason (file:line) when it is invalid.\n"
+    "With a series (a folder of DICOM files, or the UID of a stored series): which route(s) it\n"
+    "would take and why - for each route every criterion it sets, matched or not, in file order\n"
+    "(the first match wins unless that route says continue = yes) - and its quiet period.\n";
 
 /* 0 if `dir` is a writable folder or could be created; else SN_EIO with the reason in msg. */
 static int check_storage(const char *dir, char *msg, size_t n, int *exists)
@@ -1205,17 +1296,425 @@ static int check_storage(const char *dir, char *msg, size_t n, int *exists)
     }
 }
 
+/* ---- config check SERIES: which route a series takes, and why ------------------------------- */
+
+/* The attributes routes match on, read from the header of one DICOM file without a DICOM
+ * library: Part 10 meta (explicit VR LE), then the data set in explicit or implicit VR little
+ * endian up to (0020,000E); sequences (also of undefined length) are skipped. Deflated and big
+ * endian data sets are refused. */
+typedef struct route_attrs {
+    char modality[17], body_part[65], description[129], image_type[129], series_uid[65];
+    char calling_ae[SN_AE_MAX + 1];
+    int has_calling_ae;
+} route_attrs;
+
+typedef struct dcm_rd {
+    const unsigned char *p;
+    size_t n, pos;
+    int explicit_vr;
+} dcm_rd;
+
+static int dcm_u16(dcm_rd *r, unsigned *v)
+{
+    if (r->pos + 2 > r->n) return -1;
+    *v = (unsigned)r->p[r->pos] | (unsigned)r->p[r->pos + 1] << 8;
+    r->pos += 2;
+    return 0;
+}
+
+static int dcm_u32(dcm_rd *r, uint32_t *v)
+{
+    if (r->pos + 4 > r->n) return -1;
+    *v = (uint32_t)r->p[r->pos] | (uint32_t)r->p[r->pos + 1] << 8 | (uint32_t)r->p[r->pos + 2] << 16 |
+         (uint32_t)r->p[r->pos + 3] << 24;
+    r->pos += 4;
+    return 0;
+}
+
+/* One element header: tag, VR ("" implicit), value length. */
+static int dcm_head(dcm_rd *r, unsigned *g, unsigned *e, char vr[3], uint32_t *len)
+{
+    if (dcm_u16(r, g) || dcm_u16(r, e)) return -1;
+    vr[0] = vr[2] = '\0';
+    if (*g == 0xFFFE) {  /* item, item / sequence delimiter: no VR */
+        return dcm_u32(r, len);
+    }
+    if (r->explicit_vr) {
+        if (r->pos + 2 > r->n) return -1;
+        vr[0] = (char)r->p[r->pos], vr[1] = (char)r->p[r->pos + 1];
+        r->pos += 2;
+        static const char *const long_vr[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"};
+        int lng = 0;
+        for (size_t i = 0; i < sizeof long_vr / sizeof long_vr[0]; i++)
+            lng |= strcmp(vr, long_vr[i]) == 0;
+        if (lng) {
+            unsigned z;
+            return dcm_u16(r, &z) || dcm_u32(r, len);
+        }
+        unsigned l16;
+        if (dcm_u16(r, &l16)) return -1;
+        *len = l16;
+        return 0;
+    }
+    return dcm_u32(r, len);
+}
+
+static int dcm_skip_items(dcm_rd *r, int depth);
+
+/* Skip the value of an element whose header was just read. */
+static int dcm_skip_value(dcm_rd *r, const char *vr, uint32_t len, int depth)
+{
+    if (len != 0xFFFFFFFFu) {
+        if (len > r->n - r->pos) return -1;
+        r->pos += len;
+        return 0;
+    }
+    (void)vr;
+    return dcm_skip_items(r, depth + 1);
+}
+
+/* Undefined-length sequence (or encapsulated pixel data): items until (FFFE,E0DD). */
+static int dcm_skip_items(dcm_rd *r, int depth)
+{
+    if (depth > 16) return -1;
+    for (;;) {
+        unsigned g, e;
+        char vr[3];
+        uint32_t len;
+        if (dcm_head(r, &g, &e, vr, &len)) return -1;
+        if (g == 0xFFFE && e == 0xE0DD) return 0;
+        if (g != 0xFFFE || e != 0xE000) return -1;
+        if (len != 0xFFFFFFFFu) {
+            if (len > r->n - r->pos) return -1;
+            r->pos += len;
+            continue;
+        }
+        for (;;) {  /* undefined-length item: elements until (FFFE,E00D) */
+            if (dcm_head(r, &g, &e, vr, &len)) return -1;
+            if (g == 0xFFFE && e == 0xE00D) break;
+            if (dcm_skip_value(r, vr, len, depth)) return -1;
+        }
+    }
+}
+
+static void dcm_copy(char *dst, size_t n, const unsigned char *v, uint32_t len)
+{
+    size_t k = len < n - 1 ? len : n - 1;
+    memcpy(dst, v, k);
+    dst[k] = '\0';
+    while (k > 0 && (dst[k - 1] == ' ' || dst[k - 1] == '\0')) dst[--k] = '\0';
+}
+
+static int dcm_read_attrs(const char *path, route_attrs *a, char *err, size_t errlen)
+{
+    unsigned char *buf = NULL;
+    size_t cap = 1 << 20;
+    FILE *f = fopen(path, "rb");
+    if (!f) return sn_errf(err, errlen, SN_EIO, "%s: %s", path, strerror(errno));
+    if (!(buf = malloc(cap))) {
+        fclose(f);
+        return sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+    }
+    size_t n = fread(buf, 1, cap, f);
+    fclose(f);
+    int rc = SN_OK;
+    if (n < 132 || memcmp(buf + 128, "DICM", 4) != 0) {
+        rc = sn_errf(err, errlen, SN_EDICOM, "%s is not a DICOM Part 10 file", path);
+        goto out;
+    }
+    dcm_rd r = {buf, n, 132, 1};
+    char ts[65] = "";
+    for (;;) {  /* meta group: explicit VR LE */
+        size_t at = r.pos;
+        unsigned g, e;
+        char vr[3];
+        uint32_t len;
+        if (dcm_head(&r, &g, &e, vr, &len) || g != 0x0002) {
+            r.pos = at;
+            break;
+        }
+        if (len > r.n - r.pos) {
+            rc = sn_errf(err, errlen, SN_EDICOM, "%s: truncated meta header", path);
+            goto out;
+        }
+        if (e == 0x0010) dcm_copy(ts, sizeof ts, r.p + r.pos, len);
+        r.pos += len;
+    }
+    if (strcmp(ts, "1.2.840.10008.1.2.2") == 0 || strcmp(ts, "1.2.840.10008.1.2.1.99") == 0) {
+        rc = sn_errf(err, errlen, SN_EUNSUPPORTED, "%s: transfer syntax %s (big endian / deflated) is not "
+                     "read here; check the stored series by UID", path, ts);
+        goto out;
+    }
+    r.explicit_vr = strcmp(ts, "1.2.840.10008.1.2") != 0;
+    for (;;) {
+        unsigned g, e;
+        char vr[3];
+        uint32_t len;
+        if (dcm_head(&r, &g, &e, vr, &len)) break;
+        uint32_t tag = (uint32_t)g << 16 | e;
+        if (tag > 0x0020000Eu) break;
+        if (len != 0xFFFFFFFFu && len <= r.n - r.pos) {
+            const unsigned char *v = r.p + r.pos;
+            switch (tag) {
+            case 0x00080060u: dcm_copy(a->modality, sizeof a->modality, v, len); break;
+            case 0x00180015u: dcm_copy(a->body_part, sizeof a->body_part, v, len); break;
+            case 0x0008103Eu: dcm_copy(a->description, sizeof a->description, v, len); break;
+            case 0x00080008u: dcm_copy(a->image_type, sizeof a->image_type, v, len); break;
+            case 0x0020000Eu: dcm_copy(a->series_uid, sizeof a->series_uid, v, len); break;
+            default: break;
+            }
+        }
+        if (dcm_skip_value(&r, vr, len, 0)) break;
+    }
+    if (!a->series_uid[0])
+        rc = sn_errf(err, errlen, SN_EDICOM, "%s has no Series Instance UID in its header", path);
+out:
+    free(buf);
+    return rc;
+}
+
+/* The first file of `dir` (recursive) that reads as DICOM. */
+static int dcm_dir_attrs(const char *dir, route_attrs *a, int depth, char *err, size_t errlen)
+{
+    DIR *d = opendir(dir);
+    if (!d) return sn_errf(err, errlen, SN_EIO, "%s: %s", dir, strerror(errno));
+    struct dirent *de;
+    int rc = SN_ENOENT;
+    while (rc != SN_OK && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.') continue;
+        char p[4096];
+        struct stat sb;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        if (stat(p, &sb) != 0) continue;
+        if (S_ISDIR(sb.st_mode)) {
+            if (depth < 8) rc = dcm_dir_attrs(p, a, depth + 1, err, errlen);
+            if (rc != SN_OK) rc = SN_ENOENT;
+        } else if (S_ISREG(sb.st_mode)) {
+            route_attrs t;
+            memset(&t, 0, sizeof t);
+            if (dcm_read_attrs(p, &t, err, errlen) == SN_OK) {
+                *a = t;
+                rc = SN_OK;
+            }
+        }
+    }
+    closedir(d);
+    if (rc != SN_OK && depth == 0)
+        return sn_errf(err, errlen, SN_ENOENT, "no readable DICOM file under %s", dir);
+    return rc;
+}
+
+typedef struct stored_attrs_ctx {
+    route_attrs *a;
+    int found;
+    char first_path[4096];
+} stored_attrs_ctx;
+
+static int stored_series_cb(void *vctx, const store_series_row *r)
+{
+    stored_attrs_ctx *c = vctx;
+    route_attrs *a = c->a;
+    sn_strlcpy(a->modality, r->modality ? r->modality : "", sizeof a->modality);
+    sn_strlcpy(a->body_part, r->body_part ? r->body_part : "", sizeof a->body_part);
+    sn_strlcpy(a->description, r->series_description ? r->series_description : "", sizeof a->description);
+    sn_strlcpy(a->series_uid, r->series_uid ? r->series_uid : "", sizeof a->series_uid);
+    sn_strlcpy(a->calling_ae, r->source_ae ? r->source_ae : "", sizeof a->calling_ae);
+    a->has_calling_ae = 1;
+    c->found = 1;
+    return 1;
+}
+
+static int stored_file_cb(void *vctx, const char *sop, const char *cls, const char *path)
+{
+    (void)sop, (void)cls;
+    stored_attrs_ctx *c = vctx;
+    sn_strlcpy(c->first_path, path, sizeof c->first_path);
+    return 1;
+}
+
+/* Attributes of a stored series: the index, plus Image Type from its first file. */
+static int stored_attrs(const sn_config *cfg, const char *uid, route_attrs *a, char *err, size_t errlen)
+{
+    store *st = NULL;
+    int rc = store_open(cfg->node.storage, &st, err, errlen);
+    if (rc != SN_OK) return rc;
+    stored_attrs_ctx c = {.a = a};
+    rc = store_series_list(st, uid, stored_series_cb, &c, err, errlen);
+    if (rc == SN_OK && !c.found)
+        rc = sn_errf(err, errlen, SN_ENOENT, "no series %s in %s", uid, cfg->node.storage);
+    if (rc == SN_OK && store_instance_list(st, uid, stored_file_cb, &c, NULL, 0) == SN_OK && c.first_path[0]) {
+        route_attrs t;
+        char e2[256];
+        memset(&t, 0, sizeof t);
+        if (dcm_read_attrs(c.first_path, &t, e2, sizeof e2) == SN_OK)
+            sn_strlcpy(a->image_type, t.image_type, sizeof a->image_type);
+    }
+    store_close(st);
+    return rc;
+}
+
+/* Why `r` does or does not match: one line per criterion the route sets. Returns match. */
+static int route_explain(const sn_route *r, const route_attrs *a, cJSON *arr, char *line, size_t n)
+{
+    sn_series_attrs sa = {a->modality, a->body_part, a->description,
+                          a->has_calling_ae ? a->calling_ae : NULL, a->image_type};
+    struct { const char *key; const char *value; int set; } crit[5] = {
+        {"modality", a->modality, r->modality.n > 0},
+        {"body_part", a->body_part, r->body_part.n > 0},
+        {"series_description", a->description, r->has_series_description_re},
+        {"calling_ae", a->has_calling_ae ? a->calling_ae : "(unknown for a folder)", r->calling_ae.n > 0},
+        {"image_type", a->image_type, r->image_type.n > 0},
+    };
+    size_t len = 0;
+    int all = 1;
+    line[0] = '\0';
+    for (int k = 0; k < 5; k++) {
+        if (!crit[k].set) continue;
+        /* The route with only this criterion set: the config's own matcher decides. */
+        sn_route one = *r;
+        one.modality.n = k == 0 ? r->modality.n : 0;
+        one.body_part.n = k == 1 ? r->body_part.n : 0;
+        one.has_series_description_re = k == 2 ? r->has_series_description_re : 0;
+        one.calling_ae.n = k == 3 ? r->calling_ae.n : 0;
+        one.image_type.n = k == 4 ? r->image_type.n : 0;
+        int ok = sn_route_matches(&one, &sa);
+        all &= ok;
+        char want[512] = "";
+        size_t wl = 0;
+        const sn_strlist *l = k == 0 ? &r->modality : k == 1 ? &r->body_part : k == 3 ? &r->calling_ae
+                            : k == 4 ? &r->image_type : NULL;
+        if (l)
+            for (int i = 0; i < l->n && wl < sizeof want; i++)
+                wl += (size_t)snprintf(want + wl, sizeof want - wl, "%s%s", i ? ", " : "", l->item[i]);
+        else
+            snprintf(want, sizeof want, "/%s/", r->series_description_re);
+        if (arr) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "criterion", crit[k].key);
+            cJSON_AddStringToObject(o, "wants", want);
+            cJSON_AddStringToObject(o, "series", crit[k].value ? crit[k].value : "");
+            cJSON_AddBoolToObject(o, "matches", ok);
+            cJSON_AddItemToArray(arr, o);
+        }
+        if (len < n)
+            len += (size_t)snprintf(line + len, n - len, "%s%s %s '%s' (wants %s)", len ? "; " : "",
+                                    crit[k].key, ok ? "matches" : "DOES NOT match",
+                                    crit[k].value && *crit[k].value ? crit[k].value : "",
+                                    want);
+    }
+    if (!len)
+        snprintf(line, n, "no match keys: matches every series");
+    return all && sn_route_matches(r, &sa);
+}
+
+/* `segnode config check SERIES`: print the routing decision; exit 0. */
+static int config_explain(const sn_config *cfg, const char *what)
+{
+    route_attrs a;
+    char err[1024] = "";
+    struct stat sb;
+    int rc;
+    memset(&a, 0, sizeof a);
+    if (stat(what, &sb) == 0 && S_ISDIR(sb.st_mode))
+        rc = dcm_dir_attrs(what, &a, 0, err, sizeof err);
+    else
+        rc = stored_attrs(cfg, what, &a, err, sizeof err);
+    if (rc != SN_OK) {
+        fprintf(stderr, "segnode config check: %s\n", err[0] ? err : sn_strerror(rc));
+        return CLI_EXIT_FAIL;
+    }
+    cJSON *root = cli_g.json ? cJSON_CreateObject() : NULL, *routes = NULL;
+    if (root) {
+        cJSON_AddStringToObject(root, "series", what);
+        cJSON_AddStringToObject(root, "series_uid", a.series_uid);
+        cJSON *at = cJSON_AddObjectToObject(root, "attributes");
+        cJSON_AddStringToObject(at, "modality", a.modality);
+        cJSON_AddStringToObject(at, "body_part", a.body_part);
+        cJSON_AddStringToObject(at, "series_description", a.description);
+        cJSON_AddStringToObject(at, "image_type", a.image_type);
+        if (a.has_calling_ae)
+            cJSON_AddStringToObject(at, "calling_ae", a.calling_ae);
+        else
+            cJSON_AddNullToObject(at, "calling_ae");
+        routes = cJSON_AddArrayToObject(root, "routes");
+    } else {
+        printf("series  %s\n        modality '%s', body part '%s', description '%s', image type '%s', "
+               "calling AE %s\n", a.series_uid, a.modality, a.body_part, a.description, a.image_type,
+               a.has_calling_ae ? a.calling_ae : "unknown (a folder; routes on calling_ae cannot match)");
+    }
+    int stopped = 0, nmatch = 0, first = -1;
+    cJSON *taken = root ? cJSON_CreateArray() : NULL;
+    for (int i = 0; i < cfg->nroutes; i++) {
+        const sn_route *r = &cfg->routes[i];
+        char why[1024];
+        cJSON *o = root ? cJSON_CreateObject() : NULL, *crit = o ? cJSON_AddArrayToObject(o, "criteria") : NULL;
+        int m = route_explain(r, &a, crit, why, sizeof why);
+        const char *verdict;
+        if (stopped)
+            verdict = m ? "would match, but not reached (an earlier route matched without continue)"
+                        : "not reached";
+        else if (m) {
+            verdict = "TAKEN";
+            nmatch++;
+            if (first < 0) first = i;
+            if (taken) cJSON_AddItemToArray(taken, cJSON_CreateString(r->name));
+            if (!r->continue_matching) stopped = 1;
+        } else
+            verdict = "no match";
+        if (o) {
+            cJSON_AddStringToObject(o, "route", r->name);
+            cJSON_AddBoolToObject(o, "matches", m);
+            cJSON_AddBoolToObject(o, "taken", !strcmp(verdict, "TAKEN"));
+            cJSON_AddStringToObject(o, "verdict", verdict);
+            cJSON_AddStringToObject(o, "method", sn_method_name(r->method));
+            cJSON_AddBoolToObject(o, "continue", r->continue_matching);
+            cJSON_AddItemToArray(routes, o);
+        } else {
+            printf("route   %-16s %s: %s%s\n", r->name, verdict, why,
+                   !strcmp(verdict, "TAKEN") && r->continue_matching ? " (continue = yes: later routes are tried)" : "");
+        }
+    }
+    int quiet = first >= 0 && cfg->routes[first].stable_after >= 0 ? cfg->routes[first].stable_after
+                                                                  : cfg->node.stable_after;
+    if (root) {
+        cJSON_AddItemToObject(root, "taken", taken);
+        cJSON_AddBoolToObject(root, "unrouted", nmatch == 0);
+        cJSON_AddNumberToObject(root, "stable_after_s", quiet);
+        return json_out(root);
+    }
+    if (nmatch == 0)
+        printf("result  no route matches: the series would be stored and marked unrouted (no job)\n");
+    else
+        printf("result  %d job(s); complete after %d s without new instances\n", nmatch, quiet);
+    return CLI_EXIT_OK;
+}
+
 int cli_cmd_config(int argc, char **argv)
 {
     char *pos[argc > 0 ? argc : 1];
     int npos, rc = parse_args(argc, argv, CONFIG_HELP, pos, &npos);
     if (rc)
         return rc == ARGS_HELP ? 0 : rc;
-    if (npos < 1 || strcmp(pos[0], "check") != 0 || npos > 2) {
-        fprintf(stderr, "segnode config: expected 'check [FILE]'\n%s", CONFIG_HELP);
+    if (npos < 1 || strcmp(pos[0], "check") != 0 || npos > 3) {
+        fprintf(stderr, "segnode config: expected 'check [FILE] [SERIES_DIR|SERIES_UID]'\n%s", CONFIG_HELP);
         return CLI_EXIT_USAGE;
     }
-    const char *path = cli_config_source(npos == 2 ? pos[1] : cli_g.config_path);
+    /* A regular file is the config; a folder or a UID is the series to explain. */
+    const char *file_arg = NULL, *series_arg = NULL;
+    for (int i = 1; i < npos; i++) {
+        struct stat sb;
+        int is_file = stat(pos[i], &sb) == 0 && !S_ISDIR(sb.st_mode);
+        int is_series = !is_file && ((stat(pos[i], &sb) == 0 && S_ISDIR(sb.st_mode)) || sn_uid_valid(pos[i]));
+        if (is_series && !series_arg)
+            series_arg = pos[i];
+        else if (!is_series && !file_arg && i == 1)
+            file_arg = pos[i];
+        else {
+            fprintf(stderr, "segnode config check: unexpected argument %s\n%s", pos[i], CONFIG_HELP);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    const char *path = cli_config_source(file_arg ? file_arg : cli_g.config_path);
     sn_config *cfg = NULL;
     char err[1024] = "";
     int s = path ? sn_config_load(path, &cfg, err, sizeof err)
@@ -1231,6 +1730,11 @@ int cli_cmd_config(int argc, char **argv)
         }
         fprintf(stderr, "segnode config check: %s: %s\n", shown, err[0] ? err : sn_strerror(s));
         return CLI_EXIT_USAGE;
+    }
+    if (series_arg) {
+        int r = config_explain(cfg, series_arg);
+        sn_config_unref(cfg);
+        return r;
     }
 
     /* Problems that make the node unable to run are errors; the rest are warnings. */

@@ -64,6 +64,69 @@ static void prom_family(FILE *f, const char *name, const char *type, const char 
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* segnode_job_stage_seconds: a histogram per stage over the timings of every finished job
+ * (worker.h lists the stages; send from the outbox rows). Rebuilt from the store on each
+ * scrape, so it survives restarts and stays cumulative. */
+#define HTTP_STAGES 9
+#define HTTP_BUCKETS 14
+static const char *const http_stage[HTTP_STAGES] = {"wait_stable", "queue", "load", "preprocess",
+                                                     "method", "write_seg", "store", "send", "total"};
+static const double http_le[HTTP_BUCKETS] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
+                                             600, 1800};
+typedef struct stage_hist {
+    int64_t count[HTTP_STAGES], bucket[HTTP_STAGES][HTTP_BUCKETS];
+    double sum[HTTP_STAGES];
+} stage_hist;
+
+static void stage_add(stage_hist *h, int k, double ms)
+{
+    double sec = ms / 1000.0;
+    h->count[k]++;
+    h->sum[k] += sec;
+    for (int b = 0; b < HTTP_BUCKETS; b++)
+        if (sec <= http_le[b])
+            h->bucket[k][b]++;
+}
+
+static int stage_job_cb(void *ctx, const store_job_detail *d)
+{
+    stage_hist *h = ctx;
+    cJSON *t = d->timings ? cJSON_Parse(d->timings) : NULL;
+    for (int k = 0; k < HTTP_STAGES && t; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "%s_ms", http_stage[k]);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(t, key);
+        if (cJSON_IsNumber(v) && v->valuedouble >= 0)
+            stage_add(h, k, v->valuedouble);
+    }
+    cJSON_Delete(t);
+    if (d->send_ms >= 0)
+        stage_add(h, 7, (double)d->send_ms);
+    return 0;
+}
+
+static void prom_stages(FILE *f, store *st)
+{
+    stage_hist *h = calloc(1, sizeof *h);
+    if (!h)
+        return;
+    store_job_list_detail(st, -1, STORE_JOB_DONE, stage_job_cb, h, NULL, 0);
+    prom_family(f, "segnode_job_stage_seconds", "histogram",
+                "Time of each stage of finished jobs (wait for stable, queue, load, preprocess, "
+                "method, write SEG, store, send, total)");
+    for (int k = 0; k < HTTP_STAGES; k++) {
+        for (int b = 0; b < HTTP_BUCKETS; b++)
+            fprintf(f, "segnode_job_stage_seconds_bucket{stage=\"%s\",le=\"%g\"} %lld\n", http_stage[k],
+                    http_le[b], (long long)h->bucket[k][b]);
+        fprintf(f, "segnode_job_stage_seconds_bucket{stage=\"%s\",le=\"+Inf\"} %lld\n", http_stage[k],
+                (long long)h->count[k]);
+        fprintf(f, "segnode_job_stage_seconds_sum{stage=\"%s\"} %.3f\n", http_stage[k], h->sum[k]);
+        fprintf(f, "segnode_job_stage_seconds_count{stage=\"%s\"} %lld\n", http_stage[k],
+                (long long)h->count[k]);
+    }
+    free(h);
+}
+
 /* segnode_outbox_peer{peer="P",state="S"}; label values escaped as the text format wants. */
 static int prom_peer_cb(void *ctx, const store_outbox_peer_stat *ps)
 {
@@ -146,6 +209,7 @@ char *http_render_metrics(const sn_config *cfg, store *st, const http_live *live
                 "Age of the oldest pending job in seconds (0 when none)");
     fprintf(f, "segnode_oldest_pending_job_age_seconds %.3f\n",
             c.oldest_pending_job_ms > 0 ? (double)(now - c.oldest_pending_job_ms) / 1000.0 : 0.0);
+    prom_stages(f, st);
 
     prom_family(f, "segnode_patients_stored", "gauge", "Patients in the store");
     fprintf(f, "segnode_patients_stored %lld\n", (long long)c.patients);

@@ -1,5 +1,6 @@
 /* tools/segnode/serve.c — `segnode serve`: the daemon. Opens the store, starts the SCP and the
- * HTTP status server and the outbox sender (outbox.c, delivers results), then the main thread
+ * HTTP status server, the outbox sender (outbox.c, delivers results) and the job worker
+ * (worker.c, runs the jobs; [node] workers = 0 leaves them to another runner), then the main thread
  * waits for signals and runs the stable-series sweeper every sweep_interval_ms. SIGHUP reloads
  * the config (a bad file keeps the old one and says why); SIGTERM/SIGINT stop accepting, drain
  * open associations, finish the sends in progress, and exit 0.
@@ -27,6 +28,9 @@
 #include "tools/segnode/cli.h"
 #include "tools/segnode/http.h"
 #include "tools/segnode/outbox.h"
+#ifdef SEGNODE_HAVE_WORKER
+#include "tools/segnode/worker.h"
+#endif
 
 #define SERVE_LOG "serve"
 #define SERVE_DRAIN_MS 15000   /* how long SIGTERM waits for open associations */
@@ -156,6 +160,15 @@ static void serve_sweep(serve_state *s, store *st)
     sn_config_unref(cfg);
 }
 
+#ifdef SEGNODE_HAVE_WORKER
+/* A job's SEG is queued: let the senders look now rather than at their next poll. */
+static void serve_job_finished(void *ctx, int64_t job_id)
+{
+    (void)job_id;
+    outbox_wake(ctx);
+}
+#endif
+
 static void serve_usage(FILE *f)
 {
     fprintf(f,
@@ -225,6 +238,9 @@ int segnode_serve(int argc, char **argv)
     store *st = NULL;
     http_server *http = NULL;
     outbox *ob = NULL;
+#ifdef SEGNODE_HAVE_WORKER
+    worker *wk = NULL;
+#endif
     char err[1024] = "";
     if (cli_open_store(s.cfg, &st) != SN_OK)
         goto out;
@@ -251,6 +267,20 @@ int segnode_serve(int argc, char **argv)
         SN_LOG_ERROR(SERVE_LOG, "outbox: %s", err);
         goto out;
     }
+#ifdef SEGNODE_HAVE_WORKER
+    /* [node] workers = 0: jobs stay pending for another runner. */
+    if (s.cfg->node.workers > 0) {
+        worker_opts wo;
+        worker_opts_default(&wo);
+        wo.on_finished = serve_job_finished;
+        wo.on_finished_ctx = ob;
+        if ((rc = worker_start(st, serve_config_get, &s, &wo, &wk, err, sizeof err)) != SN_OK) {
+            fprintf(stderr, "segnode serve: job worker: %s\n", err);
+            SN_LOG_ERROR(SERVE_LOG, "job worker: %s", err);
+            goto out;
+        }
+    }
+#endif
     SN_LOG_INFO(SERVE_LOG, "segnode %s serving AE '%s' on %s:%d, storage %s, HTTP %s%s%d, config %s",
                 SEGNODE_VERSION, s.cfg->node.ae_title, s.cfg->node.bind, s.cfg->node.port, s.cfg->node.storage,
                 http ? s.cfg->node.http_bind : "off", http ? ":" : "", http ? http_server_port(http) : 0,
@@ -286,11 +316,18 @@ int segnode_serve(int argc, char **argv)
     s.scp = NULL;
     pthread_mutex_unlock(&s.mu);
     serve_sweep(&s, st);
+#ifdef SEGNODE_HAVE_WORKER
+    worker_stop(wk);
+    wk = NULL;
+#endif
     outbox_stop(ob);
     ob = NULL;
     SN_LOG_INFO(SERVE_LOG, "stopped");
     exit_code = CLI_EXIT_OK;
 out:
+#ifdef SEGNODE_HAVE_WORKER
+    worker_stop(wk);
+#endif
     outbox_stop(ob);
     http_server_close(http);
     if (s.scp)
