@@ -121,6 +121,8 @@ static int arity_ok(const nn_op_desc *op, int n)
     case NN_OP_INSTANCE_NORM: case NN_OP_GROUP_NORM: return n == 1 || n == 3;
     case NN_OP_ADD: case NN_OP_MUL: return n == 2;
     case NN_OP_CONCAT: return n >= 1 && n <= NN_MAX_INPUTS;
+    case NN_OP_WARP: case NN_OP_SSD_COST: return n == 2;
+    case NN_OP_WARP_SSD_GRAD: return n == 3;
     default: return n == 1;
     }
 }
@@ -287,6 +289,36 @@ int nn__infer_shape(const nn_op_desc *op, int n_in, const int *in_ndim,
                 return sn_errf(err, errlen, SN_EINVAL, "upsample: no scale or size");
         }
         return 0;
+    case NN_OP_MIND_SSC:
+    case NN_OP_WARP:
+    case NN_OP_SSD_COST:
+    case NN_OP_WARP_SSD_GRAD: {
+        if (nd != 5) return sn_errf(err, errlen, SN_EINVAL, "%s: needs [N,C,D,H,W]", nn_op_name(op->type));
+        for (int i = 1; i < n_in; i++)
+            if (in_ndim[i] != 5 || in_shape[i][0] != x[0])
+                return sn_errf(err, errlen, SN_EINVAL, "%s: input %d shape", nn_op_name(op->type), i);
+        if (op->type == NN_OP_MIND_SSC) {
+            if (x[1] != 1) return sn_errf(err, errlen, SN_EINVAL, "mind_ssc: one channel");
+            os[1] = 12;
+        } else if (op->type == NN_OP_WARP) {
+            if (in_shape[1][1] != 3) return sn_errf(err, errlen, SN_EINVAL, "warp: u needs 3 channels");
+            for (int i = 2; i < 5; i++) os[i] = in_shape[1][i];
+        } else {
+            for (int i = 1; i < 5; i++)
+                if (in_shape[1][i] != x[i])
+                    return sn_errf(err, errlen, SN_EINVAL, "%s: f and m differ", nn_op_name(op->type));
+            if (op->type == NN_OP_SSD_COST) {
+                if (op->k[0] < 0 || op->k[0] > 10) return sn_errf(err, errlen, SN_EINVAL, "ssd_cost: radius");
+                os[1] = (int64_t)(2 * op->k[0] + 1) * (2 * op->k[0] + 1) * (2 * op->k[0] + 1);
+            } else {
+                if (in_shape[2][1] != 3) return sn_errf(err, errlen, SN_EINVAL, "warp_ssd_grad: u needs 3 channels");
+                for (int i = 2; i < 5; i++)
+                    if (in_shape[2][i] != x[i]) return sn_errf(err, errlen, SN_EINVAL, "warp_ssd_grad: u grid");
+                os[1] = 3;
+            }
+        }
+        return 0;
+    }
     case NN_OP_RESHAPE: {
         int64_t total = 1, known = 1;
         int infer = -1;

@@ -116,6 +116,21 @@ typedef enum nn_op_type {
     NN_OP_UPSAMPLE_LINEAR,   /* bilinear / trilinear by rank; scale or size; align_corners */
     NN_OP_RESHAPE,           /* shape (0 = copy that input dim, -1 = inferred) */
     NN_OP_SCALE_SHIFT,       /* y = x * alpha + beta (scalars) */
+    /* Registration ops (pipeline/atlas). 3-D only ([N, C, D, H, W]); borders replicate. A
+     * displacement field u is [N, 3, D, H, W] in voxels of the sampled tensor, channel 0 along W,
+     * 1 along H, 2 along D. */
+    NN_OP_MIND_SSC,          /* in: x [N,1,..] -> [N,12,..] MIND-SSC (Heinrich 2013): the 12
+                                pairs of the 6-neighbourhood at distance dilation[0], patch
+                                distances by a box of radius k[0], exp(-D / V) with V the mean
+                                over channels clamped to [1e-3, 1e3] x its volume mean */
+    NN_OP_WARP,              /* in: x [N,C,..], u [N,3,..] -> [N,C, u's spatial] trilinear
+                                x(p' + u(p)), p' = p mapped to x's grid (align_corners=False) */
+    NN_OP_SSD_COST,          /* in: f, m [N,C,..] same shape -> [N,(2k[0]+1)^3,..] cost volume
+                                mean_c (f(p) - m(p + d*dilation[0]))^2 over the displacements
+                                d in [-k[0], k[0]]^3, index (dz*(2k+1) + dy)*(2k+1) + dx */
+    NN_OP_WARP_SSD_GRAD,     /* in: f [N,C,..], m [N,C,..], u [N,3,..] (all the same spatial)
+                                -> [N,3,..] d/du of mean_c (m(p + u(p)) - f(p))^2 (analytic
+                                trilinear derivative; instance optimisation's data term) */
     NN_OP_COUNT
 } nn_op_type;
 

@@ -160,6 +160,7 @@ static const char *const g_op_names[NN_OP_COUNT] = {
     "conv", "conv_transpose", "linear", "batch_norm", "instance_norm", "group_norm", "relu",
     "leaky_relu", "sigmoid", "softmax", "argmax", "add", "mul", "concat", "max_pool", "avg_pool",
     "global_avg_pool", "upsample_nearest", "upsample_linear", "reshape", "scale_shift",
+    "mind_ssc", "warp", "ssd_cost", "warp_ssd_grad",
 };
 
 const char *nn_op_name(nn_op_type type)

@@ -100,6 +100,10 @@ static int cpu_run(nn_backend *bb, nn_node *n, void *ws, size_t ws_bytes, char *
         rc = nn__cpu_pool(b, n);
         break;
     case NN_OP_UPSAMPLE_NEAREST: case NN_OP_UPSAMPLE_LINEAR: rc = nn__cpu_upsample(b, n); break;
+    case NN_OP_MIND_SSC: rc = nn__cpu_mind_ssc(b, n); break;
+    case NN_OP_WARP: rc = nn__cpu_warp(b, n); break;
+    case NN_OP_SSD_COST: rc = nn__cpu_ssd_cost(b, n); break;
+    case NN_OP_WARP_SSD_GRAD: rc = nn__cpu_warp_ssd_grad(b, n); break;
     case NN_OP_RESHAPE:
         memcpy(n->out->data, n->in[0]->data, n->out->nbytes);
         rc = 0;

@@ -28,6 +28,12 @@ int nn__cpu_concat(cpu_backend *b, nn_node *n);
 int nn__cpu_pool(cpu_backend *b, nn_node *n);          /* max, avg, global avg */
 int nn__cpu_upsample(cpu_backend *b, nn_node *n);      /* nearest, linear */
 
+/* Registration ops (nn/cpu/reg.c). */
+int nn__cpu_mind_ssc(cpu_backend *b, nn_node *n);
+int nn__cpu_warp(cpu_backend *b, nn_node *n);
+int nn__cpu_ssd_cost(cpu_backend *b, nn_node *n);
+int nn__cpu_warp_ssd_grad(cpu_backend *b, nn_node *n);
+
 /* Apply a fused activation in place over n values. */
 void nn__cpu_act(float *p, int64_t n, nn_act act, float slope);
 

@@ -562,15 +562,16 @@ def t_liver(work, segnode, seg_tool, table, data):
 
 
 def t_method(work, segnode, *_):
-    for m in ["atlas", "net"]:
+    # atlas exists (issue 7) but needs --atlases; net is not in this build yet
+    for m, why in (("atlas", "needs --atlases"), ("net", "not available in this build yet")):
         p = run([segnode, "segment", "--method", m, "--out", os.path.join(work, "m.dcm"), work], ok=False)
         print(f"--method {m} ->", p.returncode, p.stdout.strip())
-        if p.returncode != 2 or "not available in this build yet" not in p.stdout:
+        if p.returncode != 2 or why not in p.stdout:
             fail("--method not refused")
     p = run([segnode, "segment"], ok=False)
     if p.returncode != 2:
         fail("usage error not exit 2")
-    print("OK: --method atlas|net not available yet (exit 2)")
+    print("OK: --method atlas without --atlases and --method net refused (exit 2)")
 
 
 def main():

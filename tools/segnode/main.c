@@ -38,7 +38,7 @@ static void usage(FILE *f)
         "  convert ...           convert a series folder to NIfTI\n"
         "  segment ...           write a SEG for a series folder from a label map (offline)\n"
         "  infer ...             run a model bundle on a series folder or NIfTI volume\n"
-        "  atlas ...             manage the atlas library (not in this build yet)\n"
+        "  atlas ...             manage the atlas library (import, list)\n"
         "  help [COMMAND]        this text, or a command's\n"
         "\n"
         "Options (before or after the command):\n"
@@ -53,7 +53,7 @@ static void usage(FILE *f)
         CLI_DEFAULT_CONFIG);
 }
 
-static int not_yet(const char *cmd)
+__attribute__((unused)) static int not_yet(const char *cmd)
 {
     fprintf(stderr, "segnode: %s: not available in this build yet\n", cmd);
     return CLI_EXIT_USAGE;
@@ -105,7 +105,12 @@ static int infer_entry(int argc, char **argv)
     return not_yet("infer");
 #endif
 }
+#ifdef SEGNODE_HAVE_ATLAS
+int segnode_atlas(int argc, char **argv); /* atlas.c */
+static int atlas_entry(int argc, char **argv) { return segnode_atlas(argc, argv); }
+#else
 static int atlas_entry(int argc, char **argv) { (void)argc; (void)argv; return not_yet("atlas"); }
+#endif
 
 static const struct {
     const char *name;

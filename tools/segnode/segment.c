@@ -17,6 +17,9 @@
 #include "pipeline/segwrite.h"
 #include "pipeline/volume.h"
 #include "tools/segnode/cli.h"
+#ifdef SEGNODE_HAVE_ATLAS
+#include "tools/segnode/atlas.h"
+#endif
 
 #ifndef SEGNODE_LABELS_DEFAULT
 #define SEGNODE_LABELS_DEFAULT "/etc/segnode/labels.tsv"
@@ -26,7 +29,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: segnode segment --labels FILE.dcm|FILE.nii[.gz] --out SEG.dcm [options] SERIES_DIR\n"
-            "       segnode segment --method atlas|net ...   (not in this build yet)\n"
+            "       segnode segment --method atlas --atlases NAME[,NAME...] [--fusion majority|local|jlf] --out SEG.dcm SERIES_DIR\n"
             "Write a DICOM Segmentation for the series in SERIES_DIR from a label map on its grid:\n"
             "a SEG (BINARY or FRACTIONAL; segments mapped to labels by their codes) or a NIfTI-1\n"
             "label image whose affine matches the series'. The SEG joins the series' study.\n"
@@ -99,7 +102,7 @@ static int extend_table(const char *table_path, const pipeline_seg *seg, char tm
 int segnode_segment(int argc, char **argv)
 {
     const char *labels_path = NULL, *out_path = NULL, *desc = NULL, *series = NULL, *method = NULL,
-               *dir = NULL, *table_path = NULL;
+               *dir = NULL, *table_path = NULL, *atlases = NULL, *fusion = NULL;
     int keep_empty = 0, series_number = 900;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -123,6 +126,10 @@ int segnode_segment(int argc, char **argv)
             series = argv[++i];
         } else if (!strcmp(a, "--label-table") && i + 1 < argc) {
             table_path = argv[++i];
+        } else if (!strcmp(a, "--atlases") && i + 1 < argc) {
+            atlases = argv[++i];
+        } else if (!strcmp(a, "--fusion") && i + 1 < argc) {
+            fusion = argv[++i];
         } else if (!strcmp(a, "--method") && i + 1 < argc) {
             method = argv[++i];
         } else if (a[0] == '-' && a[1]) {
@@ -136,10 +143,21 @@ int segnode_segment(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
-    if (method) {
+    if (method && strcmp(method, "atlas")) {
         fprintf(stderr, "segnode segment: method %s not available in this build yet\n", method);
         return CLI_EXIT_USAGE;
     }
+#ifndef SEGNODE_HAVE_ATLAS
+    if (method) {
+        fprintf(stderr, "segnode segment: method atlas not available in this build\n");
+        return CLI_EXIT_USAGE;
+    }
+#endif
+    if (method && (!atlases || labels_path)) {
+        fprintf(stderr, "segnode segment: --method atlas needs --atlases NAME[,NAME...] (and no --labels)\n");
+        return CLI_EXIT_USAGE;
+    }
+    if (method) labels_path = "(atlas)";
     if (!labels_path || !out_path || !dir) {
         usage(stderr);
         return CLI_EXIT_USAGE;
@@ -174,7 +192,15 @@ int segnode_segment(int argc, char **argv)
         fprintf(stderr, "segnode segment: out of memory\n");
         goto out;
     }
-    if (ends_with(labels_path, ".nii") || ends_with(labels_path, ".nii.gz")) {
+    if (method) {
+#ifdef SEGNODE_HAVE_ATLAS
+        rc = segnode_atlas_segment(v, atlases, fusion, lab);
+        if (rc) {
+            exit_code = rc;
+            goto out;
+        }
+#endif
+    } else if (ends_with(labels_path, ".nii") || ends_with(labels_path, ".nii.gz")) {
         rc = pipeline_nifti_read_labels(labels_path, v, lab, err, sizeof err);
     } else {
         pipeline_seg_import_report rep;
@@ -208,8 +234,8 @@ int segnode_segment(int argc, char **argv)
     lm.nx = v->nx, lm.ny = v->ny, lm.nz = v->nz, lm.bytes_per_voxel = 2, lm.data = lab;
     pipeline_seg_write_opts wo;
     pipeline_seg_write_opts_default(&wo);
-    wo.algorithm_name = "segnode label import";
-    wo.method = "segnode label import";
+    wo.algorithm_name = method ? "segnode multi-atlas" : "segnode label import";
+    wo.method = method ? "segnode multi-atlas MIND-SSC convexAdam fusion" : "segnode label import";
     wo.series_description = desc;
     wo.keep_empty = keep_empty;
     wo.series_number = series_number;

@@ -1,0 +1,138 @@
+/* pipeline/atlas/atlas.h — multi-atlas segmentation across modalities: working-grid resampling,
+ * MIND-SSC descriptors, affine (moments, then descent on the MIND SSD) and deformable
+ * registration in the convexAdam style (discrete SSD cost volume with coupled convex smoothing,
+ * forward and backward fields symmetrised, then Adam instance optimisation with a diffusion
+ * regulariser), Jacobian statistics, label warping, fusion (majority vote, locally weighted
+ * voting, joint label fusion), atlas selection and post-processing.
+ *
+ * Part of pipeline/ but built as its own library (sn_atlas) that needs only common/ and nn/, so
+ * it builds with SEGNODE_NN_ONLY and runs on a machine without DCMTK or SQLite. The heavy inner
+ * loops run as nn/ ops (NN_OP_MIND_SSC, NN_OP_WARP, NN_OP_SSD_COST, NN_OP_WARP_SSD_GRAD) on the
+ * backend the caller passes. Functions return 0 or a negative SN_E* status and fill `err`. */
+#ifndef SEGNODE_PIPELINE_ATLAS_H
+#define SEGNODE_PIPELINE_ATLAS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn/nn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A voxel grid in LPS, as pipeline_volume: voxel (i, j, k) lies at origin + direction *
+ * (i*spacing[0], j*spacing[1], k*spacing[2]); direction row-major, columns = axes. Data arrays
+ * on a grid are index i + nx*(j + ny*k). */
+typedef struct atlas_grid {
+    int nx, ny, nz;
+    double spacing[3], origin[3], direction[9];
+} atlas_grid;
+
+static inline size_t atlas_grid_voxels(const atlas_grid *g) { return (size_t)g->nx * g->ny * g->nz; }
+
+/* The grid with the same axes and extent as `src` and isotropic spacing `mm`. */
+void atlas_grid_working(const atlas_grid *src, double mm, atlas_grid *out);
+
+/* Voxel -> world as a 3x4 row-major matrix [R | t], and its inverse. */
+void atlas_grid_to_world(const atlas_grid *g, double m[12]);
+void atlas_grid_from_world(const atlas_grid *g, double m[12]);
+
+/* Trilinear resampling of `src` (on sg) onto dg: dst(q) = src(M * world(q)) where M is a 3x4
+ * world->world map (NULL = identity). Outside src: `fill`. Multithreaded with OpenMP. */
+void atlas_resample(const atlas_grid *sg, const float *src, const atlas_grid *dg, float *dst,
+                    const double *M, float fill);
+
+/* A prepared image: the working-grid image (robustly normalised to [0, 1]), its MIND-SSC
+ * descriptors [12][voxels], and for an atlas its labels on its native grid. Owned arrays. */
+typedef struct atlas_prep {
+    atlas_grid grid;           /* working grid */
+    float *img;
+    float *mind;               /* 12 * voxels */
+    atlas_grid lgrid;          /* label grid (atlas only) */
+    uint8_t *labels;           /* NULL for a target */
+} atlas_prep;
+
+/* Resample a volume (native grid g, values v) onto its working grid at `mm` (0 = automatic:
+ * ATLAS_WORK_MM or the finest native spacing when coarser), normalise it, and compute MIND-SSC on
+ * backend b. `labels` (may be NULL) are copied on g. */
+#define ATLAS_WORK_MM 3.0
+int atlas_prep_new(nn_backend *b, const atlas_grid *g, const float *v, const uint8_t *labels,
+                   double mm, atlas_prep **out, char *err, size_t errlen);
+void atlas_prep_free(atlas_prep *p);
+
+/* Save / load in a folder: meta.txt (grids) + img.f32, mind.f32, labels.u8 (raw little-endian). */
+int atlas_prep_save(const atlas_prep *p, const char *dir, char *err, size_t errlen);
+int atlas_prep_load(const char *dir, atlas_prep **out, char *err, size_t errlen);
+
+/* MIND-SSC of `img` (dims nx, ny, nz) into mind[12 * voxels] on backend b (radius 1 patch,
+ * distance `dil`). */
+int atlas_mind(nn_backend *b, const float *img, int nx, int ny, int nz, int dil, float *mind,
+               char *err, size_t errlen);
+
+typedef struct atlas_reg_opts {
+    int affine_iters;          /* descent steps on the MIND SSD (default 60; 0 = moments only) */
+    int deformable;            /* 0: affine only */
+    int disp_radius;           /* discrete search radius in coarse voxels (default 3) */
+    int adam_iters;            /* instance optimisation steps (default 60) */
+    float adam_lr;             /* in coarse voxels (default 0.3) */
+    float lambda;              /* diffusion weight (default 0.1) */
+    int fine_iters;            /* further Adam steps on the working grid (default 30) */
+    double fold_max;           /* folding fraction above which the result falls back to affine
+                                  (default 0.01) */
+    int verbose;
+} atlas_reg_opts;
+
+void atlas_reg_opts_default(atlas_reg_opts *o);
+
+/* Registration of an atlas to a target. The map: target working voxel p -> atlas world point
+ * A * (p + u(p)) with A a 3x4 matrix and u [3][voxels] on the target working grid. */
+typedef struct atlas_reg {
+    atlas_grid grid;           /* the target's working grid */
+    double A[12];
+    float *u;                  /* owned; NULL = affine only */
+    double ssd_moments, ssd_affine, ssd_final;   /* mean MIND SSD after each stage */
+    double fold_fraction;      /* voxels with det J <= 0 */
+    double jac_min, jac_max, jac_std;
+    double ice_mm;             /* mean inverse-consistency error of the symmetrised coarse fields */
+    int fell_back;             /* 1: deformable discarded, affine kept (warning says why) */
+    char warning[256];
+    double seconds;
+} atlas_reg;
+
+int atlas_register(nn_backend *b, const atlas_prep *target, const atlas_prep *atlas,
+                   const atlas_reg_opts *o, atlas_reg *out, char *err, size_t errlen);
+void atlas_reg_clear(atlas_reg *r);
+
+/* The atlas MIND descriptors or image warped onto the target working grid by r. */
+int atlas_reg_warp_mind(nn_backend *b, const atlas_reg *r, const atlas_prep *atlas, float *out,
+                        char *err, size_t errlen);
+
+typedef enum atlas_fusion {
+    ATLAS_FUSE_MAJORITY = 0,   /* every atlas weighs 1 */
+    ATLAS_FUSE_LOCAL,          /* exp(-patch MIND SSD / h) per voxel (locally weighted voting) */
+    ATLAS_FUSE_JLF             /* joint label fusion (Wang & Yushkevich 2013) on MIND patches */
+} atlas_fusion;
+
+const char *atlas_fusion_name(atlas_fusion f);
+int atlas_fusion_from_name(const char *s);
+
+/* Fuse the labels of n registered atlases onto the target's native grid `tg` into out[voxels]
+ * (per-label trilinear votes, argmax). */
+int atlas_fuse(nn_backend *b, const atlas_prep *target, const atlas_prep *const *atlases,
+               const atlas_reg *regs, int n, atlas_fusion method, const atlas_grid *tg,
+               uint8_t *out, char *err, size_t errlen);
+
+/* Order of atlases by MIND SSD after affine (best first) into order[n]. */
+void atlas_select(const atlas_reg *regs, int n, int *order);
+
+/* Post-processing on a label map: keep the largest 6-connected component of every label whose
+ * keep_all[label] is 0 (the rest go to background), then fill background holes enclosed by a
+ * label. keep_all may be NULL (every label single-component). */
+void atlas_postprocess(uint8_t *lab, int nx, int ny, int nz, const uint8_t *keep_all);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

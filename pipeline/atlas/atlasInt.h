@@ -1,0 +1,32 @@
+/* pipeline/atlas/atlasInt.h — private to pipeline/atlas: affine helpers, trilinear sampling and a
+ * one-op nn/ session (graph + session reused across runs, e.g. every Adam step). Not API. */
+#ifndef SEGNODE_PIPELINE_ATLAS_ATLASINT_H
+#define SEGNODE_PIPELINE_ATLAS_ATLASINT_H
+
+#include "pipeline/atlas/atlas.h"
+
+#define ATLAS__MIND_DIL 2   /* MIND-SSC neighbour distance on the working grid (voxels) */
+
+/* 3x4 row-major affine maps. */
+void atlas__affine_inverse(const double a[12], double o[12]);
+void atlas__affine_mul(const double a[12], const double b[12], double o[12]);   /* o = a * b */
+
+/* Trilinear value at voxel coordinates (x, y, z); `fill` more than half a voxel outside. */
+float atlas__sample(const float *v, int nx, int ny, int nz, double x, double y, double z, float fill);
+
+typedef struct atlas__op {
+    nn_graph *g;
+    nn_session *s;
+    int nin;
+} atlas__op;
+
+/* One node over `nin` 5-D inputs of shapes shape[i]. */
+int atlas__op_new(nn_backend *b, const nn_op_desc *op, int nin, const int64_t (*shape)[5], atlas__op *o,
+                  char *err, size_t errlen);
+/* Upload the inputs (a NULL entry keeps the previous contents), run, download the output. */
+int atlas__op_run(atlas__op *o, const float *const *in, float *out, char *err, size_t errlen);
+void atlas__op_free(atlas__op *o);
+int atlas__op_once(nn_backend *b, const nn_op_desc *op, int nin, const int64_t (*shape)[5],
+                   const float *const *in, float *out, char *err, size_t errlen);
+
+#endif

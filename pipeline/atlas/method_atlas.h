@@ -1,0 +1,49 @@
+/* pipeline/atlas/method_atlas.h — the atlas method as the node runs it: atlases from the library
+ * folder (<storage>/atlases/NAME, written by `segnode atlas import`), each registered to the
+ * target (pipeline/atlas/atlas.h), best k kept after affine, labels fused and post-processed,
+ * restricted to the requested labels. Also the job worker's plug-in (pipeline/method.h). Needs
+ * pipeline/volume.h, so it is not part of the NN_ONLY build (sn_atlas is). */
+#ifndef SEGNODE_PIPELINE_ATLAS_METHOD_H
+#define SEGNODE_PIPELINE_ATLAS_METHOD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipeline/atlas/atlas.h"
+#include "pipeline/volume.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pipeline_atlas_opts {
+    const char *library;          /* folder holding one sub-folder per atlas (borrowed) */
+    const char *const *atlases;   /* names (borrowed); n_atlases of them */
+    int n_atlases;
+    const int *labels;            /* label numbers to keep (NULL = every atlas label) */
+    int n_labels;
+    atlas_fusion fusion;          /* default ATLAS_FUSE_JLF */
+    int select_k;                 /* keep the k most similar after affine (0 = all) */
+    double work_mm;               /* working grid (default 0: automatic, see atlas_prep_new) */
+    int threads;                  /* CPU threads (0 = 2) */
+    int verbose;
+} pipeline_atlas_opts;
+
+void pipeline_atlas_opts_default(pipeline_atlas_opts *o);
+
+/* Segment `v` into out[nx*ny*nz]. `note` (may be NULL) gets one line for the job record: atlases
+ * used, fallbacks to affine, labels that came out empty (a field of view that misses an organ
+ * gives an empty label, never an invented one). Errors: SN_ENOENT (an atlas is not in the
+ * library), SN_EINVAL (no atlas holds any requested label), SN_ENOMEM, registration failures. */
+int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *v, uint16_t *out, char *note,
+                           size_t notelen, char *err, size_t errlen);
+
+/* Register the "atlas" method with the job worker (pipeline/method.h): the route's atlases and
+ * labels, the library under [node] storage. */
+void pipeline_atlas_method_register(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,492 @@
+/* pipeline/atlas/register.c — atlas-to-target registration: moments initialisation, affine
+ * descent on the MIND SSD, convexAdam-style deformable registration (SSD cost volume over a
+ * discrete displacement set on a coarse grid, coupled convex optimisation with smoothing, forward
+ * and backward fields symmetrised, Adam instance optimisation with a diffusion regulariser) and
+ * the Jacobian determinant statistics that decide whether the deformable result is kept. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/status.h"
+#include "pipeline/atlas/atlasInt.h"
+
+void atlas_reg_opts_default(atlas_reg_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->affine_iters = 80;
+    o->deformable = 1;
+    o->disp_radius = 3;
+    o->adam_iters = 60;
+    o->adam_lr = 0.3f;
+    o->lambda = 0.1f;
+    o->fold_max = 0.01;
+    o->fine_iters = 30;
+}
+
+void atlas_reg_clear(atlas_reg *r)
+{
+    free(r->u);
+    r->u = NULL;
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Foreground centroid (world) of a [0,1] image: voxels above the mean intensity. */
+static void centroid(const atlas_grid *g, const float *img, double c[3])
+{
+    size_t n = atlas_grid_voxels(g);
+    double mean = 0;
+    for (size_t i = 0; i < n; i++) mean += img[i];
+    mean /= (double)n;
+    double s[3] = {0, 0, 0}, w = 0;
+    for (int k = 0; k < g->nz; k++)
+        for (int j = 0; j < g->ny; j++)
+            for (int i = 0; i < g->nx; i++) {
+                float v = img[i + (size_t)g->nx * (j + (size_t)g->ny * k)];
+                if (v <= mean) continue;
+                s[0] += i, s[1] += j, s[2] += k, w += 1;
+            }
+    double m[12];
+    atlas_grid_to_world(g, m);
+    double p[3] = {w > 0 ? s[0] / w : g->nx / 2.0, w > 0 ? s[1] / w : g->ny / 2.0, w > 0 ? s[2] / w : g->nz / 2.0};
+    for (int i = 0; i < 3; i++) c[i] = m[i * 4] * p[0] + m[i * 4 + 1] * p[1] + m[i * 4 + 2] * p[2] + m[i * 4 + 3];
+}
+
+/* 2x average pooling of c channels [c][nz][ny][nx] (ceil) with the nn/ op. */
+static int pool2(nn_backend *b, const float *in, int c, const int n[3], float *out, int on[3], char *err,
+                 size_t errlen)
+{
+    nn_op_desc d;
+    nn_op_desc_init(&d, NN_OP_AVG_POOL);
+    for (int i = 0; i < 3; i++) d.k[i] = 2, d.stride[i] = 2;
+    d.ceil_mode = 1;
+    d.count_include_pad = 0;
+    for (int i = 0; i < 3; i++) on[i] = (n[i] + 1) / 2;
+    if (!out) return 0;
+    int64_t sh[1][5] = {{1, c, n[2], n[1], n[0]}};
+    const float *ins[1] = {in};
+    return atlas__op_once(b, &d, 1, (const int64_t(*)[5])sh, ins, out, err, errlen);
+}
+
+static double mean_ssd(const float *a, const float *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = a[i] - b[i];
+        s += e * e;
+    }
+    return s / (double)n;
+}
+
+/* 3x3x3 box smoothing of a 3-channel field, twice (nn/ average pooling, borders not counted). */
+static int smooth3(nn_backend *b, float *u, const int n[3], float *tmp, char *err, size_t errlen)
+{
+    nn_op_desc d;
+    nn_op_desc_init(&d, NN_OP_AVG_POOL);
+    for (int i = 0; i < 3; i++) d.k[i] = 3, d.pad[i] = 1;
+    d.count_include_pad = 0;
+    int64_t sh[1][5] = {{1, 3, n[2], n[1], n[0]}};
+    for (int r = 0; r < 2; r++) {
+        const float *ins[1] = {u};
+        int rc = atlas__op_once(b, &d, 1, (const int64_t(*)[5])sh, ins, tmp, err, errlen);
+        if (rc) return rc;
+        memcpy(u, tmp, sizeof(float) * 3 * (size_t)n[0] * n[1] * n[2]);
+    }
+    return 0;
+}
+
+/* Coupled convex optimisation over the cost volume: argmin_d C(d) + a*|d - smooth(u)|^2 for
+ * growing a, starting from the plain argmin. u is [3][S] in coarse voxels. */
+static int coupled_convex(nn_backend *b, const float *cost, int r, const int n[3], float *u, char *err,
+                          size_t errlen)
+{
+    const int L = 2 * r + 1, L3 = L * L * L;
+    const size_t S = (size_t)n[0] * n[1] * n[2];
+    double mc = 0;
+    for (size_t i = 0; i < (size_t)L3 * S; i += 7) mc += cost[i];
+    mc = mc / (double)((size_t)L3 * S / 7 + 1) + 1e-9;
+    float *us = malloc(sizeof(float) * 3 * S), *tmp = malloc(sizeof(float) * 3 * S);
+    if (!us || !tmp) {
+        free(us), free(tmp);
+        return sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+    }
+    static const float alphas[] = {0.0f, 0.01f, 0.03f, 0.1f, 0.3f, 1.0f};
+    int rc = 0;
+    for (int it = 0; it < (int)(sizeof alphas / sizeof alphas[0]) && !rc; it++) {
+        const float a = (float)(alphas[it] * mc);
+        if (it) {
+            memcpy(us, u, sizeof(float) * 3 * S);
+            if ((rc = smooth3(b, us, n, tmp, err, errlen))) break;
+        }
+#pragma omp parallel for schedule(static)
+        for (size_t b0 = 0; b0 < S; b0 += 256) {   /* blocks of voxels: cost rows stay in cache */
+            const size_t b1 = b0 + 256 < S ? b0 + 256 : S;
+            float best[256];
+            int bd[256];
+            for (size_t i = b0; i < b1; i++) best[i - b0] = INFINITY, bd[i - b0] = L3 / 2;
+            for (int d = 0; d < L3; d++) {
+                const float dx = (float)(d % L - r), dy = (float)((d / L) % L - r), dz = (float)(d / (L * L) - r);
+                const float *cd = cost + (size_t)d * S;
+                for (size_t i = b0; i < b1; i++) {
+                    float c = cd[i];
+                    if (a > 0) {
+                        float ex = dx - us[i], ey = dy - us[S + i], ez = dz - us[2 * S + i];
+                        c += a * (ex * ex + ey * ey + ez * ez);
+                    }
+                    if (c < best[i - b0]) best[i - b0] = c, bd[i - b0] = d;
+                }
+            }
+            for (size_t i = b0; i < b1; i++) {
+                const int d = bd[i - b0];
+                u[i] = (float)(d % L - r);
+                u[S + i] = (float)((d / L) % L - r);
+                u[2 * S + i] = (float)(d / (L * L) - r);
+            }
+        }
+    }
+    free(us);
+    free(tmp);
+    return rc;
+}
+
+/* Jacobian determinant statistics of x -> x + u(x) (u in voxels, central differences). */
+static void jacobian_stats(const float *u, const int n[3], atlas_reg *r)
+{
+    const size_t S = (size_t)n[0] * n[1] * n[2];
+    const int nx = n[0], ny = n[1], nz = n[2];
+    double folds = 0, sum = 0, sum2 = 0, mn = INFINITY, mx = -INFINITY, cnt = 0;
+#pragma omp parallel for reduction(+ : folds, sum, sum2, cnt) reduction(min : mn) reduction(max : mx)
+    for (int k = 1; k < nz - 1; k++)
+        for (int j = 1; j < ny - 1; j++)
+            for (int i = 1; i < nx - 1; i++) {
+                size_t p = i + (size_t)nx * (j + (size_t)ny * k);
+                double J[3][3];
+                for (int c = 0; c < 3; c++) {
+                    const float *uc = u + c * S;
+                    J[c][0] = (uc[p + 1] - uc[p - 1]) * 0.5 + (c == 0);
+                    J[c][1] = (uc[p + nx] - uc[p - nx]) * 0.5 + (c == 1);
+                    J[c][2] = (uc[p + (size_t)nx * ny] - uc[p - (size_t)nx * ny]) * 0.5 + (c == 2);
+                }
+                double det = J[0][0] * (J[1][1] * J[2][2] - J[1][2] * J[2][1]) -
+                             J[0][1] * (J[1][0] * J[2][2] - J[1][2] * J[2][0]) +
+                             J[0][2] * (J[1][0] * J[2][1] - J[1][1] * J[2][0]);
+                if (!(det > 0)) folds += 1;
+                sum += det, sum2 += det * det, cnt += 1;
+                mn = det < mn ? det : mn;
+                mx = det > mx ? det : mx;
+            }
+    if (cnt < 1) cnt = 1;
+    r->fold_fraction = folds / cnt;
+    r->jac_min = mn, r->jac_max = mx;
+    double m = sum / cnt;
+    r->jac_std = sqrt(fmax(0, sum2 / cnt - m * m));
+}
+
+int atlas_reg_warp_mind(nn_backend *b, const atlas_reg *r, const atlas_prep *atlas, float *out, char *err,
+                        size_t errlen)
+{
+    const atlas_grid *g = &r->grid;
+    const size_t S = atlas_grid_voxels(g);
+    double toa[12], m[12];
+    atlas_grid_from_world(&atlas->grid, toa);
+    atlas__affine_mul(toa, r->A, m);   /* target working voxel -> atlas working voxel */
+    float *aff = r->u ? malloc(sizeof(float) * 12 * S) : out;
+    if (!aff) return sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+    const atlas_grid *ag = &atlas->grid;
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < g->nz; k++)
+        for (int j = 0; j < g->ny; j++)
+            for (int i = 0; i < g->nx; i++) {
+                double x = m[0] * i + m[1] * j + m[2] * k + m[3], y = m[4] * i + m[5] * j + m[6] * k + m[7],
+                       z = m[8] * i + m[9] * j + m[10] * k + m[11];
+                size_t p = i + (size_t)g->nx * (j + (size_t)g->ny * k);
+                for (int c = 0; c < 12; c++)
+                    aff[c * S + p] = atlas__sample(atlas->mind + c * atlas_grid_voxels(ag), ag->nx, ag->ny, ag->nz,
+                                                   x, y, z, 0.0f);
+            }
+    if (!r->u) return 0;
+    nn_op_desc d;
+    nn_op_desc_init(&d, NN_OP_WARP);
+    int64_t sh[2][5] = {{1, 12, g->nz, g->ny, g->nx}, {1, 3, g->nz, g->ny, g->nx}};
+    const float *ins[2] = {aff, r->u};
+    int rc = atlas__op_once(b, &d, 2, (const int64_t(*)[5])sh, ins, out, err, errlen);
+    free(aff);
+    return rc;
+}
+
+/* Affine descent in coarse voxel space: q(p) = c + B (p - c) + t, on the warped-SSD gradient. */
+static int affine_descent(nn_backend *b, const float *F, const float *M, const int n[3], int iters, double Q[12],
+                          char *err, size_t errlen)
+{
+    const size_t S = (size_t)n[0] * n[1] * n[2];
+    float *u = malloc(sizeof(float) * 3 * S), *g = malloc(sizeof(float) * 3 * S);
+    if (!u || !g) {
+        free(u), free(g);
+        return sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+    }
+    nn_op_desc d;
+    nn_op_desc_init(&d, NN_OP_WARP_SSD_GRAD);
+    int64_t sh[3][5] = {{1, 12, n[2], n[1], n[0]}, {1, 12, n[2], n[1], n[0]}, {1, 3, n[2], n[1], n[0]}};
+    atlas__op op;
+    int rc = atlas__op_new(b, &d, 3, (const int64_t(*)[5])sh, &op, err, errlen);
+    double c[3] = {(n[0] - 1) / 2.0, (n[1] - 1) / 2.0, (n[2] - 1) / 2.0};
+    double R = fmax(n[0], fmax(n[1], n[2])) / 2.0;
+    double P[12] = {0}, m1[12] = {0}, m2[12] = {0};   /* B - I (scaled by R) and t */
+    const double lr_t = 0.3, lr_b = 0.01;
+    for (int it = 0; it < iters && !rc; it++) {
+        double B[9], t[3];
+        for (int i = 0; i < 3; i++) {
+            for (int j = 0; j < 3; j++) B[i * 3 + j] = (i == j) + P[i * 4 + j];
+            t[i] = P[i * 4 + 3];
+        }
+#pragma omp parallel for schedule(static)
+        for (int k = 0; k < n[2]; k++)
+            for (int j = 0; j < n[1]; j++)
+                for (int i = 0; i < n[0]; i++) {
+                    size_t p = i + (size_t)n[0] * (j + (size_t)n[1] * k);
+                    double q[3] = {i - c[0], j - c[1], k - c[2]};
+                    u[p] = (float)(B[0] * q[0] + B[1] * q[1] + B[2] * q[2] - q[0] + t[0]);
+                    u[S + p] = (float)(B[3] * q[0] + B[4] * q[1] + B[5] * q[2] - q[1] + t[1]);
+                    u[2 * S + p] = (float)(B[6] * q[0] + B[7] * q[1] + B[8] * q[2] - q[2] + t[2]);
+                }
+        const float *ins[3] = {it ? NULL : F, it ? NULL : M, u};
+        if ((rc = atlas__op_run(&op, ins, g, err, errlen))) break;
+        double G[12] = {0};
+        for (int k = 0; k < n[2]; k++)
+            for (int j = 0; j < n[1]; j++)
+                for (int i = 0; i < n[0]; i++) {
+                    size_t p = i + (size_t)n[0] * (j + (size_t)n[1] * k);
+                    double q[3] = {(i - c[0]) / R, (j - c[1]) / R, (k - c[2]) / R};
+                    for (int a = 0; a < 3; a++) {
+                        double ga = g[a * S + p];
+                        G[a * 4] += ga * q[0], G[a * 4 + 1] += ga * q[1], G[a * 4 + 2] += ga * q[2], G[a * 4 + 3] += ga;
+                    }
+                }
+        for (int i = 0; i < 12; i++) {   /* Adam on the 12 parameters */
+            double gi = G[i] / (double)S;
+            m1[i] = 0.9 * m1[i] + 0.1 * gi;
+            m2[i] = 0.999 * m2[i] + 0.001 * gi * gi;
+            double mh = m1[i] / (1 - pow(0.9, it + 1)), vh = m2[i] / (1 - pow(0.999, it + 1));
+            double lr = (i % 4 == 3 ? lr_t : lr_b) * (1.0 - 0.7 * it / (double)iters);
+            double step = lr * mh / (sqrt(vh) + 1e-12);
+            P[i] -= step;
+        }
+    }
+    atlas__op_free(&op);
+    free(u);
+    free(g);
+    /* q = c + B (p - c) + t  =>  Q = [B | c - B c + t] (B scaled back from the R-normalised space) */
+    for (int i = 0; i < 3; i++) {
+        double tc = c[i] + P[i * 4 + 3];
+        for (int j = 0; j < 3; j++) {
+            Q[i * 4 + j] = (i == j) + P[i * 4 + j];
+            tc -= Q[i * 4 + j] * c[j];
+        }
+        Q[i * 4 + 3] = tc;
+    }
+    return rc;
+}
+
+/* Adam on a displacement field u [3][n] (voxels of that grid): loss = mean_c (M(p + u) - F)^2
+ * (gradient by the nn/ op) + lambda |grad u|^2 (diffusion, Neumann borders). */
+static int adam_field(nn_backend *b, const float *F, const float *M, const int n[3], float *u, int iters, float lr,
+                      float lam, char *err, size_t errlen)
+{
+    if (iters <= 0) return 0;
+    const size_t Sc = (size_t)n[0] * n[1] * n[2];
+    nn_op_desc dg;
+    nn_op_desc_init(&dg, NN_OP_WARP_SSD_GRAD);
+    int64_t sh[3][5] = {{1, 12, n[2], n[1], n[0]}, {1, 12, n[2], n[1], n[0]}, {1, 3, n[2], n[1], n[0]}};
+    atlas__op op;
+    int rc = atlas__op_new(b, &dg, 3, (const int64_t(*)[5])sh, &op, err, errlen);
+    if (rc) return rc;
+    float *m1 = calloc(3 * Sc, sizeof(float)), *m2 = calloc(3 * Sc, sizeof(float));
+    float *g3 = malloc(sizeof(float) * 3 * Sc);
+    if (!m1 || !m2 || !g3) rc = sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+    const int nx = n[0], ny = n[1], nz = n[2];
+    for (int it = 0; it < iters && !rc; it++) {
+        const float *ins[3] = {it ? NULL : F, it ? NULL : M, u};
+        if ((rc = atlas__op_run(&op, ins, g3, err, errlen))) break;
+        const float b1c = 1.0f - powf(0.9f, (float)(it + 1)), b2c = 1.0f - powf(0.999f, (float)(it + 1));
+        /* gradient into g3 first (the Laplacian reads u), then the step */
+#pragma omp parallel for schedule(static)
+        for (int k = 0; k < nz; k++)
+            for (int j = 0; j < ny; j++)
+                for (int i = 0; i < nx; i++) {
+                    size_t p = i + (size_t)nx * (j + (size_t)ny * k);
+                    for (int c = 0; c < 3; c++) {
+                        const float *uc = u + c * Sc;
+                        float v = uc[p], lap = 0;
+                        if (i > 0) lap += uc[p - 1] - v;
+                        if (i < nx - 1) lap += uc[p + 1] - v;
+                        if (j > 0) lap += uc[p - nx] - v;
+                        if (j < ny - 1) lap += uc[p + nx] - v;
+                        if (k > 0) lap += uc[p - (size_t)nx * ny] - v;
+                        if (k < nz - 1) lap += uc[p + (size_t)nx * ny] - v;
+                        size_t q = c * Sc + p;
+                        float gr = g3[q] - 2.0f * lam * lap;
+                        m1[q] = 0.9f * m1[q] + 0.1f * gr;
+                        m2[q] = 0.999f * m2[q] + 0.001f * gr * gr;
+                        g3[q] = lr * (m1[q] / b1c) / (sqrtf(m2[q] / b2c) + 1e-8f);
+                    }
+                }
+        for (size_t i = 0; i < 3 * Sc; i++) u[i] -= g3[i];
+    }
+    free(m1);
+    free(m2);
+    free(g3);
+    atlas__op_free(&op);
+    return rc;
+}
+
+int atlas_register(nn_backend *b, const atlas_prep *target, const atlas_prep *atlas, const atlas_reg_opts *o,
+                   atlas_reg *r, char *err, size_t errlen)
+{
+    atlas_reg_opts def;
+    if (!o) atlas_reg_opts_default(&def), o = &def;
+    double t0 = now_s();
+    memset(r, 0, sizeof *r);
+    r->grid = target->grid;
+    const atlas_grid *g = &target->grid;
+    const size_t S = atlas_grid_voxels(g);
+    int nw[3] = {g->nx, g->ny, g->nz}, nc[3];
+    pool2(b, NULL, 0, nw, NULL, nc, err, errlen);
+    const size_t Sc = (size_t)nc[0] * nc[1] * nc[2];
+    float *W = malloc(sizeof(float) * 12 * S), *Fc = malloc(sizeof(float) * 12 * Sc),
+          *Mc = malloc(sizeof(float) * 12 * Sc);
+    float *cost = NULL, *uf = NULL, *ub = NULL, *tmp = NULL, *g3 = NULL;
+    int rc = 0;
+    if (!W || !Fc || !Mc) {
+        rc = sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+        goto out;
+    }
+    /* 1. moments: translate the atlas's foreground centroid onto the target's */
+    double ct[3], ca[3], tw[12];
+    centroid(g, target->img, ct);
+    centroid(&atlas->grid, atlas->img, ca);
+    atlas_grid_to_world(g, tw);
+    double M0[12] = {1, 0, 0, ca[0] - ct[0], 0, 1, 0, ca[1] - ct[1], 0, 0, 1, ca[2] - ct[2]};
+    atlas__affine_mul(M0, tw, r->A);
+    if ((rc = atlas_reg_warp_mind(b, r, atlas, W, err, errlen))) goto out;
+    if ((rc = pool2(b, target->mind, 12, nw, Fc, nc, err, errlen))) goto out;
+    if ((rc = pool2(b, W, 12, nw, Mc, nc, err, errlen))) goto out;
+    r->ssd_moments = mean_ssd(W, target->mind, 12 * S);
+    if (o->verbose) fprintf(stderr, "atlas:   %-10s %.2f s\n", "moments", now_s() - t0);
+    /* 2. affine descent on the coarse grid; compose back to working voxels */
+    if (o->affine_iters > 0) {
+        /* on the coarse grid (x2); pooling once more (x4) measurably loses accuracy */
+        double Q[12], Sm[12] = {0.5, 0, 0, -0.25, 0, 0.5, 0, -0.25, 0, 0, 0.5, -0.25}, Si[12], Qw[12];
+        if ((rc = affine_descent(b, Fc, Mc, nc, o->affine_iters, Q, err, errlen))) goto out;
+        atlas__affine_inverse(Sm, Si);
+        atlas__affine_mul(Q, Sm, Qw);
+        atlas__affine_mul(Si, Qw, Qw);
+        atlas__affine_mul(r->A, Qw, r->A);
+        if ((rc = atlas_reg_warp_mind(b, r, atlas, W, err, errlen))) goto out;
+        if ((rc = pool2(b, W, 12, nw, Mc, nc, err, errlen))) goto out;
+    }
+    r->ssd_affine = mean_ssd(W, target->mind, 12 * S);
+    r->ssd_final = r->ssd_affine;
+    if (!o->deformable) goto done;
+    /* 3. discrete search both ways, coupled convex optimisation */
+    const int rad = o->disp_radius, L3 = (2 * rad + 1) * (2 * rad + 1) * (2 * rad + 1);
+    cost = malloc(sizeof(float) * (size_t)L3 * Sc);
+    uf = malloc(sizeof(float) * 3 * Sc);
+    ub = malloc(sizeof(float) * 3 * Sc);
+    tmp = malloc(sizeof(float) * 3 * Sc);
+    g3 = malloc(sizeof(float) * 3 * Sc);
+    if (!cost || !uf || !ub || !tmp || !g3) {
+        rc = sn_errf(err, errlen, SN_ENOMEM, "out of memory (cost volume %d x %zu)", L3, Sc);
+        goto out;
+    }
+    nn_op_desc d;
+    nn_op_desc_init(&d, NN_OP_SSD_COST);
+    d.k[0] = rad;
+    int64_t sh12[2][5] = {{1, 12, nc[2], nc[1], nc[0]}, {1, 12, nc[2], nc[1], nc[0]}};
+    {
+        const float *ins[2] = {Fc, Mc};
+        if ((rc = atlas__op_once(b, &d, 2, (const int64_t(*)[5])sh12, ins, cost, err, errlen))) goto out;
+        if ((rc = coupled_convex(b, cost, rad, nc, uf, err, errlen))) goto out;
+        const float *inb[2] = {Mc, Fc};
+        if ((rc = atlas__op_once(b, &d, 2, (const int64_t(*)[5])sh12, inb, cost, err, errlen))) goto out;
+        if ((rc = coupled_convex(b, cost, rad, nc, ub, err, errlen))) goto out;
+    }
+    if (o->verbose) fprintf(stderr, "atlas:   %-10s %.2f s\n", "discrete", now_s() - t0);
+    free(cost);
+    cost = NULL;
+    /* 4. inverse consistency: uf <- (uf - ub o (id + uf)) / 2 and the same for ub */
+    {
+        nn_op_desc dw;
+        nn_op_desc_init(&dw, NN_OP_WARP);
+        int64_t sh3[2][5] = {{1, 3, nc[2], nc[1], nc[0]}, {1, 3, nc[2], nc[1], nc[0]}};
+        for (int it = 0; it < 10 && !rc; it++) {
+            const float *i1[2] = {ub, uf}, *i2[2] = {uf, ub};
+            if ((rc = atlas__op_once(b, &dw, 2, (const int64_t(*)[5])sh3, i1, tmp, err, errlen))) break;
+            if ((rc = atlas__op_once(b, &dw, 2, (const int64_t(*)[5])sh3, i2, g3, err, errlen))) break;
+            for (size_t i = 0; i < 3 * Sc; i++) {
+                float a = 0.5f * (uf[i] - tmp[i]), c = 0.5f * (ub[i] - g3[i]);
+                uf[i] = a, ub[i] = c;
+            }
+        }
+        if (rc) goto out;
+        const float *i1[2] = {ub, uf};
+        if ((rc = atlas__op_once(b, &dw, 2, (const int64_t(*)[5])sh3, i1, tmp, err, errlen))) goto out;
+        double e = 0;
+        for (size_t i = 0; i < Sc; i++) {
+            double a = uf[i] + tmp[i], c = uf[Sc + i] + tmp[Sc + i], z = uf[2 * Sc + i] + tmp[2 * Sc + i];
+            e += sqrt(a * a + c * c + z * z);
+        }
+        r->ice_mm = e / (double)Sc * 2.0 * g->spacing[0];
+    }
+    if (o->verbose) fprintf(stderr, "atlas:   %-10s %.2f s\n", "symmetrise", now_s() - t0);
+    /* 5. instance optimisation on the coarse grid: Adam on uf (warped SSD gradient + diffusion) */
+    if ((rc = adam_field(b, Fc, Mc, nc, uf, o->adam_iters, o->adam_lr, o->lambda, err, errlen))) goto out;
+    /* 6. up to the working grid (x2 in voxels), Jacobian, keep or fall back */
+    if (!(r->u = malloc(sizeof(float) * 3 * S))) {
+        rc = sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+        goto out;
+    }
+    {
+        nn_op_desc du;
+        nn_op_desc_init(&du, NN_OP_UPSAMPLE_LINEAR);
+        du.size[0] = g->nz, du.size[1] = g->ny, du.size[2] = g->nx;
+        int64_t sh[1][5] = {{1, 3, nc[2], nc[1], nc[0]}};
+        const float *ins[1] = {uf};
+        if ((rc = atlas__op_once(b, &du, 1, (const int64_t(*)[5])sh, ins, r->u, err, errlen))) goto out;
+        for (size_t i = 0; i < 3 * S; i++) r->u[i] *= 2.0f;
+        /* a few steps on the working grid itself for the detail the coarse grid cannot hold */
+        if (o->fine_iters > 0 &&   /* W still holds the affinely warped atlas MIND */
+            (rc = adam_field(b, target->mind, W, nw, r->u, o->fine_iters, o->adam_lr, o->lambda, err, errlen)))
+            goto out;
+        int bad = 0;
+        for (size_t i = 0; i < 3 * S; i++) bad |= !isfinite(r->u[i]);
+        if (!bad) jacobian_stats(r->u, nw, r);
+        if (bad || r->fold_fraction > o->fold_max) {
+            snprintf(r->warning, sizeof r->warning,
+                     bad ? "deformable registration diverged (NaN); affine kept"
+                         : "deformable registration folds %.2f%% of voxels (limit %.2f%%); affine kept",
+                     100 * r->fold_fraction, 100 * o->fold_max);
+            r->fell_back = 1;
+            free(r->u);
+            r->u = NULL;
+        }
+    }
+    if ((rc = atlas_reg_warp_mind(b, r, atlas, W, err, errlen))) goto out;
+    r->ssd_final = mean_ssd(W, target->mind, 12 * S);
+done:
+    r->seconds = now_s() - t0;
+    if (o->verbose)
+        fprintf(stderr, "atlas: ssd moments %.5f affine %.5f final %.5f fold %.4f%% ice %.2f mm %.2f s%s%s\n",
+                r->ssd_moments, r->ssd_affine, r->ssd_final, 100 * r->fold_fraction, r->ice_mm, r->seconds,
+                r->warning[0] ? " - " : "", r->warning);
+out:
+    free(W), free(Fc), free(Mc), free(cost), free(uf), free(ub), free(tmp), free(g3);
+    if (rc) atlas_reg_clear(r);
+    return rc;
+}

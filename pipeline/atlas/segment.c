@@ -1,0 +1,143 @@
+/* pipeline/atlas/segment.c — multi-atlas segmentation of a pipeline_volume with atlases from the
+ * library folder (method_atlas.h). The worker's plug-in is method_atlas.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/status.h"
+#include "pipeline/atlas/method_atlas.h"
+
+void pipeline_atlas_opts_default(pipeline_atlas_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->fusion = ATLAS_FUSE_JLF;
+    o->work_mm = 0;
+}
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+}
+
+static void vol_grid(const pipeline_volume *v, atlas_grid *g)
+{
+    g->nx = v->nx, g->ny = v->ny, g->nz = v->nz;
+    memcpy(g->spacing, v->spacing, sizeof g->spacing);
+    memcpy(g->origin, v->origin, sizeof g->origin);
+    memcpy(g->direction, v->direction, sizeof g->direction);
+}
+
+static void note_add(char *note, size_t n, const char *fmt, const char *s)
+{
+    if (!note || !n) return;
+    size_t l = strlen(note);
+    if (l + 1 < n) snprintf(note + l, n - l, fmt, s);
+}
+
+int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *v, uint16_t *out, char *note,
+                           size_t notelen, char *err, size_t errlen)
+{
+    if (note && notelen) note[0] = 0;
+    if (o->n_atlases < 1 || o->n_atlases > 16)
+        return sn_errf(err, errlen, SN_EINVAL, "the atlas method needs 1 to 16 atlases (got %d)", o->n_atlases);
+    if (!v->data) return sn_errf(err, errlen, SN_EINVAL, "the atlas method needs a float volume");
+    atlas_prep *atl[16] = {0}, *tp = NULL;
+    atlas_reg regs[16];
+    memset(regs, 0, sizeof regs);
+    nn_backend *b = NULL;
+    uint8_t *lab = NULL;
+    int na = 0, rc = 0;
+    uint8_t want[256] = {0}, have[256] = {0};
+    for (int i = 0; i < o->n_labels; i++)
+        if (o->labels[i] > 0 && o->labels[i] < 256) want[o->labels[i]] = 1;
+    int useful = 0;
+    for (int a = 0; a < o->n_atlases; a++) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/%s", o->library, o->atlases[a]);
+        if ((rc = atlas_prep_load(dir, &atl[na], err, errlen))) {
+            rc = sn_errf(err, errlen, SN_ENOENT, "atlas %s is not in the library %s", o->atlases[a], o->library);
+            goto out;
+        }
+        uint8_t in[256] = {0};
+        const size_t n = atlas_grid_voxels(&atl[na]->lgrid);
+        for (size_t i = 0; i < n; i++) in[atl[na]->labels[i]] = 1;
+        int u = 0;
+        for (int l = 1; l < 256; l++) {
+            have[l] |= in[l];
+            u |= in[l] && (!o->n_labels || want[l]);
+        }
+        useful |= u;
+        na++;
+    }
+    if (!useful) {
+        rc = sn_errf(err, errlen, SN_EINVAL, "no atlas among the %d given holds any of the requested labels", na);
+        goto out;
+    }
+    atlas_grid tg;
+    vol_grid(v, &tg);
+    double t0 = now_ms();
+    if ((rc = nn_backend_cpu_new(o->threads > 0 ? o->threads : 2, &b, err, errlen))) goto out;
+    if ((rc = atlas_prep_new(b, &tg, v->data, NULL, o->work_mm, &tp, err, errlen))) goto out;
+    atlas_reg_opts ro;
+    atlas_reg_opts_default(&ro);
+    ro.verbose = o->verbose;
+    int fallbacks = 0;
+    for (int a = 0; a < na; a++) {
+        if ((rc = atlas_register(b, tp, atl[a], &ro, &regs[a], err, errlen))) goto out;
+        if (regs[a].fell_back) {
+            fallbacks++;
+            note_add(note, notelen, "%s; ", regs[a].warning);
+        }
+    }
+    int order[16], k = o->select_k > 0 && o->select_k < na ? o->select_k : na;
+    atlas_select(regs, na, order);
+    const atlas_prep *ap[16];
+    atlas_reg rr[16];
+    for (int i = 0; i < k; i++) ap[i] = atl[order[i]], rr[i] = regs[order[i]];
+    const size_t n = atlas_grid_voxels(&tg);
+    if (!(lab = malloc(n))) {
+        rc = sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = atlas_fuse(b, tp, ap, rr, k, o->fusion, &tg, lab, err, errlen))) goto out;
+    uint8_t keep[256] = {0};
+    keep[2] = keep[3] = keep[7] = 1;   /* fat, muscle, ribs: many components by nature */
+    atlas_postprocess(lab, tg.nx, tg.ny, tg.nz, keep);
+    size_t count[256] = {0};
+    for (size_t i = 0; i < n; i++) {
+        int l = lab[i];
+        if (o->n_labels && !want[l]) l = 0;
+        out[i] = (uint16_t)l;
+        count[l]++;
+    }
+    if (note && notelen) {
+        char buf[96];
+        snprintf(buf, sizeof buf, "%d of %d atlases fused (%s), %.1f s", k, na, atlas_fusion_name(o->fusion),
+                 (now_ms() - t0) / 1000.0);
+        note_add(note, notelen, "%s", buf);
+        if (fallbacks) {
+            snprintf(buf, sizeof buf, ", %d registration(s) fell back to affine", fallbacks);
+            note_add(note, notelen, "%s", buf);
+        }
+        int first = 1;
+        for (int l = 1; l < 256; l++)
+            if ((o->n_labels ? want[l] : have[l]) && !count[l]) {
+                snprintf(buf, sizeof buf, "%s%d", first ? "; empty labels (outside the field of view?): " : ",", l);
+                note_add(note, notelen, "%s", buf);
+                first = 0;
+            }
+    }
+out:
+    free(lab);
+    for (int a = 0; a < na; a++) {
+        atlas_prep_free(atl[a]);
+        atlas_reg_clear(&regs[a]);
+    }
+    atlas_prep_free(tp);
+    nn_backend_free(b);
+    return rc;
+}
+

@@ -1,0 +1,351 @@
+/* tests/atlas/atlas_eval.c — leave-one-out evaluation of the atlas method on phantom subjects:
+ * CT atlases (subject/ct + subject/seg/ct.dcm) registered to one target subject's modalities,
+ * fused by every method and compared with that subject's ground-truth SEG per modality. Prints
+ * one line per (modality, method, label) with Dice and HD95 (mm), plus registration timings.
+ * With --check LABEL:MODALITY:METHOD:MIN it exits 1 when a Dice is below MIN (the ctest test).
+ * Used by tests/atlas/eval.py (the full table) and tests/bench/register. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/status.h"
+#include "pipeline/atlas/atlas.h"
+#include "pipeline/labels.h"
+#include "pipeline/segread.h"
+#include "pipeline/volume.h"
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void vol_grid(const pipeline_volume *v, atlas_grid *g)
+{
+    g->nx = v->nx, g->ny = v->ny, g->nz = v->nz;
+    memcpy(g->spacing, v->spacing, sizeof g->spacing);
+    memcpy(g->origin, v->origin, sizeof g->origin);
+    memcpy(g->direction, v->direction, sizeof g->direction);
+}
+
+/* Series + its SEG as (volume, uint8 labels). */
+static int load(const char *series, const char *segpath, const pipeline_labels *table, pipeline_volume **v,
+                uint8_t **lab)
+{
+    char err[1024];
+    pipeline_volume_opts o;
+    pipeline_volume_opts_default(&o);
+    o.threads = 2;
+    if (pipeline_volume_read_dir(series, &o, v, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    if (!lab) return 0;
+    size_t n = (size_t)(*v)->nx * (*v)->ny * (*v)->nz;
+    uint16_t *l16 = calloc(n, 2);
+    pipeline_seg *seg = NULL;
+    pipeline_seg_import_report rep;
+    if (!l16 || pipeline_seg_read(segpath, &seg, err, sizeof err) ||
+        pipeline_seg_to_labels(seg, *v, table, l16, &rep, err, sizeof err)) {
+        fprintf(stderr, "%s: %s\n", segpath, err);
+        free(l16);
+        pipeline_seg_free(seg);
+        return -1;
+    }
+    pipeline_seg_free(seg);
+    *lab = malloc(n);
+    for (size_t i = 0; i < n; i++) (*lab)[i] = l16[i] > 255 ? 0 : (uint8_t)l16[i];
+    free(l16);
+    return 0;
+}
+
+static int cmpd(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Surface voxels (world mm) of label l, at most `cap` (evenly subsampled). */
+static int surface(const uint8_t *L, const atlas_grid *g, int l, double *pts, int cap)
+{
+    size_t total = 0;
+    const int nx = g->nx, ny = g->ny, nz = g->nz;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t step = pass ? total / (size_t)cap + 1 : 1, cnt = 0;
+        int m = 0;
+        double w[12];
+        atlas_grid_to_world(g, w);
+        for (int k = 0; k < nz; k++)
+            for (int j = 0; j < ny; j++)
+                for (int i = 0; i < nx; i++) {
+                    size_t p = i + (size_t)nx * (j + (size_t)ny * k);
+                    if (L[p] != l) continue;
+                    int edge = i == 0 || j == 0 || k == 0 || i == nx - 1 || j == ny - 1 || k == nz - 1 ||
+                               L[p - 1] != l || L[p + 1] != l || L[p - nx] != l || L[p + nx] != l ||
+                               L[p - (size_t)nx * ny] != l || L[p + (size_t)nx * ny] != l;
+                    if (!edge) continue;
+                    if (!pass) {
+                        total++;
+                        continue;
+                    }
+                    if (cnt++ % step) continue;
+                    for (int r = 0; r < 3; r++) pts[m * 3 + r] = w[r * 4] * i + w[r * 4 + 1] * j + w[r * 4 + 2] * k;
+                    m++;
+                }
+        if (pass) return m;
+    }
+    return 0;
+}
+
+static double hd95(const uint8_t *A, const uint8_t *B, const atlas_grid *g, int l)
+{
+    enum { CAP = 3000 };
+    double *pa = malloc(sizeof(double) * 3 * CAP), *pb = malloc(sizeof(double) * 3 * CAP);
+    int na = surface(A, g, l, pa, CAP), nb = surface(B, g, l, pb, CAP);
+    double res = NAN;
+    if (na && nb) {
+        double *d = malloc(sizeof(double) * (size_t)(na + nb));
+        for (int dir = 0; dir < 2; dir++) {
+            const double *p = dir ? pb : pa, *q = dir ? pa : pb;
+            int np = dir ? nb : na, nq = dir ? na : nb;
+#pragma omp parallel for
+            for (int i = 0; i < np; i++) {
+                double best = INFINITY;
+                for (int j = 0; j < nq; j++) {
+                    double dx = p[i * 3] - q[j * 3], dy = p[i * 3 + 1] - q[j * 3 + 1], dz = p[i * 3 + 2] - q[j * 3 + 2];
+                    double e = dx * dx + dy * dy + dz * dz;
+                    best = e < best ? e : best;
+                }
+                d[(dir ? na : 0) + i] = sqrt(best);
+            }
+        }
+        qsort(d, (size_t)(na + nb), sizeof(double), cmpd);
+        res = d[(size_t)(0.95 * (na + nb - 1))];
+        free(d);
+    }
+    free(pa);
+    free(pb);
+    return res;
+}
+
+/* MetaImage (.mhd + .raw) of a float or uint8 volume, for the elastix / plastimatch comparison. */
+static void write_mhd(const char *dir, const char *name, const atlas_grid *g, const void *data, int u8)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.mhd", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) return;
+    fprintf(f, "ObjectType = Image\nNDims = 3\nDimSize = %d %d %d\nElementSpacing = %.9g %.9g %.9g\n", g->nx, g->ny,
+            g->nz, g->spacing[0], g->spacing[1], g->spacing[2]);
+    fprintf(f, "Offset = %.9g %.9g %.9g\nTransformMatrix =", g->origin[0], g->origin[1], g->origin[2]);
+    for (int c = 0; c < 3; c++)
+        for (int r = 0; r < 3; r++) fprintf(f, " %.9g", g->direction[r * 3 + c]);
+    fprintf(f, "\nElementType = %s\nElementDataFile = %s.raw\n", u8 ? "MET_UCHAR" : "MET_FLOAT", name);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/%s.raw", dir, name);
+    f = fopen(path, "wb");
+    if (!f) return;
+    fwrite(data, u8 ? 1 : 4, atlas_grid_voxels(g), f);
+    fclose(f);
+}
+
+typedef struct check {
+    int label;
+    char mod[16], method[16];
+    double min;
+} check;
+
+int main(int argc, char **argv)
+{
+    const char *export_dir = NULL;
+    const char *mods = "ct,cbct,mr-t1,mr-t2,pet", *table_path = NULL, *labels_show = "8,9,10,11,14";
+    double work_mm = 0, lambda = -1, lr = -1;
+    int fast = 0, affine_only = 0, iters = -1, radius = -1, fine = -1, nchk = 0, verbose = 0, fails = 0;
+    check chk[32];
+    int argi = 1;
+    for (; argi < argc && argv[argi][0] == '-'; argi++) {
+        const char *a = argv[argi];
+        if (!strcmp(a, "--modalities") && argi + 1 < argc) mods = argv[++argi];
+        else if (!strcmp(a, "--labels") && argi + 1 < argc) labels_show = argv[++argi];
+        else if (!strcmp(a, "--label-table") && argi + 1 < argc) table_path = argv[++argi];
+        else if (!strcmp(a, "--work-mm") && argi + 1 < argc) work_mm = atof(argv[++argi]);
+        else if (!strcmp(a, "--fast")) fast = 1;
+        else if (!strcmp(a, "--export") && argi + 1 < argc) export_dir = argv[++argi];
+        else if (!strcmp(a, "--affine-only")) affine_only = 1;
+        else if (!strcmp(a, "--lambda") && argi + 1 < argc) lambda = atof(argv[++argi]);
+        else if (!strcmp(a, "--lr") && argi + 1 < argc) lr = atof(argv[++argi]);
+        else if (!strcmp(a, "--iters") && argi + 1 < argc) iters = atoi(argv[++argi]);
+        else if (!strcmp(a, "--radius") && argi + 1 < argc) radius = atoi(argv[++argi]);
+        else if (!strcmp(a, "--fine") && argi + 1 < argc) fine = atoi(argv[++argi]);
+        else if (!strcmp(a, "-v")) verbose = 1;
+        else if (!strcmp(a, "--check") && argi + 1 < argc && nchk < 32) {
+            check *c = &chk[nchk++];
+            if (sscanf(argv[++argi], "%d:%15[^:]:%15[^:]:%lf", &c->label, c->mod, c->method, &c->min) != 4) {
+                fprintf(stderr, "bad --check\n");
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (argc - argi < 2 || !table_path) {
+        fprintf(stderr, "usage: atlas_eval --label-table FILE [--modalities LIST] [--work-mm MM] [--fast]\n"
+                        "                  [--check LABEL:MOD:METHOD:MIN]... TARGET_SUBJECT ATLAS_SUBJECT...\n");
+        return 2;
+    }
+    char err[1024], path[4096], segp[4096];
+    pipeline_labels *table = NULL;
+    if (pipeline_labels_load(table_path, &table, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    nn_backend *b = NULL;
+    if (nn_backend_cpu_new(2, &b, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    const char *tdir = argv[argi];
+    int na = argc - argi - 1;
+    atlas_prep **atl = calloc((size_t)na, sizeof *atl);
+    double tprep = now_s();
+    for (int a = 0; a < na; a++) {
+        pipeline_volume *v = NULL;
+        uint8_t *lab = NULL;
+        snprintf(path, sizeof path, "%s/ct", argv[argi + 1 + a]);
+        snprintf(segp, sizeof segp, "%s/seg/ct.dcm", argv[argi + 1 + a]);
+        if (load(path, segp, table, &v, &lab)) return 1;
+        atlas_grid g;
+        vol_grid(v, &g);
+        if (export_dir) {
+            char nm[64];
+            snprintf(nm, sizeof nm, "atlas%d_img", a);
+            write_mhd(export_dir, nm, &g, v->data, 0);
+            snprintf(nm, sizeof nm, "atlas%d_lab", a);
+            write_mhd(export_dir, nm, &g, lab, 1);
+        }
+        if (atlas_prep_new(b, &g, v->data, lab, work_mm, &atl[a], err, sizeof err)) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        pipeline_volume_free(v);
+        free(lab);
+    }
+    printf("# %d atlases prepared in %.2f s (working grid %.2f mm)\n", na, now_s() - tprep, atl[0]->grid.spacing[0]);
+    int show[64], nshow = 0;
+    for (const char *p = labels_show; *p && nshow < 64;) {
+        show[nshow++] = atoi(p);
+        p = strchr(p, ',');
+        if (!p) break;
+        p++;
+    }
+    printf("%-6s %-9s %-14s %7s %8s\n", "mod", "method", "label", "dice", "hd95_mm");
+    char modlist[256];
+    snprintf(modlist, sizeof modlist, "%s", mods);
+    for (char *mod = strtok(modlist, ","); mod; mod = strtok(NULL, ",")) {
+        pipeline_volume *v = NULL;
+        uint8_t *gt = NULL;
+        snprintf(path, sizeof path, "%s/%s", tdir, mod);
+        snprintf(segp, sizeof segp, "%s/seg/%s.dcm", tdir, mod);
+        if (load(path, segp, table, &v, &gt)) return 1;
+        atlas_grid tg;
+        vol_grid(v, &tg);
+        if (export_dir) {
+            char nm[64];
+            snprintf(nm, sizeof nm, "target_%s_img", mod);
+            write_mhd(export_dir, nm, &tg, v->data, 0);
+            snprintf(nm, sizeof nm, "target_%s_lab", mod);
+            write_mhd(export_dir, nm, &tg, gt, 1);
+        }
+        atlas_prep *tp = NULL;
+        double t0 = now_s();
+        if (atlas_prep_new(b, &tg, v->data, NULL, work_mm, &tp, err, sizeof err)) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        double tprep_t = now_s() - t0;
+        atlas_reg *regs = calloc((size_t)na, sizeof *regs);
+        atlas_reg_opts ro;
+        atlas_reg_opts_default(&ro);
+        ro.verbose = verbose;
+        if (fast) ro.adam_iters = 40;
+        if (affine_only) ro.deformable = 0;
+        if (lambda >= 0) ro.lambda = (float)lambda;
+        if (lr > 0) ro.adam_lr = (float)lr;
+        if (iters >= 0) ro.adam_iters = iters;
+        if (radius >= 0) ro.disp_radius = radius;
+        if (fine >= 0) ro.fine_iters = fine;
+        double treg = 0;
+        for (int a = 0; a < na; a++) {
+            if (atlas_register(b, tp, atl[a], &ro, &regs[a], err, sizeof err)) {
+                fprintf(stderr, "register: %s\n", err);
+                return 1;
+            }
+            treg += regs[a].seconds;
+            if (regs[a].warning[0]) printf("# %s atlas %d: %s\n", mod, a, regs[a].warning);
+            printf("# %s atlas %d: ssd %.4f -> %.4f -> %.4f, folding %.3f%%, |J| %.2f..%.2f, ice %.2f mm, %.2f s\n",
+                   mod, a, regs[a].ssd_moments, regs[a].ssd_affine, regs[a].ssd_final, 100 * regs[a].fold_fraction,
+                   regs[a].jac_min, regs[a].jac_max, regs[a].ice_mm, regs[a].seconds);
+        }
+        printf("# %s: target prep %.2f s, %.2f s per registration\n", mod, tprep_t, treg / na);
+        size_t n = atlas_grid_voxels(&tg);
+        uint8_t *seg = malloc(n);
+        int order[16];
+        atlas_select(regs, na, order);
+        /* methods: single (best atlas after affine, affine+deformable), affine-only majority, fusions */
+        const char *methods[] = {"single", "mv", "local", "jlf"};
+        for (int m = 0; m < 4; m++) {
+            const atlas_prep *ap[16];
+            atlas_reg rr[16];
+            int k = m == 0 ? 1 : na;
+            for (int a = 0; a < k; a++) ap[a] = atl[order[a]], rr[a] = regs[order[a]];
+            atlas_fusion f = m <= 1 ? ATLAS_FUSE_MAJORITY : m == 2 ? ATLAS_FUSE_LOCAL : ATLAS_FUSE_JLF;
+            double tf = now_s();
+            if (atlas_fuse(b, tp, ap, rr, k, f, &tg, seg, err, sizeof err)) {
+                fprintf(stderr, "fuse: %s\n", err);
+                return 1;
+            }
+            uint8_t keep[256] = {0};
+            keep[2] = keep[3] = keep[7] = 1;   /* fat, muscle, ribs: many components */
+            atlas_postprocess(seg, tg.nx, tg.ny, tg.nz, keep);
+            double tfuse = now_s() - tf;
+            double dsum = 0;
+            for (int s = 0; s < nshow; s++) {
+                int l = show[s];
+                size_t ia = 0, ib = 0, iab = 0;
+                for (size_t i = 0; i < n; i++) {
+                    ia += seg[i] == l, ib += gt[i] == l, iab += seg[i] == l && gt[i] == l;
+                }
+                double dice = ia + ib ? 2.0 * iab / (double)(ia + ib) : 1.0;
+                double h = hd95(seg, gt, &tg, l);
+                const pipeline_label *pl = pipeline_labels_by_number(table, l);
+                const char *name = pl ? pl->name : NULL;
+                printf("%-6s %-9s %-14s %7.3f %8.2f%s\n", mod, methods[m], name ? name : "?", dice, h,
+                       ib == 0 ? "  (not in GT)" : ia == 0 ? "  (empty)" : "");
+                dsum += dice;
+                for (int c = 0; c < nchk; c++)
+                    if (chk[c].label == l && !strcmp(chk[c].mod, mod) && !strcmp(chk[c].method, methods[m]) &&
+                        !(dice >= chk[c].min)) {
+                        printf("FAIL: %s %s %s dice %.3f < %.3f\n", mod, methods[m], name ? name : "?", dice, chk[c].min);
+                        fails++;
+                    }
+            }
+            printf("%-6s %-9s %-14s %7.3f %8s  fusion %.2f s\n", mod, methods[m], "mean", dsum / nshow, "", tfuse);
+        }
+        free(seg);
+        for (int a = 0; a < na; a++) atlas_reg_clear(&regs[a]);
+        free(regs);
+        atlas_prep_free(tp);
+        pipeline_volume_free(v);
+        free(gt);
+        fflush(stdout);
+    }
+    for (int a = 0; a < na; a++) atlas_prep_free(atl[a]);
+    free(atl);
+    nn_backend_free(b);
+    pipeline_labels_free(table);
+    return fails ? 1 : 0;
+}

@@ -1,0 +1,206 @@
+#!/usr/bin/python3
+"""tests/atlas/eval.py — leave-one-out evaluation of the atlas method on `small` phantoms.
+
+For every subject in turn: CT atlases of the other subjects, targets CT, CBCT, MR T1, MR T2 and
+PET of the left-out one. Runs build/tests/atlas/atlas_eval (segnode's registration and fusion)
+and prints its table (Dice and HD95 per label, modality and fusion method, seconds per
+registration); then, on the same pairs, Debian's elastix (affine + B-spline, Mattes mutual
+information) and plastimatch (affine + B-spline, MI) with majority vote, Dice and seconds.
+Not run by ctest (minutes); tests/atlas/run_short.sh is the short version.
+
+usage: eval.py --build BUILD_DIR [--subjects 4] [--seed 7] [--out DIR] [--loo 1] [--no-baselines]
+              [--skip-ours] [--baseline-atlases 1] [--modalities ct,cbct,mr-t1,mr-t2,pet]
+"""
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+LABELS = {8: "liver", 9: "spleen", 10: "kidney_left", 11: "kidney_right", 14: "myocardium"}
+MODS = ["ct", "cbct", "mr-t1", "mr-t2", "pet"]
+
+ELASTIX_AFFINE = """(FixedInternalImagePixelType "float")(MovingInternalImagePixelType "float")
+(Registration "MultiResolutionRegistration")(Metric "AdvancedMattesMutualInformation")
+(Transform "AffineTransform")(Optimizer "AdaptiveStochasticGradientDescent")
+(NumberOfResolutions 3)(MaximumNumberOfIterations 200)(NumberOfHistogramBins 32)
+(ImageSampler "RandomCoordinate")(NumberOfSpatialSamples 2048)(NewSamplesEveryIteration "true")
+(AutomaticTransformInitialization "true")(AutomaticTransformInitializationMethod "CenterOfGravity")
+(AutomaticScalesEstimation "true")(Interpolator "BSplineInterpolator")
+(ResampleInterpolator "FinalBSplineInterpolator")(FinalBSplineInterpolationOrder 0)
+(Resampler "DefaultResampler")(FixedImagePyramid "FixedSmoothingImagePyramid")
+(MovingImagePyramid "MovingSmoothingImagePyramid")(DefaultPixelValue 0)(WriteResultImage "false")
+(HowToCombineTransforms "Compose")(ResultImageFormat "mhd")
+"""
+ELASTIX_BSPLINE = ELASTIX_AFFINE.replace('(Transform "AffineTransform")', '(Transform "BSplineTransform")') \
+    .replace("(AutomaticTransformInitialization \"true\")", "") \
+    .replace('(Registration "MultiResolutionRegistration")', '(Registration "MultiMetricMultiResolutionRegistration")') \
+    .replace('(Metric "AdvancedMattesMutualInformation")',
+             '(Metric "AdvancedMattesMutualInformation" "TransformBendingEnergyPenalty")(Metric0Weight 1.0)(Metric1Weight 0.05)') \
+    + "(FinalGridSpacingInPhysicalUnits 16)(GridSpacingSchedule 4 2 1)\n"
+
+PLASTIMATCH_CMD = """[GLOBAL]
+fixed={fixed}
+moving={moving}
+vf_out={vf}
+[STAGE]
+xform=affine
+optim=rsg
+impl=itk
+metric=mi
+max_its=100
+res=4 4 4
+[STAGE]
+xform=bspline
+impl=plastimatch
+metric=mi
+max_its=50
+grid_spac=20 20 20
+res=2 2 2
+regularization_lambda=0.005
+"""
+
+
+def read_mhd(path):
+    hdr = {}
+    for line in open(path):
+        k, _, v = line.partition("=")
+        hdr[k.strip()] = v.strip()
+    dims = [int(x) for x in hdr["DimSize"].split()]
+    dt = np.uint8 if hdr["ElementType"] == "MET_UCHAR" else (np.float32 if hdr["ElementType"] == "MET_FLOAT" else np.int16)
+    if hdr["ElementType"] == "MET_SHORT":
+        dt = np.int16
+    raw = os.path.join(os.path.dirname(path), hdr["ElementDataFile"])
+    return np.fromfile(raw, dtype=dt).reshape(dims[::-1])
+
+
+def dice(a, b, l):
+    x, y = a == l, b == l
+    s = x.sum() + y.sum()
+    return 2.0 * (x & y).sum() / s if s else 1.0
+
+
+def run_ours(build, target, atlases, out):
+    cmd = [os.path.join(build, "tests/atlas/atlas_eval"), "--label-table",
+           os.path.join(os.path.dirname(__file__), "../../etc/labels.tsv"), "--export", out, target] + atlases
+    t = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        sys.exit("atlas_eval failed: " + r.stderr)
+    return r.stdout, time.time() - t
+
+
+def run_elastix(exp, mod, na, work):
+    labs, secs = [], []
+    for a in range(na):
+        d = os.path.abspath(os.path.join(work, f"elx_{mod}_{a}"))
+        os.makedirs(d, exist_ok=True)
+        # elastix reads one parameter per line
+        open(os.path.join(d, "affine.txt"), "w").write(ELASTIX_AFFINE.replace(")(", ")\n("))
+        open(os.path.join(d, "bspline.txt"), "w").write(ELASTIX_BSPLINE.replace(")(", ")\n("))
+        t = time.time()
+        r = subprocess.run(["elastix", "-f", f"{exp}/target_{mod}_img.mhd", "-m", f"{exp}/atlas{a}_img.mhd",
+                            "-p", f"{d}/affine.txt", "-p", f"{d}/bspline.txt", "-out", d, "-threads", "2"],
+                           capture_output=True, text=True)
+        secs.append(time.time() - t)
+        if r.returncode:
+            return None, secs
+        tp = open(f"{d}/TransformParameters.1.txt").read()
+        tp = re.sub(r"\(FinalBSplineInterpolationOrder \d\)", "(FinalBSplineInterpolationOrder 0)", tp)
+        tp = re.sub(r'\(ResultImagePixelType "[a-z]+"\)', '(ResultImagePixelType "unsigned char")', tp)
+        open(f"{d}/tp_nn.txt", "w").write(tp)   # its initial transform path is absolute (d is)
+        subprocess.run(["transformix", "-in", f"{exp}/atlas{a}_lab.mhd", "-tp", f"{d}/tp_nn.txt", "-out", d],
+                       capture_output=True, text=True)
+        res = glob.glob(f"{d}/result.mhd")
+        if not res:
+            return None, secs
+        labs.append(read_mhd(res[0]).astype(np.int32))
+    return labs, secs
+
+
+def run_plastimatch(exp, mod, na, work):
+    labs, secs = [], []
+    for a in range(na):
+        d = os.path.join(work, f"plm_{mod}_{a}")
+        os.makedirs(d, exist_ok=True)
+        cmd = PLASTIMATCH_CMD.format(fixed=f"{exp}/target_{mod}_img.mhd", moving=f"{exp}/atlas{a}_img.mhd",
+                                     vf=f"{d}/vf.mha")
+        open(f"{d}/cmd.txt", "w").write(cmd)
+        t = time.time()
+        r = subprocess.run(["plastimatch", "register", f"{d}/cmd.txt"], capture_output=True, text=True)
+        secs.append(time.time() - t)
+        if r.returncode:
+            return None, secs
+        subprocess.run(["plastimatch", "convert", "--input", f"{exp}/atlas{a}_lab.mhd", "--xf", f"{d}/vf.mha",
+                        "--fixed", f"{exp}/target_{mod}_img.mhd", "--interpolation", "nn",
+                        "--output-img", f"{d}/lab.mha", "--output-type", "uchar"], capture_output=True, text=True)
+        if not os.path.exists(f"{d}/lab.mha"):
+            return None, secs
+        subprocess.run(["plastimatch", "convert", "--input", f"{d}/lab.mha", "--output-img", f"{d}/lab.mhd"],
+                       capture_output=True, text=True)
+        labs.append(read_mhd(f"{d}/lab.mhd").astype(np.int32))
+    return labs, secs
+
+
+def majority(labs):
+    stack = np.stack(labs)
+    votes = np.stack([(stack == l).sum(0) for l in range(256)])
+    return votes.argmax(0)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--subjects", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--out", default="/tmp/segnode-atlas-eval")
+    ap.add_argument("--loo", type=int, default=1, help="how many subjects to leave out in turn")
+    ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--skip-ours", action="store_true", help="reuse the export of an earlier run")
+    ap.add_argument("--baseline-atlases", type=int, default=1,
+                    help="atlases registered by elastix / plastimatch per target (they take minutes each)")
+    ap.add_argument("--modalities", default=",".join(MODS))
+    args = ap.parse_args()
+    ph = os.path.join(args.out, "phantoms")
+    if not os.path.exists(os.path.join(ph, f"subject-{args.subjects:03d}", "seg", "pet.dcm")):
+        shutil.rmtree(ph, ignore_errors=True)
+        subprocess.run([os.path.join(args.build, "tools/phantom/segnode-phantom"), "--out", ph, "--subjects",
+                        str(args.subjects), "--modalities", ",".join(MODS), "--size", "small", "--seed",
+                        str(args.seed)], check=True, capture_output=True)
+    subjects = sorted(glob.glob(os.path.join(ph, "subject-*")))
+    for t in range(min(args.loo, len(subjects))):
+        target = subjects[-1 - t]
+        atlases = [s for s in subjects if s != target]
+        exp = os.path.join(args.out, f"export-{t}")
+        os.makedirs(exp, exist_ok=True)
+        print(f"## target {os.path.basename(target)}, atlases {', '.join(os.path.basename(a) for a in atlases)}")
+        if not args.skip_ours:
+            table, secs = run_ours(args.build, target, atlases, exp)
+            print(table)
+        if args.no_baselines:
+            continue
+        for tool, fn in (("elastix", run_elastix), ("plastimatch", run_plastimatch)):
+            if not shutil.which(tool):
+                print(f"# {tool}: not installed")
+                continue
+            for mod in args.modalities.split(","):
+                labs, s = fn(exp, mod, min(args.baseline_atlases, len(atlases)), exp)
+                if labs is None:
+                    print(f"{mod:6s} {tool:11s} failed ({np.mean(s):.1f} s)")
+                    continue
+                gt = read_mhd(f"{exp}/target_{mod}_lab.mhd")
+                for name, seg in (("single", labs[0]),) + ((("mv", majority(labs)),) if len(labs) > 1 else ()):
+                    ds = [dice(seg, gt, l) for l in LABELS]
+                    print(f"{mod:6s} {tool + '-' + name:18s} " +
+                          " ".join(f"{LABELS[l]}={d:.3f}" for l, d in zip(LABELS, ds)) +
+                          f" mean={np.mean(ds):.3f} {np.mean(s):.1f} s/registration")
+                sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

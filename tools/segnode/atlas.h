@@ -1,0 +1,14 @@
+/* tools/segnode/atlas.h — the atlas subcommand and the atlas method of `segnode segment`
+ * (tools/segnode/atlas.c). */
+#ifndef SEGNODE_TOOLS_ATLAS_H
+#define SEGNODE_TOOLS_ATLAS_H
+#include <stdint.h>
+#include "pipeline/volume.h"
+
+/* `segnode atlas import|list`; returns a CLI exit code. */
+int segnode_atlas(int argc, char **argv);
+
+/* Segment volume v with the comma-separated library atlases `names`, fusion "majority", "local"
+ * or "jlf" (NULL = jlf), into out[nx*ny*nz] label values. Returns a CLI exit code. */
+int segnode_atlas_segment(const pipeline_volume *v, const char *names, const char *fusion, uint16_t *out);
+#endif
