@@ -31,6 +31,8 @@ static const char *g_reject_names[SN_REJECT__COUNT] = {
     [SN_REJECT_NO_CONTEXT] = "no_presentation_context",
     [SN_REJECT_PROTOCOL] = "protocol",
     [SN_REJECT_SHUTDOWN] = "shutdown",
+    [SN_REJECT_TLS] = "tls",
+    [SN_REJECT_PEER_HOST] = "peer_host",
 };
 
 void sn_metric_add(sn_metric m, int64_t delta)

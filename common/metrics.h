@@ -31,6 +31,8 @@ typedef enum sn_reject {
     SN_REJECT_NO_CONTEXT,        /* no acceptable presentation context */
     SN_REJECT_PROTOCOL,          /* malformed request */
     SN_REJECT_SHUTDOWN,          /* node is stopping */
+    SN_REJECT_TLS,               /* TLS handshake failed (untrusted or missing certificate, ...) */
+    SN_REJECT_PEER_HOST,         /* check_peer_host: calling AE connected from another address */
     SN_REJECT__COUNT
 } sn_reject;
 

@@ -1,8 +1,10 @@
 /* scp/scp.h — the DICOM edge of the node, as plain C over DCMTK's dcmnet.
  * SCP: our own listener and a bounded pool of joined worker threads (not DcmSCPPool, see
  * ../shared/DCMTK-NOTES.md), association policy (called/calling AE, peer permissions, disk
- * watermark, max associations), C-ECHO, C-STORE (durable before Success), C-FIND (Study Root).
- * SCU: C-ECHO and C-STORE to a configured peer. Nagle is disabled on every association.
+ * watermark, max associations, check_peer_host), C-ECHO, C-STORE (durable before Success),
+ * C-FIND (Study Root); optionally a second, DICOM TLS, listener on [node] tls_port.
+ * SCU: C-ECHO and C-STORE to a configured peer, over TLS when the peer says tls = yes.
+ * Nagle is disabled on every association.
  * No DCMTK type appears here; the implementation is in scp/ C++ files. */
 #ifndef SEGNODE_SCP_SCP_H
 #define SEGNODE_SCP_SCP_H
@@ -24,8 +26,11 @@ typedef struct scp_server scp_server;
 typedef sn_config *(*scp_config_fn)(void *ctx);
 
 /* Bind [node] bind:port of `cfg` and start the listener and up to max_associations worker
- * threads. `st` is borrowed and must outlive the server. Errors: SN_EBUSY (port in use),
- * SN_ENET. */
+ * threads; with tls_port > 0 also a TLS listener on bind:tls_port with its own threads (the
+ * max_associations limit counts both ports). Listeners and TLS files are fixed at open; a
+ * SIGHUP reload does not change them. `st` is borrowed and must outlive the server. Errors:
+ * SN_EBUSY (a port in use), SN_ENET, SN_ECONFIG (a TLS key or certificate OpenSSL will not load,
+ * or key and certificate do not match; err names the file). */
 int scp_server_open(const sn_config *cfg, store *st, scp_config_fn get_config, void *ctx,
                     scp_server **out, char *err, size_t errlen);
 
@@ -39,7 +44,9 @@ int scp_server_active(const scp_server *srv);
 /* ---- SCU ----------------------------------------------------------------------------------- */
 
 /* C-ECHO `peer` as [node] ae_title of `cfg`. 0 on success, else SN_ENET / SN_EREFUSED (err says
- * whether the association was rejected, aborted, or the echo failed). */
+ * whether the association was rejected, aborted, or the echo failed; a failed TLS handshake is
+ * SN_ENET with "TLS handshake with ..."), SN_ECONFIG when our TLS files will not load. The same
+ * holds for scp_scu_send. */
 int scp_scu_echo(const sn_config *cfg, const sn_peer *peer, char *err, size_t errlen);
 
 /* Per-file outcome of scp_scu_send. */

@@ -35,6 +35,23 @@ extern const int scp__n_plain_syntaxes;
 /* Fill err with "what: condition text" and return a status (SN_ENET unless refined). */
 int scp__cond(const OFCondition &cond, const char *what, char *err, size_t errlen);
 
+class DcmTLSTransportLayer;
+
+/* A failed TLS handshake or TLS I/O (dcmtls conditions, or dcmnet's DULC_TLSERROR). */
+inline bool scp__is_tls_error(const OFCondition &cond)
+{
+    return cond.bad() && (cond.module() == 11 /* OFM_dcmtls */ ||
+                          (cond.module() == OFM_dcmnet && cond.code() == DULC_TLSERROR));
+}
+
+/* A TLS transport layer from [node] tls_* of `cfg`: our certificate and key, the trusted
+ * certificates (file or folder), the profile, and peer verification (outbound: always required;
+ * inbound: required or checked-if-presented per tls_require_peer_certificate). `acceptor` picks
+ * the server side. On success *out is new and owned by the caller (delete it after every network
+ * using it is dropped). Errors: SN_ECONFIG (a file OpenSSL will not load, key does not match the
+ * certificate), SN_EUNSUPPORTED (DCMTK built without OpenSSL); err says which. */
+int scp__tls_new(const sn_config *cfg, bool acceptor, DcmTLSTransportLayer **out, char *err, size_t errlen);
+
 /* Trim DICOM padding (trailing spaces) from a fixed char array/OFString value. */
 std::string scp__trim(const char *s);
 

@@ -6,8 +6,13 @@
 #include "dcmtk/dcmjpeg/djdecode.h"
 #include "dcmtk/dcmjpls/djdecode.h"
 #include "dcmtk/oflog/oflog.h"
+#ifdef WITH_OPENSSL
+#include "dcmtk/dcmtls/tlslayer.h"
+#endif
 
+#include <memory>
 #include <mutex>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdlib.h>
 
@@ -72,6 +77,63 @@ int scp__cond(const OFCondition &cond, const char *what, char *err, size_t errle
     else if (cond == DIMSE_NODATAAVAILABLE || cond == DUL_READTIMEOUT)
         status = SN_ETIMEOUT;
     return sn_errf(err, errlen, status, "%s: %s", what, cond.text());
+}
+
+int scp__tls_new(const sn_config *cfg, bool acceptor, DcmTLSTransportLayer **out, char *err, size_t errlen)
+{
+    *out = nullptr;
+#ifdef WITH_OPENSSL
+    static std::once_flag once;
+    std::call_once(once, [] { DcmTLSTransportLayer::initializeOpenSSL(); });
+    const sn_node_config *n = &cfg->node;
+    const char *side = acceptor ? "TLS (server side)" : "TLS (client side)";
+    std::unique_ptr<DcmTLSTransportLayer> tls(
+        new DcmTLSTransportLayer(acceptor ? NET_ACCEPTOR : NET_REQUESTOR, nullptr, OFFalse));
+    if (!*tls)
+        return sn_errf(err, errlen, SN_EINTERNAL, "%s: cannot create an OpenSSL context", side);
+    DcmTLSSecurityProfile profile = TSP_Profile_BCP195;
+    if (n->tls_profile == SN_TLS_BCP195_ND)
+        profile = TSP_Profile_BCP195_ND;
+    else if (n->tls_profile == SN_TLS_BCP195_EX)
+        profile = TSP_Profile_BCP195_Extended;
+    OFCondition cond = tls->setTLSProfile(profile);
+    if (cond.good())
+        cond = tls->activateCipherSuites();
+    if (cond.bad())
+        return sn_errf(err, errlen, SN_ECONFIG, "%s: tls_profile %s: %s", side,
+                       sn_tls_profile_name(n->tls_profile), cond.text());
+    if (n->tls_private_key[0] || n->tls_certificate[0]) {
+        if (tls->setPrivateKeyFile(n->tls_private_key, DCF_Filetype_PEM).bad())
+            return sn_errf(err, errlen, SN_ECONFIG, "%s: cannot load the private key %s (PEM, unencrypted)",
+                           side, n->tls_private_key);
+        if (tls->setCertificateFile(n->tls_certificate, DCF_Filetype_PEM).bad())
+            return sn_errf(err, errlen, SN_ECONFIG, "%s: cannot load the certificate %s (PEM)", side,
+                           n->tls_certificate);
+        if (!tls->checkPrivateKeyMatchesCertificate())
+            return sn_errf(err, errlen, SN_ECONFIG, "%s: private key %s does not match certificate %s", side,
+                           n->tls_private_key, n->tls_certificate);
+    }
+    const char *trusted = n->tls_trusted_certificates;
+    if (trusted[0]) {
+        struct stat sb;
+        bool dir = stat(trusted, &sb) == 0 && S_ISDIR(sb.st_mode);
+        cond = dir ? tls->addTrustedCertificateDir(trusted, DCF_Filetype_PEM)
+                   : tls->addTrustedCertificateFile(trusted, DCF_Filetype_PEM);
+        if (cond.bad())
+            return sn_errf(err, errlen, SN_ECONFIG, "%s: cannot load trusted certificates from %s: %s", side,
+                           trusted, cond.text());
+    }
+    if (!acceptor || n->tls_require_peer_certificate)
+        tls->setCertificateVerification(DCV_requireCertificate);
+    else
+        tls->setCertificateVerification(trusted[0] ? DCV_checkCertificate : DCV_ignoreCertificate);
+    *out = tls.release();
+    return SN_OK;
+#else
+    (void)cfg;
+    (void)acceptor;
+    return sn_errf(err, errlen, SN_EUNSUPPORTED, "DICOM TLS: this DCMTK was built without OpenSSL");
+#endif
 }
 
 std::string scp__trim(const char *s)

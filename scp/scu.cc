@@ -5,6 +5,10 @@
  * outbox (store/) decides when to call again. */
 #include "scp/scpInt.h"
 
+#ifdef WITH_OPENSSL
+#include "dcmtk/dcmtls/tlslayer.h"
+#endif
+
 #include <map>
 #include <set>
 #include <memory>
@@ -23,6 +27,7 @@ namespace {
 struct scu_assoc {
     T_ASC_Network *net = nullptr;
     T_ASC_Association *assoc = nullptr;
+    DcmTLSTransportLayer *tls = nullptr; /* peer tls = yes; freed after the network */
     bool ok = false;                    /* established and not broken */
 
     ~scu_assoc()
@@ -36,6 +41,9 @@ struct scu_assoc {
         }
         if (net)
             ASC_dropNetwork(&net);
+#ifdef WITH_OPENSSL
+        delete tls;
+#endif
     }
 };
 
@@ -57,6 +65,14 @@ int open_assoc(const sn_config *cfg, const sn_peer *peer,
     OFCondition cond = ASC_initializeNetwork(NET_REQUESTOR, 0, acse, &a.net);
     if (cond.bad())
         return scp__cond(cond, "initialising the network", err, errlen);
+    if (peer->tls) {
+        int rc = scp__tls_new(cfg, false, &a.tls, err, errlen);
+        if (rc != SN_OK)
+            return rc;
+        cond = ASC_setTransportLayer(a.net, (DcmTransportLayer *)a.tls, 0);
+        if (cond.bad())
+            return scp__cond(cond, "setting the TLS transport layer", err, errlen);
+    }
     T_ASC_Parameters *params = nullptr;
     cond = ASC_createAssociationParameters(&params, (long)(cfg->node.max_pdu ? cfg->node.max_pdu : ASC_DEFAULTMAXPDU));
     if (cond.bad())
@@ -65,6 +81,13 @@ int open_assoc(const sn_config *cfg, const sn_peer *peer,
     char addr[320];
     snprintf(addr, sizeof addr, "%s:%d", peer->host, peer->port);
     ASC_setPresentationAddresses(params, "localhost", addr);
+    if (peer->tls) {
+        cond = ASC_setTransportLayerType(params, OFTrue);
+        if (cond.bad()) {
+            ASC_destroyAssociationParameters(&params);
+            return scp__cond(cond, "requesting TLS", err, errlen);
+        }
+    }
     if (contexts.size() > 128) {
         ASC_destroyAssociationParameters(&params);
         return sn_errf(err, errlen, SN_EINVAL, "too many presentation contexts (%zu > 128)", contexts.size());
@@ -93,6 +116,10 @@ int open_assoc(const sn_config *cfg, const sn_peer *peer,
             return sn_errf(err, errlen, SN_EREFUSED, "association to %s (%s at %s) rejected: %s",
                            peer->name, peer->ae_title, addr, text.c_str());
         }
+        if (scp__is_tls_error(cond))
+            return sn_errf(err, errlen, SN_ENET, "TLS handshake with %s (%s at %s) failed (is its certificate "
+                           "signed by tls_trusted_certificates? does it trust ours?): %s", peer->name,
+                           peer->ae_title, addr, cond.text());
         return sn_errf(err, errlen, SN_ENET, "association to %s (%s at %s) failed: %s", peer->name,
                        peer->ae_title, addr, cond.text());
     }

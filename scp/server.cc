@@ -2,15 +2,23 @@
  * and C-FIND (Study Root). DCMTK's DcmSCPPool is not used (it leaks a thread per association
  * and its listener stalls on idle clients in 3.6.7): one listener thread receives associations
  * and hands them to max_associations worker threads that are joined at close.
+ * With [node] tls_port a second dcmnet network (DcmTLSTransportLayer) gets its own threads; both
+ * share the policy code and the association count. check_peer_host compares the socket's peer
+ * address with the [peer] host.
  * C-STORE streams the dataset into a temp file of the store, checks it, then commits it durably
- * (fsync + index) before answering Success. */
+ * (fsync + index) before answering Success; a failed write (disk full) fails only that instance. */
 #include "scp/scpInt.h"
 
 #include "dcmtk/dcmdata/dcostrmf.h"
 #include "dcmtk/dcmnet/dulstruc.h"
+#include "dcmtk/dcmnet/dcmtrans.h"
+#ifdef WITH_OPENSSL
+#include "dcmtk/dcmtls/tlslayer.h"
+#endif
 
 #include <arpa/inet.h>
 #include <atomic>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <mutex>
@@ -32,14 +40,17 @@ extern "C" {
 #define SCP_SPARE_THREADS 2
 
 struct scp_server {
-    T_ASC_Network *net = nullptr;
+    T_ASC_Network *net = nullptr;               /* [node] port */
+    T_ASC_Network *tls_net = nullptr;           /* [node] tls_port, NULL when off */
+    DcmTLSTransportLayer *tls = nullptr;        /* owned; outlives tls_net */
     store *st = nullptr;
     scp_config_fn get_config = nullptr;
     void *ctx = nullptr;
     int pool_size = 0;                          /* max_associations at open */
+    int tls_port = 0;
     uint32_t max_pdu = ASC_DEFAULTMAXPDU;
 
-    std::vector<std::thread> workers;          /* max_associations + SCP_SPARE_THREADS */
+    std::vector<std::thread> workers;          /* max_associations + SCP_SPARE_THREADS per listener */
 
     std::atomic<bool> stopping{false};          /* no new associations */
     std::atomic<bool> abort_now{false};         /* drain time is over: abort what is open */
@@ -52,6 +63,7 @@ namespace {
 
 struct assoc_ctx {
     scp_server *srv;
+    bool secure = false;              /* came in on the TLS port */
     sn_config *cfg;
     const sn_peer *peer;              /* NULL for an unknown AE admitted by accept_unknown */
     T_ASC_Association *assoc;
@@ -93,6 +105,92 @@ bool proposes(T_ASC_Parameters *params, const char *const *classes, int n)
     return false;
 }
 
+/* DcmTransportConnection::getSocket is protected; reach it through a derived class's
+ * pointer-to-member (never instantiated). */
+struct conn_peek : DcmTransportConnection {
+    static DcmNativeSocketType socket_of(DcmTransportConnection *c)
+    {
+        DcmNativeSocketType (DcmTransportConnection::*get)() = &conn_peek::getSocket;
+        return (c->*get)();
+    }
+};
+
+/* The connection's remote address as text ("" if unknown), read from the socket itself: the
+ * presentation address dcmnet reports is whatever the peer wrote in its A-ASSOCIATE-RQ. */
+std::string remote_addr(T_ASC_Association *assoc, struct sockaddr_storage *out)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!assoc || !assoc->DULassociation)
+        return std::string();
+    PRIVATE_ASSOCIATIONKEY *key = (PRIVATE_ASSOCIATIONKEY *)assoc->DULassociation;
+    if (!key->connection)
+        return std::string();
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getpeername(conn_peek::socket_of(key->connection), (struct sockaddr *)&ss, &len) != 0)
+        return std::string();
+    char host[NI_MAXHOST] = "";
+    if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof host, nullptr, 0, NI_NUMERICHOST) != 0)
+        return std::string();
+    if (out)
+        *out = ss;
+    return host;
+}
+
+/* Compare addresses, treating ::ffff:a.b.c.d as a.b.c.d. */
+bool same_addr(const struct sockaddr *x, const struct sockaddr *y)
+{
+    unsigned char a[16], b[16];
+    int na = 0, nb = 0;
+    const struct sockaddr *s[2] = {x, y};
+    unsigned char *d[2] = {a, b};
+    int *n[2] = {&na, &nb};
+    for (int i = 0; i < 2; i++) {
+        if (s[i]->sa_family == AF_INET) {
+            memcpy(d[i], &((const struct sockaddr_in *)s[i])->sin_addr, 4);
+            *n[i] = 4;
+        } else if (s[i]->sa_family == AF_INET6) {
+            const struct in6_addr *a6 = &((const struct sockaddr_in6 *)s[i])->sin6_addr;
+            if (IN6_IS_ADDR_V4MAPPED(a6)) {
+                memcpy(d[i], a6->s6_addr + 12, 4);
+                *n[i] = 4;
+            } else {
+                memcpy(d[i], a6->s6_addr, 16);
+                *n[i] = 16;
+            }
+        }
+    }
+    return na && na == nb && memcmp(a, b, na) == 0;
+}
+
+/* check_peer_host: does `host` (a [peer] host, numeric or a name) resolve to `remote`? Numeric
+ * hosts need no lookup; names are resolved per association (a DNS change applies at once). */
+bool host_matches(const char *host, const struct sockaddr_storage &remote, std::string &why)
+{
+    struct addrinfo hints, *res = nullptr;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST;
+    int gai = getaddrinfo(host, nullptr, &hints, &res);
+    if (gai == EAI_NONAME) {
+        hints.ai_flags = 0;
+        gai = getaddrinfo(host, nullptr, &hints, &res);
+    }
+    if (gai != 0) {
+        why = std::string("cannot resolve '") + host + "': " + gai_strerror(gai);
+        return false;
+    }
+    bool ok = false;
+    for (struct addrinfo *ai = res; ai && !ok; ai = ai->ai_next)
+        ok = same_addr(ai->ai_addr, (const struct sockaddr *)&remote);
+    freeaddrinfo(res);
+    if (!ok)
+        why = std::string("'") + host + "' does not resolve to the connection's address";
+    return ok;
+}
+
 /* Decide on an A-ASSOCIATE-RQ. Returns true when accepted (contexts set), false when rejected
  * (A-ASSOCIATE-RJ already sent). */
 bool negotiate(assoc_ctx &a)
@@ -124,6 +222,19 @@ bool negotiate(assoc_ctx &a)
     }
     a.peer = sn_config_peer_by_ae(cfg, a.calling_ae.c_str());
     unsigned allow;
+    if (a.peer && cfg->node.check_peer_host) {
+        struct sockaddr_storage remote;
+        std::string addr = remote_addr(a.assoc, &remote), why = "remote address unknown";
+        if (addr.empty() || !host_matches(a.peer->host, remote, why)) {
+            SN_LOG_WARN(SCP_LOG, "association rejected: calling AE '%s' ([peer %s], host %s) connected from %s, "
+                        "not from its host (check_peer_host = yes): %s", a.calling_ae.c_str(), a.peer->name,
+                        a.peer->host, addr.empty() ? "?" : addr.c_str(), why.c_str());
+            sn_metric_reject(SN_REJECT_PEER_HOST);
+            reject(a.assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER,
+                   ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
+            return false;
+        }
+    }
     if (a.peer) {
         allow = a.peer->allow;
     } else if (cfg->node.accept_unknown) {
@@ -230,6 +341,53 @@ int get_int(DcmItem *ds, const DcmTagKey &tag)
     long l = s.empty() ? -1 : strtol(s.c_str(), &end, 10);
     return (end && *end == '\0') ? (int)l : -1;
 }
+
+/* DIMSE_receiveDataSetInFile stops reading at the first failed write (disk full), leaving the
+ * rest of the data set in the connection, so the association could only be aborted. This stream
+ * in front of the file accepts every byte: after a failed write it records errno, discards the
+ * rest, and the C-STORE is answered 0xA700 on an association that stays usable. */
+struct null_consumer : DcmConsumer {
+    OFBool good() const override { return OFTrue; }
+    OFCondition status() const override { return EC_Normal; }
+    OFBool isFlushed() const override { return OFTrue; }
+    offile_off_t avail() const override { return 0; }
+    offile_off_t write(const void *, offile_off_t n) override { return n; }
+    void flush() override {}
+};
+
+class write_tolerant_stream : public DcmOutputStream {
+public:
+    write_tolerant_stream(DcmOutputStream *inner, int *write_errno)
+        : DcmOutputStream(&null_), inner_(inner), errno_(write_errno) {}
+    OFBool good() const override { return OFTrue; }
+    OFCondition status() const override { return EC_Normal; }
+    OFBool isFlushed() const override { return *errno_ ? OFTrue : inner_->isFlushed(); }
+    offile_off_t avail() const override { return *errno_ ? 0 : inner_->avail(); }
+    offile_off_t write(const void *buf, offile_off_t n) override
+    {
+        if (*errno_ == 0) {
+            errno = 0;
+            if (inner_->write(buf, n) != n || !inner_->good())
+                *errno_ = errno ? errno : -1;
+        }
+        return n;
+    }
+    void flush() override
+    {
+        if (*errno_ == 0) {
+            errno = 0;
+            inner_->flush();
+            if (!inner_->good())
+                *errno_ = errno ? errno : -1;
+        }
+    }
+    offile_off_t tell() const override { return inner_->tell(); }
+
+private:
+    null_consumer null_;
+    DcmOutputStream *inner_;
+    int *errno_;
+};
 
 /* Validate the received file and index it. Returns 0 (Success) or fills `fail`. */
 bool check_and_commit(assoc_ctx &a, const T_DIMSE_C_StoreRQ &req, const std::string &tmp,
@@ -356,13 +514,18 @@ OFCondition handle_store(assoc_ctx &a, T_ASC_PresentationContextID pid, T_DIMSE_
         cond = DIMSE_createFilestream(OFFilename(tmp), &req, a.assoc, pid, OFTrue, &fs);
         if (cond.good()) {
             T_ASC_PresentationContextID data_pid = 0;
-            cond = DIMSE_receiveDataSetInFile(a.assoc, block, timeout, &data_pid, fs, nullptr, nullptr);
-            bool io_ok = fs->good();
+            int write_errno = 0;
+            {
+                write_tolerant_stream ts(fs, &write_errno);
+                cond = DIMSE_receiveDataSetInFile(a.assoc, block, timeout, &data_pid, &ts, nullptr, nullptr);
+            }
+            bool io_ok = write_errno == 0 && fs->good();
             delete fs; /* closes the file */
             if (cond.good() && data_pid != pid)
                 fail = {STATUS_STORE_Error_CannotUnderstand, "data set sent on another presentation context"};
             else if (cond.good() && !io_ok)
-                fail = {STATUS_STORE_Refused_OutOfResources, "write error while receiving (disk full?)"};
+                fail = {STATUS_STORE_Refused_OutOfResources, std::string("write error while receiving: ") +
+                        (write_errno > 0 ? strerror(write_errno) : "disk full?")};
         } else {
             /* Could not open the stream: still consume the data set so the association stays usable. */
             fail = {STATUS_STORE_Refused_OutOfResources, std::string("cannot write file: ") + cond.text()};
@@ -544,10 +707,11 @@ OFCondition handle_find(assoc_ctx &a, T_ASC_PresentationContextID pid, T_DIMSE_C
 
 /* ---- one association from A-ASSOCIATE-RQ to release -------------------------------------- */
 
-void serve_association(scp_server *srv, T_ASC_Association *assoc)
+void serve_association(scp_server *srv, T_ASC_Association *assoc, bool secure)
 {
     assoc_ctx a;
     a.srv = srv;
+    a.secure = secure;
     a.assoc = assoc;
     a.cfg = srv->get_config(srv->ctx);
     a.peer = nullptr;
@@ -564,7 +728,8 @@ void serve_association(scp_server *srv, T_ASC_Association *assoc)
         } else {
             sn_metric_add(SN_M_ASSOC_ACCEPTED, 1);
             sn_metric_add(SN_M_ASSOC_ACTIVE, 1);
-            SN_LOG_DEBUG(SCP_LOG, "association from %s (%s) accepted", a.calling_ae.c_str(), a.peer_host.c_str());
+            SN_LOG_DEBUG(SCP_LOG, "association from %s (%s) accepted%s", a.calling_ae.c_str(), a.peer_host.c_str(),
+                         secure ? " over TLS" : "");
             int idle_s = 0;
             bool released = false, aborted = false;
             for (;;) {
@@ -645,14 +810,28 @@ void serve_association(scp_server *srv, T_ASC_Association *assoc)
 /* Each pool thread receives an association and serves it, then receives the next. The listen
  * socket is non-blocking, so threads that lose the race for a connection return at once; a
  * client that connects and stays silent ties up one thread for acse_timeout, never the others. */
-void worker_main(scp_server *srv)
+void worker_main(scp_server *srv, T_ASC_Network *net, bool secure)
 {
     /* Keep receiving while draining: newcomers then get a transient reject (serve_association)
      * instead of waiting in the TCP backlog until the socket closes. */
     while (!srv->abort_now.load()) {
         T_ASC_Association *assoc = nullptr;
-        OFCondition cond = ASC_receiveAssociation(srv->net, &assoc, (long)srv->max_pdu, nullptr, nullptr,
-                                                  OFFalse, DUL_NOBLOCK, 1);
+        OFCondition cond = ASC_receiveAssociation(net, &assoc, (long)srv->max_pdu, nullptr, nullptr,
+                                                  secure ? OFTrue : OFFalse, DUL_NOBLOCK, 1);
+        if (scp__is_tls_error(cond)) {
+            /* Untrusted or missing client certificate, wrong protocol, plain DICOM on the TLS
+             * port: the handshake failed before any A-ASSOCIATE-RQ. */
+            std::string addr = remote_addr(assoc, nullptr); /* dcmnet usually frees it first */
+            if (srv->abort_now.load()) { /* unblocked by shutdown_port_sockets */
+                drop_association(assoc);
+                continue;
+            }
+            SN_LOG_WARN(SCP_LOG, "TLS connection%s%s refused, handshake failed: %s", addr.empty() ? "" : " from ",
+                        addr.c_str(), cond.text());
+            sn_metric_reject(SN_REJECT_TLS);
+            drop_association(assoc);
+            continue;
+        }
         if (cond.bad()) {
             /* DUL_NOASSOCIATIONREQUEST: nothing within 1 s; other errors: lost the accept race,
              * or the client went away before its A-ASSOCIATE-RQ. */
@@ -673,7 +852,7 @@ void worker_main(scp_server *srv)
             drop_association(assoc);
         } else {
             try {
-                serve_association(srv, assoc);
+                serve_association(srv, assoc, secure);
             } catch (const std::exception &e) {
                 SN_LOG_ERROR(SCP_LOG, "association failed with an exception: %s", e.what());
             } catch (...) {
@@ -722,6 +901,68 @@ int open_listen_socket(const char *bind_addr, int port, char *err, size_t errlen
     return fd;
 }
 
+/* A dcmnet acceptor network listening on our own socket `fd` (consumed). DCMTK opens its own
+ * listener on an ephemeral port; ours replaces it (same descriptor number, so dcmnet accepts on
+ * our socket and closes it in ASC_dropNetwork). */
+int open_network(int fd, int port, int acse_timeout, T_ASC_Network **out, char *err, size_t errlen)
+{
+    OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, 0, acse_timeout, out);
+    if (cond.bad()) {
+        close(fd);
+        return scp__cond(cond, "initialising the network", err, errlen);
+    }
+    PRIVATE_NETWORKKEY *key = (PRIVATE_NETWORKKEY *)(*out)->network;
+    if (dup2(fd, key->networkSpecific.TCP.listenSocket) < 0) {
+        int e = errno;
+        close(fd);
+        ASC_dropNetwork(out);
+        return sn_errf(err, errlen, SN_ENET, "dup2 listener: %s", strerror(e));
+    }
+    close(fd);
+    key->networkSpecific.TCP.port = port;
+    return SN_OK;
+}
+
+/* A TLS handshake runs inside ASC_receiveAssociation with only dcmnet's socket timeout (60 s)
+ * to end it, so a client that connects to the TLS port and stays silent would hold shutdown that
+ * long. At close, shut down every connected socket on `port` of this process: the blocked read
+ * returns and the handshake fails. Called once open associations have been aborted. */
+void shutdown_port_sockets(int port)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != nullptr) {
+        char *end = nullptr;
+        long fd = strtol(e->d_name, &end, 10);
+        if (!end || *end || fd < 0 || fd == dirfd(d))
+            continue;
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        if (getsockname((int)fd, (struct sockaddr *)&ss, &len) != 0)
+            continue;
+        int p = ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+              : ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) : -1;
+        len = sizeof ss;
+        if (p == port && getpeername((int)fd, (struct sockaddr *)&ss, &len) == 0)
+            shutdown((int)fd, SHUT_RDWR);
+    }
+    closedir(d);
+}
+
+void free_server(scp_server *srv)
+{
+    if (srv->net)
+        ASC_dropNetwork(&srv->net);
+    if (srv->tls_net)
+        ASC_dropNetwork(&srv->tls_net);
+#ifdef WITH_OPENSSL
+    delete srv->tls;
+#endif
+    delete srv;
+}
+
 } // namespace
 
 extern "C" int scp_server_open(const sn_config *cfg, store *st, scp_config_fn get_config, void *ctx,
@@ -739,26 +980,33 @@ extern "C" int scp_server_open(const sn_config *cfg, store *st, scp_config_fn ge
         srv->ctx = ctx;
         srv->pool_size = cfg->node.max_associations > 0 ? cfg->node.max_associations : 1;
         srv->max_pdu = cfg->node.max_pdu ? cfg->node.max_pdu : ASC_DEFAULTMAXPDU;
-        /* DCMTK opens its own listener on an ephemeral port; ours replaces it (same descriptor
-         * number, so dcmnet accepts on our socket and closes it in ASC_dropNetwork). */
-        OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, 0, cfg->node.acse_timeout, &srv->net);
-        if (cond.bad()) {
-            close(fd);
-            delete srv;
-            return scp__cond(cond, "initialising the network", err, errlen);
+        int rc = open_network(fd, cfg->node.port, cfg->node.acse_timeout, &srv->net, err, errlen);
+        srv->tls_port = cfg->node.tls_port;
+        if (rc == SN_OK && cfg->node.tls_port > 0) {
+            /* TLS and its files are checked before the port is taken, so a bad key is reported
+             * as such and not as a failed handshake later. */
+            rc = scp__tls_new(cfg, true, &srv->tls, err, errlen);
+            int tfd = rc == SN_OK ? open_listen_socket(cfg->node.bind, cfg->node.tls_port, err, errlen) : rc;
+            rc = tfd < 0 ? tfd : open_network(tfd, cfg->node.tls_port, cfg->node.acse_timeout, &srv->tls_net, err, errlen);
+            if (rc == SN_OK) {
+                OFCondition cond = ASC_setTransportLayer(srv->tls_net, (DcmTransportLayer *)srv->tls, 0);
+                if (cond.bad())
+                    rc = scp__cond(cond, "setting the TLS transport layer", err, errlen);
+            }
         }
-        PRIVATE_NETWORKKEY *key = (PRIVATE_NETWORKKEY *)srv->net->network;
-        if (dup2(fd, key->networkSpecific.TCP.listenSocket) < 0) {
-            int e = errno;
-            close(fd);
-            ASC_dropNetwork(&srv->net);
-            delete srv;
-            return sn_errf(err, errlen, SN_ENET, "dup2 listener: %s", strerror(e));
+        if (rc != SN_OK) {
+            free_server(srv);
+            return rc;
         }
-        close(fd);
-        key->networkSpecific.TCP.port = cfg->node.port;
         for (int i = 0; i < srv->pool_size + SCP_SPARE_THREADS; i++)
-            srv->workers.emplace_back(worker_main, srv);
+            srv->workers.emplace_back(worker_main, srv, srv->net, false);
+        if (srv->tls_net) {
+            for (int i = 0; i < srv->pool_size + SCP_SPARE_THREADS; i++)
+                srv->workers.emplace_back(worker_main, srv, srv->tls_net, true);
+            SN_LOG_INFO(SCP_LOG, "DICOM TLS on %s:%d (profile %s, peer certificate %s)", cfg->node.bind,
+                        cfg->node.tls_port, sn_tls_profile_name(cfg->node.tls_profile),
+                        cfg->node.tls_require_peer_certificate ? "required" : "optional");
+        }
         SN_LOG_INFO(SCP_LOG, "listening on %s:%d as AE '%s' (max %d associations)", cfg->node.bind,
                     cfg->node.port, cfg->node.ae_title, srv->pool_size);
         *out = srv;
@@ -784,9 +1032,15 @@ extern "C" void scp_server_close(scp_server *srv, int drain_ms)
     if (srv->active.load() > 0)
         SN_LOG_WARN(SCP_LOG, "%d association(s) still open after %d ms; aborting them", srv->active.load(), drain_ms);
     srv->abort_now.store(true);
+    if (srv->tls_net) {
+        /* let serve loops send their A-ABORTs (they poll once a second), then unblock handshakes */
+        int64_t until = sn_mono_ms() + 2000;
+        while (srv->active.load() > 0 && sn_mono_ms() < until)
+            usleep(20 * 1000);
+        shutdown_port_sockets(srv->tls_port);
+    }
     for (std::thread &t : srv->workers)
         if (t.joinable())
             t.join();
-    ASC_dropNetwork(&srv->net);
-    delete srv;
+    free_server(srv);
 }
