@@ -7,10 +7,16 @@ NCHECK=0
 TMP=$(mktemp -d /tmp/segnode-cli-test.XXXXXX)
 PIDS=""
 
+. "$(dirname "${BASH_SOURCE[0]}")/../sanitizer_check.sh"
+
+# cleanup — stop what we started; a sanitizer report in any log under $TMP fails the test.
 cleanup() {
+    local rc=$?
     for p in $PIDS; do kill "$p" 2>/dev/null; done
     for p in $PIDS; do wait "$p" 2>/dev/null; done
+    sanitizer_check "$TMP" || rc=1
     rm -rf "$TMP"
+    exit $rc
 }
 trap cleanup EXIT
 

@@ -17,10 +17,16 @@ NODE=""
 export TCP_NODELAY=1
 unset SEGNODE_CONFIG
 
+. "$(dirname "${BASH_SOURCE[0]}")/../sanitizer_check.sh"
+
+# cleanup — kill what we started; a sanitizer report in any log under $TMP fails the test.
 cleanup() {
+    local rc=$?
     for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
     for p in $PIDS; do wait "$p" 2>/dev/null; done
+    sanitizer_check "$TMP" || rc=1
     rm -rf "$TMP"
+    exit $rc
 }
 trap cleanup EXIT
 
