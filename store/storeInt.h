@@ -113,4 +113,12 @@ int store__match(const char *pattern, const char *value, int ci);
 int store__uid_match(const char *list, const char *value);
 int store__date_match(const char *range, const char *value);
 
+/* Index one instance whose file is already durable at `relpath` (patient, study, series,
+ * instance rows; series counts; a known SOP Instance UID is updated, moved between series if
+ * need be). Runs inside the caller's transaction on the writer connection (w_mu held). Used by
+ * the ingest group commit and by store_job_finish. 0 or a status with err filled. */
+int store__index_instance(store *st, const store_instance_meta *m, const char *relpath, int64_t size,
+                          int64_t received_ms, store_commit_result *res /* OUT */, char *err,
+                          size_t errlen);
+
 #endif

@@ -115,9 +115,9 @@ static int commit__series_add(store *st, int64_t series_id, int64_t d_inst, int6
     return commit__step(s);
 }
 
-static int commit__index_one(store *st, store__gc_req *r)
+int store__index_instance(store *st, const store_instance_meta *m, const char *relpath, int64_t size,
+                          int64_t received_ms, store_commit_result *res, char *err, size_t errlen)
 {
-    const store_instance_meta *m = r->meta;
     sqlite3_stmt *s;
     int64_t patient = 0, study = 0, series = 0, old_id = 0, old_series = 0, old_size = 0;
     int rc, found = 0;
@@ -128,7 +128,7 @@ static int commit__index_one(store *st, store__gc_req *r)
     store__bind_str(s, 2, m->patient_name);
     store__bind_str(s, 3, m->patient_birth_date);
     store__bind_str(s, 4, m->patient_sex);
-    sqlite3_bind_int64(s, 5, r->received_ms);
+    sqlite3_bind_int64(s, 5, received_ms);
     if ((rc = commit__step_id(s, &patient)) != SQLITE_DONE)
         goto err;
 
@@ -142,7 +142,7 @@ static int commit__index_one(store *st, store__gc_req *r)
     store__bind_str(s, 6, m->accession_number);
     store__bind_str(s, 7, m->study_id);
     store__bind_str(s, 8, m->referring_physician);
-    sqlite3_bind_int64(s, 9, r->received_ms);
+    sqlite3_bind_int64(s, 9, received_ms);
     if ((rc = commit__step_id(s, &study)) != SQLITE_DONE)
         goto err;
 
@@ -159,7 +159,7 @@ static int commit__index_one(store *st, store__gc_req *r)
         sqlite3_bind_int(s, 8, m->series_number);
     store__bind_str(s, 9, m->calling_ae);
     store__bind_str(s, 10, m->called_ae);
-    sqlite3_bind_int64(s, 11, r->received_ms);
+    sqlite3_bind_int64(s, 11, received_ms);
     if ((rc = commit__step_id(s, &series)) != SQLITE_DONE)
         goto err;
 
@@ -190,32 +190,38 @@ static int commit__index_one(store *st, store__gc_req *r)
     store__bind_str(s, 4, m->transfer_syntax_uid);
     if (m->instance_number >= 0)
         sqlite3_bind_int(s, 5, m->instance_number);
-    sqlite3_bind_int64(s, 6, r->size);
-    sqlite3_bind_text(s, 7, r->relpath, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 8, r->received_ms);
+    sqlite3_bind_int64(s, 6, size);
+    sqlite3_bind_text(s, 7, relpath, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 8, received_ms);
     if ((rc = commit__step(s)) != SQLITE_DONE)
         goto err;
 
     what = "update series counts";
     if (!found) {
-        rc = commit__series_add(st, series, 1, r->size, 0);
+        rc = commit__series_add(st, series, 1, size, 0);
     } else if (old_series == series) {
-        rc = commit__series_add(st, series, 0, r->size - old_size, 1);
+        rc = commit__series_add(st, series, 0, size - old_size, 1);
     } else {
         /* Same UID, new series: it moves, and the count follows it. */
         rc = commit__series_add(st, old_series, -1, -old_size, 0);
         if (rc == SQLITE_DONE)
-            rc = commit__series_add(st, series, 1, r->size, 1);
+            rc = commit__series_add(st, series, 1, size, 1);
     }
     if (rc != SQLITE_DONE)
         goto err;
 
-    r->res.replaced = found;
-    r->res.size = r->size;
-    r->res.series_id = series;
+    res->replaced = found;
+    res->size = size;
+    res->series_id = series;
     return SN_OK;
 err:
-    return store__dberr(st->wdb, rc, what, r->err, sizeof r->err);
+    return store__dberr(st->wdb, rc, what, err, errlen);
+}
+
+static int commit__index_one(store *st, store__gc_req *r)
+{
+    return store__index_instance(st, r->meta, r->relpath, r->size, r->received_ms, &r->res, r->err,
+                                 sizeof r->err);
 }
 
 static int commit__ws(store *st, int which)

@@ -190,127 +190,15 @@ err:
 
 /* ---- indexing the SEG (inside the caller's transaction, on the writer's statements) -------- */
 
-static int finish__step(sqlite3_stmt *s, int64_t *id /* may be NULL */)
-{
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        if (id)
-            *id = sqlite3_column_int64(s, 0);
-        rc = SQLITE_DONE;
-    }
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    return rc;
-}
-
-static int finish__series_add(store *st, int64_t series, int64_t d_inst, int64_t d_bytes, int64_t d_repl)
-{
-    sqlite3_stmt *s = st->ws[STORE__WS_SERIES_ADD];
-    sqlite3_bind_int64(s, 1, series);
-    sqlite3_bind_int64(s, 2, d_inst);
-    sqlite3_bind_int64(s, 3, d_bytes);
-    sqlite3_bind_int64(s, 4, d_repl);
-    return finish__step(s, NULL);
-}
-
-/* The rows of one instance, as store_commit.c writes them (same statements). */
+/* The SEG is indexed exactly as an ingested instance is (store__index_instance). */
 static int finish__index(store *st, const store_instance_meta *m, const finish__file *f, int64_t now,
                          int64_t *series_out, char *err, size_t errlen)
 {
-    sqlite3_stmt *s;
-    int64_t patient = 0, study = 0, series = 0, old_id = 0, old_series = 0, old_size = 0;
-    int rc, found = 0;
-    const char *what = "index patient";
-
-    s = st->ws[STORE__WS_PATIENT_UPSERT];
-    sqlite3_bind_text(s, 1, m->patient_id ? m->patient_id : "", -1, SQLITE_STATIC);
-    store__bind_str(s, 2, m->patient_name);
-    store__bind_str(s, 3, m->patient_birth_date);
-    store__bind_str(s, 4, m->patient_sex);
-    sqlite3_bind_int64(s, 5, now);
-    if ((rc = finish__step(s, &patient)) != SQLITE_DONE)
-        goto err;
-
-    what = "index study";
-    s = st->ws[STORE__WS_STUDY_UPSERT];
-    sqlite3_bind_text(s, 1, m->study_uid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, patient);
-    store__bind_str(s, 3, m->study_date);
-    store__bind_str(s, 4, m->study_time);
-    store__bind_str(s, 5, m->study_description);
-    store__bind_str(s, 6, m->accession_number);
-    store__bind_str(s, 7, m->study_id);
-    store__bind_str(s, 8, m->referring_physician);
-    sqlite3_bind_int64(s, 9, now);
-    if ((rc = finish__step(s, &study)) != SQLITE_DONE)
-        goto err;
-
-    what = "index series";
-    s = st->ws[STORE__WS_SERIES_UPSERT];
-    sqlite3_bind_text(s, 1, m->series_uid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, study);
-    store__bind_str(s, 3, m->modality);
-    store__bind_str(s, 4, m->series_description);
-    store__bind_str(s, 5, m->body_part);
-    store__bind_str(s, 6, m->frame_of_reference_uid);
-    store__bind_str(s, 7, m->image_type);
-    if (m->series_number >= 0)
-        sqlite3_bind_int(s, 8, m->series_number);
-    store__bind_str(s, 9, m->calling_ae);
-    store__bind_str(s, 10, m->called_ae);
-    sqlite3_bind_int64(s, 11, now);
-    if ((rc = finish__step(s, &series)) != SQLITE_DONE)
-        goto err;
-
-    what = "look up instance";
-    s = st->ws[STORE__WS_INSTANCE_GET];
-    sqlite3_bind_text(s, 1, m->sop_instance_uid, -1, SQLITE_STATIC);
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        found = 1;
-        old_id = sqlite3_column_int64(s, 0);
-        old_series = sqlite3_column_int64(s, 1);
-        old_size = sqlite3_column_int64(s, 2);
-        rc = SQLITE_DONE;
-    }
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    if (rc != SQLITE_DONE)
-        goto err;
-
-    what = found ? "update instance" : "insert instance";
-    s = st->ws[found ? STORE__WS_INSTANCE_UPDATE : STORE__WS_INSTANCE_INSERT];
-    if (found)
-        sqlite3_bind_int64(s, 1, old_id);
-    else
-        sqlite3_bind_text(s, 1, m->sop_instance_uid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, m->sop_class_uid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 3, series);
-    store__bind_str(s, 4, m->transfer_syntax_uid);
-    if (m->instance_number >= 0)
-        sqlite3_bind_int(s, 5, m->instance_number);
-    sqlite3_bind_int64(s, 6, f->size);
-    sqlite3_bind_text(s, 7, f->relpath, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 8, now);
-    if ((rc = finish__step(s, NULL)) != SQLITE_DONE)
-        goto err;
-
-    what = "update series counts";
-    if (!found) {
-        rc = finish__series_add(st, series, 1, f->size, 0);
-    } else if (old_series == series) {
-        rc = finish__series_add(st, series, 0, f->size - old_size, 1);
-    } else {
-        rc = finish__series_add(st, old_series, -1, -old_size, 0);
-        if (rc == SQLITE_DONE)
-            rc = finish__series_add(st, series, 1, f->size, 1);
-    }
-    if (rc != SQLITE_DONE)
-        goto err;
-    *series_out = series;
-    return SN_OK;
-err:
-    return store__dberr(st->wdb, rc, what, err, errlen);
+    store_commit_result res;
+    int rc = store__index_instance(st, m, f->relpath, f->size, now, &res, err, errlen);
+    if (rc == SN_OK)
+        *series_out = res.series_id;
+    return rc;
 }
 
 /* ---- job end -------------------------------------------------------------------------------- */
