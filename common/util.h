@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Copy `src` into `dst` (size `n` > 0), always NUL-terminating. Returns strlen(src); a value
  * >= n means the copy was truncated. */
@@ -37,6 +38,10 @@ int64_t sn_disk_free_bytes(const char *path);
 /* Clocks: wall time in ms since the epoch, and a monotonic time in ms. */
 int64_t sn_now_ms(void);
 int64_t sn_mono_ms(void);
+
+/* The CLOCK_MONOTONIC time `ms` from now, for pthread_cond_timedwait on a condition variable
+ * made with pthread_condattr_setclock(CLOCK_MONOTONIC). */
+struct timespec sn_mono_deadline(int ms);
 
 /* Format `ms` since the epoch as ISO 8601 UTC "YYYY-MM-DDTHH:MM:SS.mmmZ" into out[32]. */
 void sn_format_time(int64_t ms, char out[32]);

@@ -24,6 +24,7 @@
 #include "scp/scp.h"
 #include "store/store.h"
 #include "tools/segnode/cli.h"
+#include "tools/segnode/http.h"
 #ifdef SEGNODE_HAVE_WORKER
 #include "tools/segnode/worker.h"
 #endif
@@ -360,32 +361,15 @@ int cli_cmd_status(int argc, char **argv)
         cJSON_AddStringToObject(node, "storage", cfg->node.storage);
         json_str(node, "config", cfg->path);
         cJSON_AddNumberToObject(root, "schema_version", c.schema_version);
-        cJSON *cnt = cJSON_AddObjectToObject(root, "counts");
-        cJSON_AddNumberToObject(cnt, "patients", (double)c.patients);
-        cJSON_AddNumberToObject(cnt, "studies", (double)c.studies);
-        cJSON_AddNumberToObject(cnt, "series", (double)c.series);
-        cJSON_AddNumberToObject(cnt, "instances", (double)c.instances);
-        cJSON_AddNumberToObject(cnt, "bytes", (double)c.bytes);
-        cJSON *o = cJSON_AddObjectToObject(root, "series_by_state");
-        for (int i = 0; i < STORE_SERIES__COUNT; i++)
-            cJSON_AddNumberToObject(o, store_series_state_name((store_series_state)i),
-                                    (double)c.series_by_state[i]);
-        o = cJSON_AddObjectToObject(root, "jobs_by_state");
-        for (int i = 0; i < STORE_JOB__COUNT; i++)
-            cJSON_AddNumberToObject(o, store_job_state_name((store_job_state)i),
-                                    (double)c.jobs_by_state[i]);
+        http_json_counts(root, &c);
         json_time(root, "oldest_pending_job", c.oldest_pending_job_ms);
-        o = cJSON_AddObjectToObject(root, "worker");
+        cJSON *o = cJSON_AddObjectToObject(root, "worker");
         cJSON_AddNumberToObject(o, "workers", cfg->node.workers);
         cJSON_AddStringToObject(o, "device_config", cfg->node.device);
         cJSON_AddStringToObject(o, "device", device);
         cJSON_AddNumberToObject(o, "job_timeout_s", cfg->node.job_timeout);
         cJSON_AddItemToObject(o, "running", run.arr);
         run.arr = NULL;
-        o = cJSON_AddObjectToObject(root, "outbox_by_state");
-        for (int i = 0; i < STORE_OUTBOX__COUNT; i++)
-            cJSON_AddNumberToObject(o, store_outbox_state_name((store_outbox_state)i),
-                                    (double)c.outbox_by_state[i]);
         if (free_b >= 0)
             cJSON_AddNumberToObject(root, "disk_free_bytes", (double)free_b);
         else

@@ -317,6 +317,25 @@ static int status_row_cb(void *ctx, const store_outbox_row *r)
     return 0;
 }
 
+void http_json_counts(cJSON *root, const store_counts *c)
+{
+    cJSON *o = cJSON_AddObjectToObject(root, "counts");
+    cJSON_AddNumberToObject(o, "patients", (double)c->patients);
+    cJSON_AddNumberToObject(o, "studies", (double)c->studies);
+    cJSON_AddNumberToObject(o, "series", (double)c->series);
+    cJSON_AddNumberToObject(o, "instances", (double)c->instances);
+    cJSON_AddNumberToObject(o, "bytes", (double)c->bytes);
+    o = cJSON_AddObjectToObject(root, "series_by_state");
+    for (int s = 0; s < STORE_SERIES__COUNT; s++)
+        cJSON_AddNumberToObject(o, store_series_state_name((store_series_state)s), (double)c->series_by_state[s]);
+    o = cJSON_AddObjectToObject(root, "jobs_by_state");
+    for (int s = 0; s < STORE_JOB__COUNT; s++)
+        cJSON_AddNumberToObject(o, store_job_state_name((store_job_state)s), (double)c->jobs_by_state[s]);
+    o = cJSON_AddObjectToObject(root, "outbox_by_state");
+    for (int s = 0; s < STORE_OUTBOX__COUNT; s++)
+        cJSON_AddNumberToObject(o, store_outbox_state_name((store_outbox_state)s), (double)c->outbox_by_state[s]);
+}
+
 char *http_render_status(const sn_config *cfg, store *st, const http_live *live, int *status,
                          char *err, size_t errlen)
 {
@@ -377,26 +396,9 @@ char *http_render_status(const sn_config *cfg, store *st, const http_live *live,
     cJSON_AddNumberToObject(dimse, "scu_sent", (double)sn_metric_get(SN_M_SCU_SENT));
     cJSON_AddNumberToObject(dimse, "scu_failed", (double)sn_metric_get(SN_M_SCU_FAILED));
 
-    cJSON *counts = cJSON_AddObjectToObject(root, "counts");
-    cJSON_AddNumberToObject(counts, "patients", (double)c.patients);
-    cJSON_AddNumberToObject(counts, "studies", (double)c.studies);
-    cJSON_AddNumberToObject(counts, "series", (double)c.series);
-    cJSON_AddNumberToObject(counts, "instances", (double)c.instances);
-    cJSON_AddNumberToObject(counts, "bytes", (double)c.bytes);
-    cJSON *sbs = cJSON_AddObjectToObject(root, "series_by_state");
-    for (int s = 0; s < STORE_SERIES__COUNT; s++)
-        cJSON_AddNumberToObject(sbs, store_series_state_name((store_series_state)s),
-                                (double)c.series_by_state[s]);
-    cJSON *jbs = cJSON_AddObjectToObject(root, "jobs_by_state");
-    for (int s = 0; s < STORE_JOB__COUNT; s++)
-        cJSON_AddNumberToObject(jbs, store_job_state_name((store_job_state)s),
-                                (double)c.jobs_by_state[s]);
+    http_json_counts(root, &c);
     cJSON_AddNumberToObject(root, "queue_depth", (double)c.jobs_by_state[STORE_JOB_PENDING]);
     cJSON_AddItemToObject(root, "oldest_pending_job", json_time(c.oldest_pending_job_ms));
-    cJSON *obs = cJSON_AddObjectToObject(root, "outbox_by_state");
-    for (int s = 0; s < STORE_OUTBOX__COUNT; s++)
-        cJSON_AddNumberToObject(obs, store_outbox_state_name((store_outbox_state)s),
-                                (double)c.outbox_by_state[s]);
     char oerr[256] = "";
     if (store_outbox_peer_stats(st, status_peer_cb, cJSON_AddObjectToObject(root, "outbox_by_peer"),
                                 oerr, sizeof oerr) != 0 ||

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "common/config.h"
 #include "store/store.h"
 
@@ -48,6 +50,10 @@ int http_server_port(const http_server *srv);
 /* The bodies, exposed for tests and for `segnode status` without a daemon. Each returns a
  * malloc'd NUL-terminated string (caller frees) or NULL with err filled (SN_EDB etc. in *status).
  * `live` may be NULL. */
+/* Add "counts", "series_by_state", "jobs_by_state" and "outbox_by_state" objects of `c` to
+ * `root` (the shape /status and `segnode status --json` share). */
+void http_json_counts(cJSON *root, const store_counts *c);
+
 char *http_render_metrics(const sn_config *cfg, store *st, const http_live *live, int *status,
                           char *err, size_t errlen);
 char *http_render_status(const sn_config *cfg, store *st, const http_live *live, int *status,

@@ -45,14 +45,7 @@ struct outbox {
 /* Sleep up to ms unless woken or stopping. */
 static void outbox__idle(outbox *ob, int ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = sn_mono_deadline(ms);
     pthread_mutex_lock(&ob->mu);
     unsigned w = ob->wakes;
     while (!ob->stopping && ob->wakes == w)

@@ -102,14 +102,7 @@ void worker_device_resolve(const char *node_device, char *out, size_t outlen)
 /* Sleep up to ms unless woken or stopping. */
 static void worker__idle(worker *w, int ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = sn_mono_deadline(ms);
     pthread_mutex_lock(&w->mu);
     unsigned k = w->wakes;
     while (!w->stopping && w->wakes == k)
