@@ -3,6 +3,7 @@
  * consistency check at open, and state names.
  * Not here: the ingest path (store_commit.c), series states and jobs (store_series.c), queries
  * (store_query.c), the schema (store_schema.c). */
+#define _GNU_SOURCE /* sync_file_range */
 #include "store/storeInt.h"
 
 #include "common/log.h"
@@ -222,20 +223,30 @@ static const char *const open__ws_sql[STORE__WS_COUNT] = {
     [STORE__WS_SERIES_ADD] =
         "UPDATE series SET instances=instances+?2, bytes=bytes+?3, replaced=replaced+?4"
         " WHERE id=?1",
+    [STORE__WS_INSTANCE_DELETE] = "DELETE FROM instances WHERE sop_instance_uid=?1",
+    [STORE__WS_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
+    [STORE__WS_SYNC_FULL] = "PRAGMA synchronous=FULL",
 };
 
-/* Rows whose file vanished or changed size (a disk restored from an old backup, a manual rm) would hand the
- * pipeline a dangling path. Checking every file would make start-up O(archive), so only the
- * newest few are checked: those are the ones a crash or a full disk could have hit. */
+/* Rows whose file vanished or changed size (a disk restored from an old backup, a manual rm, or
+ * a crash while a group commit's batch was indexed but not yet flushed — store_commit.c) would
+ * hand the pipeline a dangling path. Checking every file would make start-up O(archive), so only
+ * the newest rows are checked, newest by row id (the last inserts) and by received time (the
+ * last replacements): a crash can leave at most one batch (STORE__BATCH_MAX rows) ahead of its
+ * files, and those are the newest inserts. On ext4 (data=ordered) a file whose size is durable
+ * has its data durable too, so existence + size is the check. */
 static int open__check_recent(store *st, char *err, size_t errlen)
 {
     sqlite3_stmt *q = NULL, *del = NULL, *fix = NULL;
     int rc, nbad = 0, status = SN_OK;
-    int64_t bad_id[STORE__CHECK_RECENT], bad_series[STORE__CHECK_RECENT], bad_size[STORE__CHECK_RECENT];
+    enum { NMAX = 2 * STORE__CHECK_RECENT };
+    int64_t bad_id[NMAX], bad_series[NMAX], bad_size[NMAX];
 
     rc = sqlite3_prepare_v2(st->wdb,
-                            "SELECT id, series_id, size, path FROM instances"
-                            " ORDER BY received_ms DESC LIMIT ?1", -1, &q, NULL);
+                            "SELECT id, series_id, size, path FROM instances WHERE id IN"
+                            " (SELECT id FROM instances ORDER BY id DESC LIMIT ?1)"
+                            " OR id IN (SELECT id FROM instances ORDER BY received_ms DESC LIMIT ?1)",
+                            -1, &q, NULL);
     if (rc != SQLITE_OK)
         return store__dberr(st->wdb, rc, "consistency check", err, errlen);
     sqlite3_bind_int(q, 1, STORE__CHECK_RECENT);
@@ -356,6 +367,12 @@ int store_open(const char *dir, store **out, char *err, size_t errlen)
     }
     if ((rc = open__empty_tmp(st, err, errlen)) != SN_OK)
         goto err;
+    {
+        /* One syncfs can make the files and the index's WAL durable together only when they
+         * live on one file system (files/ may be a mount or a link of its own). */
+        struct stat a, b;
+        st->one_flush = stat(st->dir, &a) == 0 && stat(st->files_dir, &b) == 0 && a.st_dev == b.st_dev;
+    }
 
     rc = sqlite3_open_v2(st->db_path, &st->wdb,
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -463,6 +480,14 @@ void store_tmp_discard(store *st, const char *tmp_path)
         return;
     if (unlink(tmp_path) != 0 && errno != ENOENT)
         SN_LOG_WARN("store", "cannot remove temp file %s: %s", tmp_path, strerror(errno));
+}
+
+void store_tmp_writeback(store *st, int fd)
+{
+    /* SYNC_FILE_RANGE_WRITE alone only queues the I/O; durability still comes from the commit's
+     * syncfs. Errors (EINVAL on file systems without it) change nothing: ignored. */
+    if (st && fd >= 0 && atomic_load(&st->fsync_on))
+        (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
 /* ---- names ------------------------------------------------------------------------------- */

@@ -45,6 +45,12 @@ int store_tmp_create(store *st, char *out, size_t outlen, char *err, size_t errl
 /* Delete a temp file that will not be committed (abort, bad dataset). Accepts NULL. */
 void store_tmp_discard(store *st, const char *tmp_path);
 
+/* Start writing the dirty pages of a temp file being received (any fd open on it) to disk now,
+ * without waiting: the flush before Success (store_instance_commit) then finds most of the data
+ * already written, so disk writes overlap the network transfer instead of following it. A no-op
+ * when fsync is off (store_set_fsync) or the file system cannot do it. */
+void store_tmp_writeback(store *st, int fd);
+
 /* What the index records of an instance, read from its dataset by the caller. Strings are
  * borrowed; NULL or "" means absent. The UIDs must pass sn_uid_valid (checked again here). */
 typedef struct store_instance_meta {

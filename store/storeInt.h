@@ -14,7 +14,11 @@
 #define STORE__NSTRIPES 256       /* per-SOP-UID locks (hashed) serialising rename + index */
 #define STORE__POOL_KEEP 8        /* idle read connections kept open */
 #define STORE__BUSY_MS 10000      /* busy_timeout for every connection */
-#define STORE__CHECK_RECENT 64    /* newest instance files verified on open */
+#define STORE__CHECK_RECENT 512   /* newest instance files verified on open */
+#define STORE__BATCH_MAX 256      /* instances per group commit: at most one batch is indexed but
+                                     not yet flushed at any time, so a crash leaves at most this
+                                     many rows ahead of their files; the open-time check covers
+                                     twice as many (store_commit.c) */
 
 /* Prepared statements of the writer connection (persistent, reset after each use). */
 enum {
@@ -31,6 +35,9 @@ enum {
     STORE__WS_INSTANCE_INSERT,
     STORE__WS_INSTANCE_UPDATE,
     STORE__WS_SERIES_ADD,
+    STORE__WS_INSTANCE_DELETE,
+    STORE__WS_SYNC_NORMAL,
+    STORE__WS_SYNC_FULL,
     STORE__WS_COUNT
 };
 
@@ -41,6 +48,7 @@ struct store__gc_req {
     const char *relpath;               /* files/aa/bb/<sha>.dcm */
     int64_t size, received_ms;
     int needs_sync;                    /* its file and folder entries await the batch's syncfs */
+    int keep_file;                     /* failed, but its row may survive: leave the file */
     store_commit_result res;
     int status;
     char err[256];
@@ -51,6 +59,8 @@ struct store__gc_req {
 struct store {
     char *dir, *files_dir, *tmp_dir, *db_path;
     atomic_int fsync_on;
+    int one_flush;                     /* index and files share a file system: one syncfs per
+                                          batch makes both durable (store_commit.c) */
     int schema_version;
 
     /* The single writer connection; every write (group commit, sweep, retry) holds w_mu. */

@@ -5,19 +5,21 @@
  *   1. in the calling thread: rename the temp file to files/aa/bb/<sha256(uid)>.dcm (for a
  *      REPLACEMENT the new bytes are fsynced first: the old ones were acknowledged, so the name
  *      may never point at unflushed data);
- *   2. join the group commit: the first waiter becomes the leader and takes every queued
- *      request; it makes their files and folder entries durable with ONE syncfs() of the
- *      storage file system, then indexes them all in ONE transaction (synchronous=FULL: one WAL
- *      fsync), then wakes them, each with its own result.
- * So a batch costs two cache flushes, where per-file fsync cost five per instance (file, three
- * folders, WAL) — on disks where a flush is milliseconds, that decides ingest throughput. A row
- * is written only after its file is durable, and the function returns only after the row is:
- * the caller may then send Success. A crash before 2 completes leaves at most an unindexed file
- * at the final name (never acknowledged; a resend replaces it); never a row without its file.
- * syncfs flushes the whole file system: give the store its own file system where other heavy
- * writers would slow it. If the index fails after the rename: a NEW instance's file is unlinked
- * (nothing indexed, nothing left); for a REPLACEMENT the old row keeps pointing at the same path,
- * which now holds the new bytes of the same SOP Instance — only its size/time are stale.
+ *   2. join the group commit: the first waiter becomes the leader and takes the queued
+ *      requests (up to STORE__BATCH_MAX); it indexes them all in ONE transaction, and makes
+ *      files, folder entries and index durable with ONE syncfs() of the storage file system
+ *      (commit__run_batch has the two orders: one flush when files and index share a file
+ *      system, else files first and a WAL fsync after), then wakes them, each with its result.
+ * So a batch costs one cache flush, where per-file fsync cost five per instance (file, three
+ * folders, WAL) — on disks where a flush is milliseconds, that decides ingest throughput. The
+ * function returns only after file and row are durable: the caller may then send Success. A
+ * crash before 2 completes leaves at most one batch of unacknowledged instances: files without
+ * rows (a resend replaces them) or rows whose files did not survive (dropped by the open-time
+ * check, store.c). syncfs flushes the whole file system: give the store its own file system
+ * where other heavy writers would slow it. If the index fails after the rename: a NEW
+ * instance's file is unlinked (nothing indexed, nothing left); for a REPLACEMENT the old row
+ * keeps pointing at the same path, which now holds the new bytes of the same SOP Instance —
+ * only its size/time are stale.
  * Renames and index writes of one SOP Instance UID are serialised by a striped lock so two
  * concurrent copies cannot undo each other's cleanup.
  * Not here: temp file creation (store.c), queries (store_query.c). */
@@ -229,49 +231,98 @@ static int commit__ws(store *st, int which)
     return commit__step(st->ws[which]);
 }
 
-/* One transaction for the whole batch; a request that fails alone is rolled back to its
- * savepoint so it cannot spoil the others. */
-/* One flush for the whole batch's files and folder entries, before any of them is indexed. */
-static void commit__sync_batch(store *st, store__gc_req *batch)
+/* One flush of the storage file system. */
+static int commit__syncfs(store *st, char *err, size_t errlen)
 {
-    int needed = 0;
-    for (store__gc_req *r = batch; r; r = r->next)
-        needed |= r->needs_sync;
-    if (!needed)
-        return;
-    char e[512] = "";
     int s = SN_OK, fd = open(st->files_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 || syncfs(fd) != 0) {
         int en = errno;
-        s = sn_errf(e, sizeof e, commit__errno_status(en), "syncfs %s: %s", st->files_dir, strerror(en));
+        s = sn_errf(err, errlen, commit__errno_status(en), "syncfs %s: %s", st->files_dir, strerror(en));
     }
     if (fd >= 0)
         close(fd);
-    if (s != SN_OK)
-        for (store__gc_req *r = batch; r; r = r->next)
-            if (r->needs_sync && r->status == SN_OK) {
-                r->status = s;
-                sn_strlcpy(r->err, e, sizeof r->err);
-            }
+    return s;
 }
 
-static void commit__run_batch(store *st, store__gc_req *batch)
+static void commit__fail_all(store__gc_req *batch, int status, const char *e, int only_synced)
 {
-    int rc, n = 0;
-    commit__sync_batch(st, batch);
-    pthread_mutex_lock(&st->w_mu);
-    if ((rc = commit__ws(st, STORE__WS_BEGIN)) != SQLITE_DONE) {
-        char e[256];
-        int s = store__dberr(st->wdb, rc, "begin index transaction", e, sizeof e);
-        for (store__gc_req *r = batch; r; r = r->next) {
-            r->status = s;
+    for (store__gc_req *r = batch; r; r = r->next)
+        if (r->status == SN_OK && (!only_synced || r->needs_sync)) {
+            r->status = status;
             sn_strlcpy(r->err, e, sizeof r->err);
         }
+}
+
+/* The flush after the index failed (I/O error, disk gone): the batch's senders get a failure, so
+ * their NEW rows must go — a row whose file may not be durable must not stay behind an error.
+ * A replacement keeps its updated row: the rename already put the new (fsynced) bytes under the
+ * old name. If even this transaction fails, the rows stay and so do their files (keep_file): a
+ * complete instance indexed without its Success is harmless (the sender resends: a replacement),
+ * and the open-time check drops any row whose file did not survive. */
+static void commit__undo_new_rows(store *st, store__gc_req *batch)
+{
+    int rc;
+    char e[256];
+    pthread_mutex_lock(&st->w_mu);
+    if ((rc = commit__ws(st, STORE__WS_BEGIN)) == SQLITE_DONE) {
+        for (store__gc_req *r = batch; r && rc == SQLITE_DONE; r = r->next) {
+            if (r->status != SN_OK || !r->needs_sync || r->res.replaced)
+                continue;
+            sqlite3_stmt *d = st->ws[STORE__WS_INSTANCE_DELETE];
+            sqlite3_bind_text(d, 1, r->meta->sop_instance_uid, -1, SQLITE_STATIC);
+            if ((rc = commit__step(d)) == SQLITE_DONE)
+                rc = commit__series_add(st, r->res.series_id, -1, -r->size, 0);
+        }
+        if (rc == SQLITE_DONE)
+            rc = commit__ws(st, STORE__WS_COMMIT);
+        if (rc != SQLITE_DONE && sqlite3_get_autocommit(st->wdb) == 0)
+            commit__ws(st, STORE__WS_ROLLBACK);
+    }
+    if (rc != SQLITE_DONE) {
+        store__dberr(st->wdb, rc, "remove the rows of an unflushed batch", e, sizeof e);
+        SN_LOG_ERROR("store", "%s; their files stay (the open-time check verifies them)", e);
+        for (store__gc_req *r = batch; r; r = r->next)
+            if (r->status == SN_OK && r->needs_sync)
+                r->keep_file = 1;
+    }
+    pthread_mutex_unlock(&st->w_mu);
+}
+
+/* A batch: index every request in ONE transaction (a request that fails alone is rolled back to
+ * its savepoint so it cannot spoil the others), and make files, folder entries and index
+ * durable. Two orders:
+ *   one_flush (files and index on one file system, the normal case): commit with
+ *     synchronous=NORMAL (the WAL is written, not flushed), then ONE syncfs flushes files,
+ *     folders and WAL together: one cache flush per batch. Until it returns nobody has been
+ *     told Success; a crash in between can leave rows of this batch whose files are not durable
+ *     — at most STORE__BATCH_MAX of them, all among the newest ids, which the open-time check
+ *     (store.c) verifies and drops.
+ *   otherwise: syncfs of the files first, then commit with synchronous=FULL (its own WAL
+ *     fsync): two flushes, and never a row before its file. */
+static void commit__run_batch(store *st, store__gc_req *batch)
+{
+    int rc, n = 0, needed = 0;
+    char e[512];
+    for (store__gc_req *r = batch; r; r = r->next)
+        needed |= r->needs_sync;
+    int one_flush = needed && st->one_flush;
+
+    if (needed && !one_flush) {
+        int s = commit__syncfs(st, e, sizeof e);
+        if (s != SN_OK)
+            commit__fail_all(batch, s, e, 1); /* their files are not durable: never index them */
+    }
+    pthread_mutex_lock(&st->w_mu);
+    if (one_flush)
+        commit__ws(st, STORE__WS_SYNC_NORMAL);
+    if ((rc = commit__ws(st, STORE__WS_BEGIN)) != SQLITE_DONE) {
+        int s = store__dberr(st->wdb, rc, "begin index transaction", e, sizeof e);
+        commit__fail_all(batch, s, e, 0);
         goto out;
     }
     for (store__gc_req *r = batch; r; r = r->next) {
         n++;
-        if (r->status != SN_OK) /* its file is not durable: never index it */
+        if (r->status != SN_OK)
             continue;
         if ((rc = commit__ws(st, STORE__WS_SAVEPOINT)) != SQLITE_DONE) {
             r->status = store__dberr(st->wdb, rc, "savepoint", r->err, sizeof r->err);
@@ -283,20 +334,23 @@ static void commit__run_batch(store *st, store__gc_req *batch)
         commit__ws(st, STORE__WS_RELEASE);
     }
     if ((rc = commit__ws(st, STORE__WS_COMMIT)) != SQLITE_DONE) {
-        char e[256];
         int s = store__dberr(st->wdb, rc, "commit index transaction", e, sizeof e);
         if (sqlite3_get_autocommit(st->wdb) == 0)
             commit__ws(st, STORE__WS_ROLLBACK);
-        for (store__gc_req *r = batch; r; r = r->next) {
-            if (r->status == SN_OK) {
-                r->status = s;
-                sn_strlcpy(r->err, e, sizeof r->err);
-            }
-        }
+        commit__fail_all(batch, s, e, 0);
     }
 out:
+    if (one_flush)
+        commit__ws(st, STORE__WS_SYNC_FULL); /* the outbox and jobs commit durably on their own */
     pthread_mutex_unlock(&st->w_mu);
-    SN_LOG_DEBUG("store", "group commit of %d instance(s)", n);
+    if (one_flush) {
+        int s = commit__syncfs(st, e, sizeof e);
+        if (s != SN_OK) {
+            commit__undo_new_rows(st, batch);
+            commit__fail_all(batch, s, e, 1);
+        }
+    }
+    SN_LOG_DEBUG("store", "group commit of %d instance(s)%s", n, one_flush ? ", one flush" : "");
 }
 
 static int commit__submit(store *st, store__gc_req *r)
@@ -309,9 +363,14 @@ static int commit__submit(store *st, store__gc_req *r)
     while (!r->done) {
         if (!st->leader) {
             st->leader = 1;
-            store__gc_req *batch = st->q_head;
-            st->q_head = NULL;
-            st->q_tail = &st->q_head;
+            /* Take the queue, up to STORE__BATCH_MAX (the crash bound the open check relies on). */
+            store__gc_req *batch = st->q_head, *last = batch;
+            for (int k = 1; k < STORE__BATCH_MAX && last->next; k++)
+                last = last->next;
+            st->q_head = last->next;
+            last->next = NULL;
+            if (!st->q_head)
+                st->q_tail = &st->q_head;
             pthread_mutex_unlock(&st->q_mu);
             commit__run_batch(st, batch);
             pthread_mutex_lock(&st->q_mu);
@@ -431,10 +490,13 @@ err:
         close(fd);
     if (!renamed) {
         unlink(tmp_path);
-    } else if (!existed) {
+    } else if (!existed && !req.keep_file) {
         /* Nothing indexed it and nothing did before: do not leave an orphan behind. */
         if (unlink(abspath) != 0 && errno != ENOENT)
             SN_LOG_WARN("store", "cannot remove unindexed %s: %s", abspath, strerror(errno));
+    } else if (!existed) {
+        SN_LOG_WARN("store", "commit of %s failed after it was indexed; the file stays with its row",
+                    abspath);
     } else {
         SN_LOG_WARN("store", "commit of replaced %s failed after the rename; the old row stays "
                     "and points at the new bytes", abspath);

@@ -454,6 +454,37 @@ static void test_missing_file_dropped_on_open(void **state)
     assert_int_equal(get_series(f, SER_A).row.instances, 1);
 }
 
+/* A crash between a batch's index commit and its flush (store_commit.c) leaves rows among the
+ * newest ids whose files may be gone; the open-time check must find them by id even when their
+ * received time is not the newest (a clock stepped back), past hundreds of good rows. */
+static void test_unflushed_rows_dropped_by_id(void **state)
+{
+    fx *f = *state;
+    char sop[65], data[32], path[512], dbp[1024];
+    store_set_fsync(f->st, 0);
+    for (int i = 0; i < 600; i++) {
+        snprintf(sop, sizeof sop, "1.2.826.0.1.3680043.9.%d", i + 1);
+        snprintf(data, sizeof data, "good %d", i);
+        store_instance_meta m = meta_of(STUDY, SER_A, sop);
+        assert_int_equal(commit_bytes(f, &m, data, NULL, NULL), SN_OK);
+    }
+    store_instance_meta m = meta_of(STUDY, SER_A, SOP_1);
+    assert_int_equal(commit_bytes(f, &m, "last", NULL, NULL), SN_OK);
+    store_close(f->st);
+    f->st = NULL;
+    snprintf(dbp, sizeof dbp, "%s/index.sqlite", f->dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(dbp, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE instances SET received_ms=1 WHERE sop_instance_uid='" SOP_1 "'",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    hash_path(f, SOP_1, path, sizeof path);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(store_open(f->dir, &f->st, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(instances_of(f, SER_A), 600);
+    assert_int_equal(get_series(f, SER_A).row.instances, 600);
+}
+
 /* ---- concurrency ------------------------------------------------------------------------- */
 
 #define CW_THREADS 8
@@ -894,6 +925,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_db_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tmp_cleaned_on_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file_dropped_on_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unflushed_rows_dropped_by_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_same_uid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sweep_routes, setup, teardown),
