@@ -882,6 +882,10 @@ extern "C" int pipeline_frames_read(const char *path, pipeline_frames **out, cha
         if (fi.spp != 1 || !fi.raw)
             return sn_errf(err, errlen, SN_EUNSUPPORTED, "%s: only monochrome images with 8, 16 "
                            "or 32 bits allocated are read", path);
+        /* As the volume reader checks them: stored_value shifts by these (found by tests/fuzz). */
+        if (fi.bs < 1 || fi.bs > fi.ba || fi.hb < fi.bs - 1 || fi.hb >= fi.ba)
+            return sn_errf(err, errlen, SN_EDICOM, "%s: invalid Bits Allocated/Stored/High Bit %d/%d/%d",
+                           path, fi.ba, fi.bs, fi.hb);
         pipeline_frames *f = (pipeline_frames *)calloc(1, sizeof *f);
         size_t n = (size_t)fi.rows * fi.cols * fi.nframes;
         if (!f || !(f->values = (int32_t *)malloc(sizeof(int32_t) * n))) {
