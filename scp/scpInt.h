@@ -52,6 +52,17 @@ inline bool scp__is_tls_error(const OFCondition &cond)
  * certificate), SN_EUNSUPPORTED (DCMTK built without OpenSSL); err says which. */
 int scp__tls_new(const sn_config *cfg, bool acceptor, DcmTLSTransportLayer **out, char *err, size_t errlen);
 
+/* The C-STORE SCP's step after the data set is on disk (server.cc): parse the received file
+ * `tmp` (meta header + data set in `ts_uid`), check it against the request's Affected SOP Class
+ * and Instance UIDs and the UIDs the index needs, read the index metadata and commit it with
+ * store_instance_commit. True on success (`series_out`, `size_out` set; the file now belongs to
+ * the store); false with the DIMSE failure status and comment (the caller discards `tmp`).
+ * Exposed for the fuzz harness tests/fuzz/fuzz_dataset.cc, which feeds it arbitrary files. */
+bool scp__check_and_commit(store *st, const char *calling_ae, const char *called_ae,
+                           const T_DIMSE_C_StoreRQ &req, const std::string &tmp, const char *ts_uid,
+                           Uint16 &fail_status, std::string &fail_comment, std::string &series_out,
+                           int64_t &size_out);
+
 /* Trim DICOM padding (trailing spaces) from a fixed char array/OFString value. */
 std::string scp__trim(const char *s);
 

@@ -220,6 +220,21 @@ bool negotiate(assoc_ctx &a)
                ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED);
         return false;
     }
+    /* A request without a calling AE title or with an empty or foreign application context is
+     * malformed (PS3.8 9.3.2; PS3.7 A.2.1 defines one application context). Refuse it here:
+     * DCMTK 3.6.7 cannot build an A-ASSOCIATE-AC for it and leaks the half-built PDU (found by
+     * tests/fuzz, fuzz_assoc). */
+    char app_ctx[128] = "";
+    ASC_getApplicationContextName(params, app_ctx, sizeof app_ctx);
+    if (a.calling_ae.empty() || scp__trim(app_ctx) != UID_StandardApplicationContext) {
+        bool no_ae = a.calling_ae.empty();
+        SN_LOG_WARN(SCP_LOG, "association from %s rejected: %s", host,
+                    no_ae ? "no calling AE title" : "application context name is not the DICOM one");
+        sn_metric_reject(SN_REJECT_PROTOCOL);
+        reject(a.assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER,
+               no_ae ? ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED : ASC_REASON_SU_APPCONTEXTNAMENOTSUPPORTED);
+        return false;
+    }
     a.peer = sn_config_peer_by_ae(cfg, a.calling_ae.c_str());
     unsigned allow;
     if (a.peer && cfg->node.check_peer_host) {
@@ -355,10 +370,14 @@ struct null_consumer : DcmConsumer {
     void flush() override {}
 };
 
+/* Also starts the disk writes of the file every WRITEBACK_STEP bytes while it is being received
+ * (store_tmp_writeback), so that the flush before Success does not begin with the whole
+ * instance still in the page cache: on loopback that flush was most of a C-STORE's time. */
 class write_tolerant_stream : public DcmOutputStream {
 public:
-    write_tolerant_stream(DcmOutputStream *inner, int *write_errno)
-        : DcmOutputStream(&null_), inner_(inner), errno_(write_errno) {}
+    static const offile_off_t WRITEBACK_STEP = 256 * 1024;
+    write_tolerant_stream(DcmOutputStream *inner, int *write_errno, store *st, int wb_fd)
+        : DcmOutputStream(&null_), inner_(inner), errno_(write_errno), st_(st), wb_fd_(wb_fd) {}
     OFBool good() const override { return OFTrue; }
     OFCondition status() const override { return EC_Normal; }
     OFBool isFlushed() const override { return *errno_ ? OFTrue : inner_->isFlushed(); }
@@ -369,6 +388,10 @@ public:
             errno = 0;
             if (inner_->write(buf, n) != n || !inner_->good())
                 *errno_ = errno ? errno : -1;
+            if ((pending_ += n) >= WRITEBACK_STEP && *errno_ == 0) {
+                pending_ = 0;
+                store_tmp_writeback(st_, wb_fd_);
+            }
         }
         return n;
     }
@@ -387,11 +410,16 @@ private:
     null_consumer null_;
     DcmOutputStream *inner_;
     int *errno_;
+    store *st_;
+    int wb_fd_;
+    offile_off_t pending_ = 0;
 };
 
-/* Validate the received file and index it. Returns 0 (Success) or fills `fail`. */
-bool check_and_commit(assoc_ctx &a, const T_DIMSE_C_StoreRQ &req, const std::string &tmp,
-                      const char *ts_uid, store_failure &fail)
+/* Validate the received file and index it. Returns true (Success; `series` and `size` set) or
+ * fills `fail`. */
+bool check_and_commit(store *st, const char *calling_ae, const char *called_ae, const T_DIMSE_C_StoreRQ &req,
+                      const std::string &tmp, const char *ts_uid, store_failure &fail, std::string &series_out,
+                      int64_t &size_out)
 {
     DcmFileFormat ff;
     /* Values longer than 4 KiB (pixel data) are not loaded, only skipped: we need the header. */
@@ -459,30 +487,47 @@ bool check_and_commit(assoc_ctx &a, const T_DIMSE_C_StoreRQ &req, const std::str
     m.transfer_syntax_uid = ts_uid;
     m.series_number = get_int(ds, DCM_SeriesNumber);
     m.instance_number = get_int(ds, DCM_InstanceNumber);
-    m.calling_ae = a.calling_ae.c_str();
-    m.called_ae = a.called_ae.c_str();
+    m.calling_ae = calling_ae;
+    m.called_ae = called_ae;
 
     char err[512] = "";
     store_commit_result res;
-    int rc = store_instance_commit(a.srv->st, tmp.c_str(), &m, &res, err, sizeof err);
+    int rc = store_instance_commit(st, tmp.c_str(), &m, &res, err, sizeof err);
     if (rc != SN_OK) {
-        SN_LOG_ERROR(SCP_LOG, "%s: instance %s of series %s not stored: %s", a.calling_ae.c_str(),
+        SN_LOG_ERROR(SCP_LOG, "%s: instance %s of series %s not stored: %s", calling_ae,
                      sop_inst.c_str(), series.c_str(), err);
         fail = {rc == SN_EINVAL ? (Uint16)STATUS_STORE_Error_CannotUnderstand
                                 : (Uint16)STATUS_STORE_Refused_OutOfResources,
                 std::string("not stored: ") + err};
         return false;
     }
-    a.series.insert(series);
-    a.bytes += res.size;
+    series_out = series;
+    size_out = res.size;
     sn_metric_add(SN_M_INSTANCES_RECEIVED, 1);
     sn_metric_add(SN_M_BYTES_RECEIVED, res.size);
     if (res.replaced) {
         sn_metric_add(SN_M_INSTANCES_REPLACED, 1);
-        SN_LOG_INFO(SCP_LOG, "%s: instance %s received again; replaced", a.calling_ae.c_str(), sop_inst.c_str());
+        SN_LOG_INFO(SCP_LOG, "%s: instance %s received again; replaced", calling_ae, sop_inst.c_str());
     }
     return true;
 }
+
+} // namespace
+
+/* Declared in scpInt.h (the fuzz harness tests/fuzz/fuzz_dataset.cc calls it directly). */
+bool scp__check_and_commit(store *st, const char *calling_ae, const char *called_ae,
+                           const T_DIMSE_C_StoreRQ &req, const std::string &tmp, const char *ts_uid,
+                           Uint16 &fail_status, std::string &fail_comment, std::string &series_out,
+                           int64_t &size_out)
+{
+    store_failure fail = {0, ""};
+    bool ok = check_and_commit(st, calling_ae, called_ae, req, tmp, ts_uid, fail, series_out, size_out);
+    fail_status = fail.status;
+    fail_comment = fail.comment;
+    return ok;
+}
+
+namespace {
 
 OFCondition handle_store(assoc_ctx &a, T_ASC_PresentationContextID pid, T_DIMSE_C_StoreRQ &req)
 {
@@ -515,12 +560,18 @@ OFCondition handle_store(assoc_ctx &a, T_ASC_PresentationContextID pid, T_DIMSE_
         if (cond.good()) {
             T_ASC_PresentationContextID data_pid = 0;
             int write_errno = 0;
+            int wb_fd = open(tmp, O_RDONLY | O_CLOEXEC); /* for store_tmp_writeback only */
             {
-                write_tolerant_stream ts(fs, &write_errno);
+                write_tolerant_stream ts(fs, &write_errno, a.srv->st, wb_fd);
                 cond = DIMSE_receiveDataSetInFile(a.assoc, block, timeout, &data_pid, &ts, nullptr, nullptr);
             }
             bool io_ok = write_errno == 0 && fs->good();
             delete fs; /* closes the file */
+            if (wb_fd >= 0) {
+                if (cond.good() && io_ok)
+                    store_tmp_writeback(a.srv->st, wb_fd); /* the tail */
+                close(wb_fd);
+            }
             if (cond.good() && data_pid != pid)
                 fail = {STATUS_STORE_Error_CannotUnderstand, "data set sent on another presentation context"};
             else if (cond.good() && !io_ok)
@@ -537,8 +588,14 @@ OFCondition handle_store(assoc_ctx &a, T_ASC_PresentationContextID pid, T_DIMSE_
             store_tmp_discard(a.srv->st, tmp);
             return cond;
         }
-        if (fail.status == 0)
-            check_and_commit(a, req, tmp, pc.acceptedTransferSyntax, fail);
+        std::string series;
+        int64_t size = 0;
+        if (fail.status == 0 &&
+            check_and_commit(a.srv->st, a.calling_ae.c_str(), a.called_ae.c_str(), req, tmp,
+                             pc.acceptedTransferSyntax, fail, series, size)) {
+            a.series.insert(series);
+            a.bytes += size;
+        }
         if (fail.status != 0) /* the store removes its temp file on failure; this is for ours */
             store_tmp_discard(a.srv->st, tmp);
     } else {
