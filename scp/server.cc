@@ -764,6 +764,27 @@ OFCondition handle_find(assoc_ctx &a, T_ASC_PresentationContextID pid, T_DIMSE_C
 
 /* ---- one association from A-ASSOCIATE-RQ to release -------------------------------------- */
 
+/* Frees an association however serve_association leaves (an exception from DCMTK or the C++
+ * library included — worker_main catches it): the peer is aborted unless the normal path got to
+ * the end, the socket closed, the active gauge and the config reference given back. */
+struct assoc_guard {
+    T_ASC_Association *assoc;
+    sn_config *cfg;
+    bool active = false, finished = false;
+    assoc_guard(T_ASC_Association *as, sn_config *c) : assoc(as), cfg(c) {}
+    assoc_guard(const assoc_guard &) = delete;
+    assoc_guard &operator=(const assoc_guard &) = delete;
+    ~assoc_guard()
+    {
+        if (!finished)
+            ASC_abortAssociation(assoc);
+        if (active)
+            sn_metric_add(SN_M_ASSOC_ACTIVE, -1);
+        drop_association(assoc);
+        sn_config_unref(cfg);
+    }
+};
+
 void serve_association(scp_server *srv, T_ASC_Association *assoc, bool secure)
 {
     assoc_ctx a;
@@ -773,6 +794,7 @@ void serve_association(scp_server *srv, T_ASC_Association *assoc, bool secure)
     a.cfg = srv->get_config(srv->ctx);
     a.peer = nullptr;
     a.started_ms = sn_mono_ms();
+    assoc_guard guard(assoc, a.cfg);
 
     if (srv->stopping.load()) {
         sn_metric_reject(SN_REJECT_SHUTDOWN);
@@ -785,6 +807,7 @@ void serve_association(scp_server *srv, T_ASC_Association *assoc, bool secure)
         } else {
             sn_metric_add(SN_M_ASSOC_ACCEPTED, 1);
             sn_metric_add(SN_M_ASSOC_ACTIVE, 1);
+            guard.active = true;
             SN_LOG_DEBUG(SCP_LOG, "association from %s (%s) accepted%s", a.calling_ae.c_str(), a.peer_host.c_str(),
                          secure ? " over TLS" : "");
             int idle_s = 0;
@@ -857,11 +880,9 @@ void serve_association(scp_server *srv, T_ASC_Association *assoc, bool secure)
                         a.calling_ae.c_str(), released ? "released" : "aborted", (long long)a.n_stored,
                         a.bytes / 1048576.0, (long long)a.n_failed, a.series.size(),
                         (sn_mono_ms() - a.started_ms) / 1000.0);
-            sn_metric_add(SN_M_ASSOC_ACTIVE, -1);
         }
     }
-    drop_association(assoc);
-    sn_config_unref(a.cfg);
+    guard.finished = true;
 }
 
 /* Each pool thread receives an association and serves it, then receives the next. The listen
