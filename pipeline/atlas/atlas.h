@@ -123,6 +123,18 @@ int atlas_fuse(nn_backend *b, const atlas_prep *target, const atlas_prep *const 
                const atlas_reg *regs, int n, atlas_fusion method, const atlas_grid *tg,
                uint8_t *out, char *err, size_t errlen);
 
+/* atlas_fuse that can also give class scores: probs (may be NULL) gets nprobs classes as
+ * probs[c * voxels + i] (voxels of tg), before any post-processing. prob_of[l] is the class of
+ * label l (< nprobs). A class c >= 1 scores the summed votes of its labels; class 0
+ * (background) scores the strongest of its labels (not their sum); every vote clamped at 0
+ * (joint label fusion weights can be negative), the scores divided by their sum. So they sum to
+ * 1, and their argmax (lowest class on ties) is prob_of[out[i]] when each class >= 1 holds one
+ * label: an organ winning the plurality over the labels pooled into background wins here too.
+ * out[] is atlas_fuse's (argmax over every label). */
+int atlas_fuse_probs(nn_backend *b, const atlas_prep *target, const atlas_prep *const *atlases,
+                     const atlas_reg *regs, int n, atlas_fusion method, const atlas_grid *tg, uint8_t *out,
+                     float *probs, const uint8_t prob_of[256], int nprobs, char *err, size_t errlen);
+
 /* Order of atlases by MIND SSD after affine (best first) into order[n]. */
 void atlas_select(const atlas_reg *regs, int n, int *order);
 

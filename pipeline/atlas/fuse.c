@@ -163,9 +163,25 @@ out:
 int atlas_fuse(nn_backend *b, const atlas_prep *target, const atlas_prep *const *atlases, const atlas_reg *regs,
                int n, atlas_fusion method, const atlas_grid *tg, uint8_t *out, char *err, size_t errlen)
 {
+    uint8_t id[256];
+    for (int l = 0; l < 256; l++) id[l] = (uint8_t)l;
+    return atlas_fuse_probs(b, target, atlases, regs, n, method, tg, out, NULL, id, 0, err, errlen);
+}
+
+int atlas_fuse_probs(nn_backend *b, const atlas_prep *target, const atlas_prep *const *atlases,
+                     const atlas_reg *regs, int n, atlas_fusion method, const atlas_grid *tg, uint8_t *out,
+                     float *probs, const uint8_t prob_of[256], int nprobs, char *err, size_t errlen)
+{
     if (n < 1 || n > 16) return sn_errf(err, errlen, SN_EINVAL, "fusion needs 1..16 atlases (got %d)", n);
+    if (probs) {
+        if (nprobs < 1 || nprobs > 256 || !prob_of)
+            return sn_errf(err, errlen, SN_EINVAL, "fusion: bad probability classes (%d)", nprobs);
+        for (int l = 0; l < 256; l++)
+            if (prob_of[l] >= nprobs)
+                return sn_errf(err, errlen, SN_EINVAL, "fusion: label %d maps to class %d of %d", l, prob_of[l], nprobs);
+    }
     const atlas_grid *g = &target->grid;
-    const size_t S = atlas_grid_voxels(g);
+    const size_t S = atlas_grid_voxels(g), NT = atlas_grid_voxels(tg);
     float *w = malloc(sizeof(float) * S * (size_t)n);
     if (!w) return sn_errf(err, errlen, SN_ENOMEM, "out of memory");
     int rc = fusion_weights(b, target, atlases, regs, n, method, w, err, errlen);
@@ -186,7 +202,9 @@ int atlas_fuse(nn_backend *b, const atlas_prep *target, const atlas_prep *const 
 #pragma omp parallel
     {
         float votes[256];
+        uint8_t seen[256];   /* a class is listed in touched[] once, whatever its running vote */
         memset(votes, 0, sizeof votes);
+        memset(seen, 0, sizeof seen);
 #pragma omp for schedule(dynamic, 1)
         for (int k = 0; k < tg->nz; k++)
             for (int j = 0; j < tg->ny; j++)
@@ -198,7 +216,7 @@ int atlas_fuse(nn_backend *b, const atlas_prep *target, const atlas_prep *const 
                     pj = pj < 0 ? 0 : pj >= g->ny ? g->ny - 1 : pj;
                     pk = pk < 0 ? 0 : pk >= g->nz ? g->nz - 1 : pk;
                     size_t wp = (size_t)pi + (size_t)g->nx * ((size_t)pj + (size_t)g->ny * (size_t)pk);
-                    uint8_t touched[64];
+                    uint8_t touched[256];
                     int nt = 0;
                     for (int a = 0; a < n; a++) {
                         double q[3] = {p[0], p[1], p[2]};
@@ -220,17 +238,39 @@ int atlas_fuse(nn_backend *b, const atlas_prep *target, const atlas_prep *const 
                             int lab = 0;
                             if (xx >= 0 && yy >= 0 && zz >= 0 && xx < lg->nx && yy < lg->ny && zz < lg->nz)
                                 lab = L[(size_t)xx + (size_t)lg->nx * ((size_t)yy + (size_t)lg->ny * (size_t)zz)];
-                            if (votes[lab] == 0 && nt < 64) touched[nt++] = (uint8_t)lab;
+                            if (!seen[lab]) seen[lab] = 1, touched[nt++] = (uint8_t)lab;
                             votes[lab] += (float)(wa * tw) + 1e-12f;
                         }
                     }
+                    /* argmax; equal votes go to the lower class, as a caller's argmax over probs would */
                     int best = 0;
                     float bv = -INFINITY;
                     for (int t = 0; t < nt; t++) {
-                        if (votes[touched[t]] > bv) bv = votes[touched[t]], best = touched[t];
+                        int c = touched[t];
+                        if (votes[c] > bv || (votes[c] == bv && c < best)) bv = votes[c], best = c;
                     }
-                    for (int t = 0; t < nt; t++) votes[touched[t]] = 0;
-                    out[i + (size_t)tg->nx * (j + (size_t)tg->ny * k)] = (uint8_t)best;
+                    const size_t o = i + (size_t)tg->nx * (j + (size_t)tg->ny * k);
+                    out[o] = (uint8_t)best;
+                    if (probs) {
+                        /* JLF weights may be negative: votes clamp at 0 (the argmax does not change:
+                         * the weights sum to 1, so the largest vote is > 0). A class >= 1 scores the
+                         * votes of its labels; background (class 0) scores its strongest label, not
+                         * their sum, so that an organ that wins the plurality over fat, muscle, ...
+                         * also wins here: the argmax of probs is prob_of[out] (lowest class on ties). */
+                        float sc[256];
+                        for (int c = 0; c < nprobs; c++) sc[c] = 0.0f;
+                        for (int t = 0; t < nt; t++) {
+                            int l = touched[t], c = prob_of[l];
+                            float v = fmaxf(votes[l], 0.0f);
+                            if (c) sc[c] += v;
+                            else sc[0] = fmaxf(sc[0], v);
+                        }
+                        float tot = 0;
+                        for (int c = 0; c < nprobs; c++) tot += sc[c];
+                        for (int c = 0; c < nprobs; c++)
+                            probs[(size_t)c * NT + o] = tot > 0 ? sc[c] / tot : (float)(c == 0);
+                    }
+                    for (int t = 0; t < nt; t++) votes[touched[t]] = 0, seen[touched[t]] = 0;
                 }
     }
     free(w);

@@ -51,8 +51,24 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
     uint8_t *lab = NULL;
     int na = 0, rc = 0;
     uint8_t want[256] = {0}, have[256] = {0};
-    for (int i = 0; i < o->n_labels; i++)
-        if (o->labels[i] > 0 && o->labels[i] < 256) want[o->labels[i]] = 1;
+    const int restrict_labels = o->labels && o->n_labels > 0;
+    if (o->n_labels < 0 || o->n_labels > 255)
+        return sn_errf(err, errlen, SN_EINVAL, "the atlas method takes 0 to 255 labels (got %d)", o->n_labels);
+    /* probability classes: with a label list, background + the requested labels in their order
+     * (any other atlas label is pooled into background); without, the label numbers 0..n_labels */
+    uint8_t prob_of[256] = {0};
+    if (restrict_labels) {
+        for (int i = 0; i < o->n_labels; i++) {
+            int l = o->labels[i];
+            if (l <= 0 || l > 255)
+                return sn_errf(err, errlen, SN_EINVAL, "label %d is out of range 1..255", l);
+            if (want[l]) return sn_errf(err, errlen, SN_EINVAL, "label %d is requested twice", l);
+            want[l] = 1;
+            prob_of[l] = (uint8_t)(i + 1);
+        }
+    } else {
+        for (int l = 1; l <= o->n_labels; l++) prob_of[l] = (uint8_t)l;
+    }
     int useful = 0;
     for (int a = 0; a < o->n_atlases; a++) {
         char dir[4096];
@@ -67,7 +83,7 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
         int u = 0;
         for (int l = 1; l < 256; l++) {
             have[l] |= in[l];
-            u |= in[l] && (!o->n_labels || want[l]);
+            u |= in[l] && (!restrict_labels || want[l]);
         }
         useful |= u;
         na++;
@@ -102,14 +118,16 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
         rc = sn_errf(err, errlen, SN_ENOMEM, "out of memory");
         goto out;
     }
-    if ((rc = atlas_fuse(b, tp, ap, rr, k, o->fusion, &tg, lab, err, errlen))) goto out;
+    if ((rc = atlas_fuse_probs(b, tp, ap, rr, k, o->fusion, &tg, lab, o->probs, prob_of, o->n_labels + 1, err,
+                               errlen)))
+        goto out;
     uint8_t keep[256] = {0};
     keep[2] = keep[3] = keep[7] = 1;   /* fat, muscle, ribs: many components by nature */
     atlas_postprocess(lab, tg.nx, tg.ny, tg.nz, keep);
     size_t count[256] = {0};
     for (size_t i = 0; i < n; i++) {
         int l = lab[i];
-        if (o->n_labels && !want[l]) l = 0;
+        if (restrict_labels && !want[l]) l = 0;
         out[i] = (uint16_t)l;
         count[l]++;
     }
@@ -124,7 +142,7 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
         }
         int first = 1;
         for (int l = 1; l < 256; l++)
-            if ((o->n_labels ? want[l] : have[l]) && !count[l]) {
+            if ((restrict_labels ? want[l] : have[l]) && !count[l]) {
                 snprintf(buf, sizeof buf, "%s%d", first ? "; empty labels (outside the field of view?): " : ",", l);
                 note_add(note, notelen, "%s", buf);
                 first = 0;

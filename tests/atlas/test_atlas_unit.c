@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/status.h"
 #include "pipeline/atlas/atlas.h"
 
 static int fails;
@@ -103,6 +104,46 @@ int main(void)
     atlas_reg rr[2] = {def, aff};
     for (int m = 0; m < 3; m++)
         CHECK(!atlas_fuse(b, tp, two, rr, 2, (atlas_fusion)m, &g, out, err, sizeof err), "fuse %d: %s", m, err);
+
+    /* class probabilities: labels 3 and 2 as classes 1 and 2 (label 1, the body, pooled into
+     * background with label 0); per voxel they sum to 1 and their argmax (lowest class on ties)
+     * is the class of the fused label, for every fusion method (JLF weights can be negative:
+     * clamped) */
+    {
+        uint8_t cls[256] = {0};
+        cls[3] = 1, cls[2] = 2;
+        float *pr = malloc(n * 3 * sizeof(float));
+        for (int m = 0; m < 3; m++) {
+            CHECK(!atlas_fuse_probs(b, tp, two, rr, 2, (atlas_fusion)m, &g, out, pr, cls, 3, err, sizeof err),
+                  "fuse probs %d: %s", m, err);
+            size_t bad_sum = 0, bad_arg = 0, bad_range = 0, organ = 0;
+            for (size_t i = 0; i < n; i++) {
+                float s = 0, bv = -1;
+                int best = 0;
+                for (int c = 0; c < 3; c++) {
+                    float p = pr[c * n + i];
+                    s += p;
+                    bad_range += !(p >= 0 && p <= 1);
+                    if (p > bv) bv = p, best = c;
+                }
+                bad_sum += fabsf(s - 1) > 1e-5f;
+                bad_arg += best != cls[out[i]];
+                organ += best == 1 && tl[i] == 3;
+            }
+            printf("%s probabilities: %zu voxels off sum 1, %zu argmax mismatches, %zu out of [0,1]\n",
+                   atlas_fusion_name((atlas_fusion)m), bad_sum, bad_arg, bad_range);
+            CHECK(!bad_sum && !bad_arg && !bad_range, "probabilities inconsistent (method %d)", m);
+            CHECK(organ > 100, "class 1 should be label 3 (%zu voxels agree)", organ);
+        }
+        /* the labels themselves are atlas_fuse's */
+        uint8_t *o2 = malloc(n);
+        CHECK(!atlas_fuse(b, tp, two, rr, 2, ATLAS_FUSE_JLF, &g, o2, err, sizeof err), "fuse: %s", err);
+        CHECK(!memcmp(o2, out, n), "atlas_fuse_probs labels differ from atlas_fuse");
+        free(o2);
+        CHECK(atlas_fuse_probs(b, tp, two, rr, 2, ATLAS_FUSE_MAJORITY, &g, out, pr, cls, 2, err, sizeof err) ==
+                  SN_EINVAL, "a label mapped past the class count must be refused");
+        free(pr);
+    }
 
     /* a folding limit below any field: fall back to affine, with a warning */
     atlas_reg fb;

@@ -1,0 +1,145 @@
+/* tests/atlas/test_atlas_segment.c — pipeline_atlas_segment's class probabilities (opts.probs)
+ * on a synthetic pair: an atlas library of one prepared ellipsoid phantom, a shifted, scaled,
+ * inverted-contrast target. With a label list the probabilities come in the order [background,
+ * labels[0], labels[1]], sum to 1 per voxel, and their argmax is the label map before
+ * post-processing (so it differs from the post-processed output only where post-processing
+ * acted); asking for them does not change the labels; without a label list the classes are the
+ * label numbers 0..n_labels. Needs pipeline_volume, so not in the NN_ONLY build. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/status.h"
+#include "pipeline/atlas/method_atlas.h"
+
+static int fails;
+#define CHECK(c, ...) do { if (!(c)) { printf("FAIL: " __VA_ARGS__); printf("\n"); fails++; } } while (0)
+
+/* As test_atlas_unit.c: body ellipsoid (label 1), a sphere (2) and a small ellipsoid (3) at world
+ * offset `shift` (mm), scale `s`, intensities per label from val[]. */
+static void make(const atlas_grid *g, const double shift[3], double s, const float val[4], float *img, uint8_t *lab)
+{
+    double w[12];
+    atlas_grid_to_world(g, w);
+    for (int k = 0; k < g->nz; k++)
+        for (int j = 0; j < g->ny; j++)
+            for (int i = 0; i < g->nx; i++) {
+                double p[3];
+                for (int r = 0; r < 3; r++) p[r] = (w[r * 4] * i + w[r * 4 + 1] * j + w[r * 4 + 2] * k + w[r * 4 + 3] - shift[r]) / s;
+                int l = 0;
+                if (p[0] * p[0] / 3600 + p[1] * p[1] / 2500 + p[2] * p[2] / 3600 < 1) l = 1;
+                if ((p[0] - 20) * (p[0] - 20) + p[1] * p[1] + (p[2] - 10) * (p[2] - 10) < 400) l = 2;
+                if ((p[0] + 25) * (p[0] + 25) / 100 + (p[1] - 10) * (p[1] - 10) / 225 + p[2] * p[2] / 225 < 1) l = 3;
+                size_t q = i + (size_t)g->nx * (j + (size_t)g->ny * k);
+                img[q] = val[l] + 0.02f * (float)((i * 7 + j * 13 + k * 5) % 11);
+                if (lab) lab[q] = (uint8_t)l;
+            }
+}
+
+int main(void)
+{
+    char err[512], note[512];
+    nn_backend *b;
+    if (nn_backend_cpu_new(2, &b, err, sizeof err)) return 1;
+    atlas_grid g = {64, 64, 48, {2.5, 2.5, 3}, {-80, -80, -72}, {1, 0, 0, 0, 1, 0, 0, 0, 1}};
+    const size_t n = atlas_grid_voxels(&g);
+    float *ai = malloc(n * 4), *ti = malloc(n * 4), *pr = malloc(n * 4 * sizeof(float));
+    uint8_t *al = malloc(n), *tl = malloc(n);
+    uint16_t *out = malloc(n * 2), *out0 = malloc(n * 2);
+    const float ct[4] = {0, 1, 2, 3}, mr[4] = {0, 3, 1, 2};
+    const double z[3] = {0, 0, 0}, sh[3] = {6, -5, 4};
+    make(&g, z, 1.0, ct, ai, al);
+    make(&g, sh, 1.08, mr, ti, tl);
+
+    char lib[] = "/tmp/segnode-atlas-seg-XXXXXX", dir[128];
+    CHECK(mkdtemp(lib) != NULL, "mkdtemp");
+    snprintf(dir, sizeof dir, "%s/a1", lib);
+    CHECK(mkdir(dir, 0700) == 0, "mkdir %s", dir);
+    atlas_prep *ap = NULL;
+    CHECK(!atlas_prep_new(b, &g, ai, al, 3.0, &ap, err, sizeof err), "atlas prep: %s", err);
+    CHECK(ap && !atlas_prep_save(ap, dir, err, sizeof err), "save: %s", err);
+    atlas_prep_free(ap);
+    if (fails) return 1;
+
+    pipeline_volume v;
+    memset(&v, 0, sizeof v);
+    v.nx = g.nx, v.ny = g.ny, v.nz = g.nz;
+    memcpy(v.spacing, g.spacing, sizeof v.spacing);
+    memcpy(v.origin, g.origin, sizeof v.origin);
+    memcpy(v.direction, g.direction, sizeof v.direction);
+    v.data = ti;
+
+    const char *names[1] = {"a1"};
+    const int labels[2] = {3, 2};   /* not in label-number order: the class order follows the list */
+    /* each call registers again (seconds on a busy machine): majority with and without
+     * probabilities, JLF (clamped negative weights) with */
+    for (int m = 0; m < 2; m++) {
+        pipeline_atlas_opts o;
+        pipeline_atlas_opts_default(&o);
+        CHECK(o.probs == NULL, "default probs must be NULL");
+        o.library = lib, o.atlases = names, o.n_atlases = 1;
+        o.labels = labels, o.n_labels = 2;
+        o.fusion = m ? ATLAS_FUSE_JLF : ATLAS_FUSE_MAJORITY;
+        o.probs = pr;
+        CHECK(!pipeline_atlas_segment(&o, &v, out, note, sizeof note, err, sizeof err), "segment probs: %s", err);
+        if (!m) {
+            o.probs = NULL;
+            CHECK(!pipeline_atlas_segment(&o, &v, out0, note, sizeof note, err, sizeof err), "segment: %s", err);
+            CHECK(!memcmp(out, out0, n * 2), "asking for probabilities changed the labels");
+        }
+        size_t bad_sum = 0, differ = 0, in3 = 0, in2 = 0;
+        for (size_t i = 0; i < n; i++) {
+            float s = 0, bv = -1;
+            int best = 0;
+            for (int c = 0; c < 3; c++) {
+                s += pr[c * n + i];
+                if (pr[c * n + i] > bv) bv = pr[c * n + i], best = c;
+            }
+            bad_sum += fabsf(s - 1) > 1e-5f;
+            int lab = best ? labels[best - 1] : 0;
+            differ += lab != out[i];
+            in3 += tl[i] == 3 && pr[1 * n + i] > 0.5f;
+            in2 += tl[i] == 2 && pr[2 * n + i] > 0.5f;
+        }
+        printf("%s: %zu voxels off sum 1, argmax differs from the post-processed labels at %zu voxels; "
+               "p(label 3) > 0.5 in %zu of its voxels, p(label 2) in %zu\n",
+               atlas_fusion_name(o.fusion), bad_sum, differ, in3, in2);
+        CHECK(!bad_sum, "probabilities do not sum to 1");
+        CHECK(differ < n / 200, "argmax far from the labels (%zu voxels)", differ);
+        CHECK(in3 > 300 && in2 > 1500, "class order: labels[0] = 3 is class 1, labels[1] = 2 is class 2");
+    }
+    /* no label list: classes are label numbers 0..n_labels (here 0..3, every label) */
+    {
+        pipeline_atlas_opts o;
+        pipeline_atlas_opts_default(&o);
+        o.library = lib, o.atlases = names, o.n_atlases = 1;
+        o.n_labels = 3, o.probs = pr;
+        o.fusion = ATLAS_FUSE_MAJORITY;
+        CHECK(!pipeline_atlas_segment(&o, &v, out, note, sizeof note, err, sizeof err), "segment all: %s", err);
+        size_t bad_sum = 0, differ = 0, body = 0;
+        for (size_t i = 0; i < n; i++) {
+            float s = 0, bv = -1;
+            int best = 0;
+            for (int c = 0; c < 4; c++) {
+                s += pr[c * n + i];
+                if (pr[c * n + i] > bv) bv = pr[c * n + i], best = c;
+            }
+            bad_sum += fabsf(s - 1) > 1e-5f;
+            differ += best != out[i];
+            body += out[i] == 1;
+        }
+        printf("all labels: %zu voxels off sum 1, argmax differs at %zu voxels, body %zu voxels\n", bad_sum, differ, body);
+        CHECK(!bad_sum && differ < n / 200 && body > 10000, "label-number classes");
+    }
+
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", lib);
+    if (system(cmd)) {}
+    free(ai), free(ti), free(pr), free(al), free(tl), free(out), free(out0);
+    nn_backend_free(b);
+    printf("%s: atlas segment\n", fails ? "FAIL" : "ok");
+    return fails ? 1 : 0;
+}
