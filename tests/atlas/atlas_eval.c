@@ -163,7 +163,7 @@ int main(int argc, char **argv)
     const char *export_dir = NULL;
     const char *mods = "ct,cbct,mr-t1,mr-t2,pet", *table_path = NULL, *labels_show = "8,9,10,11,14";
     double work_mm = 0, lambda = -1, lr = -1;
-    int fast = 0, affine_only = 0, iters = -1, radius = -1, fine = -1, nchk = 0, verbose = 0, fails = 0;
+    int fast = 0, affine_only = 0, identity = 0, iters = -1, radius = -1, fine = -1, nchk = 0, verbose = 0, fails = 0;
     check chk[32];
     int argi = 1;
     for (; argi < argc && argv[argi][0] == '-'; argi++) {
@@ -175,6 +175,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--fast")) fast = 1;
         else if (!strcmp(a, "--export") && argi + 1 < argc) export_dir = argv[++argi];
         else if (!strcmp(a, "--affine-only")) affine_only = 1;
+        else if (!strcmp(a, "--identity")) identity = 1;   /* no registration: the label-resampling ceiling */
         else if (!strcmp(a, "--lambda") && argi + 1 < argc) lambda = atof(argv[++argi]);
         else if (!strcmp(a, "--lr") && argi + 1 < argc) lr = atof(argv[++argi]);
         else if (!strcmp(a, "--iters") && argi + 1 < argc) iters = atoi(argv[++argi]);
@@ -193,7 +194,7 @@ int main(int argc, char **argv)
         }
     }
     if (argc - argi < 2 || !table_path) {
-        fprintf(stderr, "usage: atlas_eval --label-table FILE [--modalities LIST] [--work-mm MM] [--fast]\n"
+        fprintf(stderr, "usage: atlas_eval --label-table FILE [--modalities LIST] [--work-mm MM] [--fast] [--identity]\n"
                         "                  [--check LABEL:MOD:METHOD:MIN]... TARGET_SUBJECT ATLAS_SUBJECT...\n");
         return 2;
     }
@@ -280,6 +281,11 @@ int main(int argc, char **argv)
         if (fine >= 0) ro.fine_iters = fine;
         double treg = 0;
         for (int a = 0; a < na; a++) {
+            if (identity) {   /* same subject, same patient space: target working voxel -> world */
+                regs[a].grid = tp->grid;
+                atlas_grid_to_world(&tp->grid, regs[a].A);
+                continue;
+            }
             if (atlas_register(b, tp, atl[a], &ro, &regs[a], err, sizeof err)) {
                 fprintf(stderr, "register: %s\n", err);
                 return 1;

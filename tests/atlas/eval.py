@@ -10,6 +10,12 @@ Not run by ctest (minutes); tests/atlas/run_short.sh is the short version.
 
 usage: eval.py --build BUILD_DIR [--subjects 4] [--seed 7] [--out DIR] [--loo 1] [--no-baselines]
               [--skip-ours] [--baseline-atlases 1] [--modalities ct,cbct,mr-t1,mr-t2,pet]
+              [--atlas-phase plain|contrast] [--eval-args "..."] [--tools elastix,plastimatch]
+              [--mabs-atlases N]
+
+--atlas-phase contrast takes the atlases' CT (and its SEG) from a second phantom set of the same
+seed rendered in the portal-venous phase (--contrast: same anatomy, same ground truth), as a
+clinical atlas library would be; the targets stay non-contrast.
 """
 import argparse
 import glob
@@ -85,9 +91,10 @@ def dice(a, b, l):
     return 2.0 * (x & y).sum() / s if s else 1.0
 
 
-def run_ours(build, target, atlases, out):
+def run_ours(build, target, atlases, out, extra):
     cmd = [os.path.join(build, "tests/atlas/atlas_eval"), "--label-table",
-           os.path.join(os.path.dirname(__file__), "../../etc/labels.tsv"), "--export", out, target] + atlases
+           os.path.join(os.path.dirname(__file__), "../../etc/labels.tsv"), "--export", out] + extra + \
+          [target] + atlases
     t = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
@@ -147,6 +154,74 @@ def run_plastimatch(exp, mod, na, work):
     return labs, secs
 
 
+PLASTIMATCH_MABS_CFG = """[TRAINING]
+training_dir={train}
+[REGISTRATION]
+registration_config={reg}
+[STRUCTURES]
+{structures}
+[LABELING]
+input={target}
+output={out}
+"""
+
+
+def mhd_to_nrrd(src, dst, uchar=False):
+    subprocess.run(["plastimatch", "convert", "--input", src, "--output-img", dst] +
+                   (["--output-type", "uchar"] if uchar else []), check=True, capture_output=True)
+
+
+def run_plastimatch_mabs(exp, mod, na, work):
+    """plastimatch's own multi-atlas segmentation (`plastimatch mabs --segment`): each atlas as the
+    `convert` stage would leave it (training_dir/convert/ATLAS/img.nrrd + structures/NAME.nrrd,
+    written here from the MetaImage export since mabs --convert reads DICOM RT structure sets,
+    not SEG), the same affine + B-spline MI stages as run_plastimatch, its default Gaussian
+    weighted voting (rho 1, sigma 30, minsim 0.3, threshold 0.4). Returns one label map."""
+    d = os.path.abspath(os.path.join(work, f"mabs_{mod}"))
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(os.path.join(d, "reg"))
+    os.makedirs(os.path.join(d, "target"))
+    for a in range(na):
+        ad = os.path.join(d, "train", "convert", f"atlas{a}")
+        os.makedirs(os.path.join(ad, "structures"))
+        mhd_to_nrrd(f"{exp}/atlas{a}_img.mhd", f"{ad}/img.nrrd")
+        lab = read_mhd(f"{exp}/atlas{a}_lab.mhd")
+        hdr = open(f"{exp}/atlas{a}_lab.mhd").read()
+        for l, name in LABELS.items():
+            (lab == l).astype(np.uint8).tofile(f"{ad}/structures/{name}.raw")
+            open(f"{ad}/structures/{name}.mhd", "w").write(
+                re.sub(r"ElementDataFile = .*", f"ElementDataFile = {name}.raw", hdr))
+            mhd_to_nrrd(f"{ad}/structures/{name}.mhd", f"{ad}/structures/{name}.nrrd", uchar=True)
+            os.remove(f"{ad}/structures/{name}.mhd")
+            os.remove(f"{ad}/structures/{name}.raw")
+    # the same stages as run_plastimatch, without [GLOBAL]: mabs supplies the images itself
+    stages = "[STAGE]" + PLASTIMATCH_CMD.split("[STAGE]", 1)[1]
+    open(os.path.join(d, "reg", "reg_bspline.txt"), "w").write(stages)
+    mhd_to_nrrd(f"{exp}/target_{mod}_img.mhd", f"{d}/target/img.nrrd")
+    cfg = os.path.join(d, "mabs.cfg")
+    open(cfg, "w").write(PLASTIMATCH_MABS_CFG.format(train=f"{d}/train", reg=f"{d}/reg", target=f"{d}/target",
+                                                     out=f"{d}/out", structures="\n".join(LABELS.values())))
+    t = time.time()
+    r = subprocess.run(["plastimatch", "mabs", "--segment", f"{d}/target", "--output", f"{d}/out", cfg],
+                       capture_output=True, text=True)
+    secs = time.time() - t
+    if r.returncode:
+        return None, secs
+    gt = read_mhd(f"{exp}/target_{mod}_lab.mhd")
+    seg = np.zeros(gt.shape, np.int32)
+    for l, name in LABELS.items():
+        f = glob.glob(f"{d}/out/segmentations/**/{name}_thresh_*.nrrd", recursive=True)
+        if not f:
+            return None, secs
+        subprocess.run(["plastimatch", "convert", "--input", f[0], "--output-img", f"{d}/{name}.mhd",
+                        "--output-type", "uchar"], check=True, capture_output=True)
+        m = read_mhd(f"{d}/{name}.mhd")
+        if m.shape != gt.shape:
+            return None, secs
+        seg[(m > 0) & (seg == 0)] = l
+    return seg, secs
+
+
 def majority(labs):
     stack = np.stack(labs)
     votes = np.stack([(stack == l).sum(0) for l in range(256)])
@@ -165,6 +240,12 @@ def main():
     ap.add_argument("--baseline-atlases", type=int, default=1,
                     help="atlases registered by elastix / plastimatch per target (they take minutes each)")
     ap.add_argument("--modalities", default=",".join(MODS))
+    ap.add_argument("--tools", default="elastix,plastimatch",
+                    help="pairwise baselines to run (comma list; empty for none but mabs)")
+    ap.add_argument("--mabs-atlases", type=int, default=0,
+                    help="also run `plastimatch mabs` (its multi-atlas segmentation) with this many atlases")
+    ap.add_argument("--atlas-phase", choices=("plain", "contrast"), default="plain")
+    ap.add_argument("--eval-args", default="", help="extra atlas_eval options, e.g. \"--work-mm 3\"")
     args = ap.parse_args()
     ph = os.path.join(args.out, "phantoms")
     if not os.path.exists(os.path.join(ph, f"subject-{args.subjects:03d}", "seg", "pet.dcm")):
@@ -173,18 +254,29 @@ def main():
                         str(args.subjects), "--modalities", ",".join(MODS), "--size", "small", "--seed",
                         str(args.seed)], check=True, capture_output=True)
     subjects = sorted(glob.glob(os.path.join(ph, "subject-*")))
+    atlas_root = ph
+    if args.atlas_phase == "contrast":
+        atlas_root = os.path.join(args.out, "phantoms-contrast")
+        if not os.path.exists(os.path.join(atlas_root, f"subject-{args.subjects:03d}", "seg", "ct.dcm")):
+            shutil.rmtree(atlas_root, ignore_errors=True)
+            subprocess.run([os.path.join(args.build, "tools/phantom/segnode-phantom"), "--out", atlas_root,
+                            "--subjects", str(args.subjects), "--modalities", "ct", "--contrast", "--size", "small",
+                            "--seed", str(args.seed)], check=True, capture_output=True)
     for t in range(min(args.loo, len(subjects))):
         target = subjects[-1 - t]
-        atlases = [s for s in subjects if s != target]
+        atlases = [os.path.join(atlas_root, os.path.basename(s)) for s in subjects if s != target]
         exp = os.path.join(args.out, f"export-{t}")
         os.makedirs(exp, exist_ok=True)
-        print(f"## target {os.path.basename(target)}, atlases {', '.join(os.path.basename(a) for a in atlases)}")
+        print(f"## target {os.path.basename(target)}, atlases {', '.join(os.path.basename(a) for a in atlases)}"
+              f" (atlas CT: {args.atlas_phase})")
         if not args.skip_ours:
-            table, secs = run_ours(args.build, target, atlases, exp)
+            table, secs = run_ours(args.build, target, atlases, exp, args.eval_args.split())
             print(table)
         if args.no_baselines:
             continue
         for tool, fn in (("elastix", run_elastix), ("plastimatch", run_plastimatch)):
+            if tool not in args.tools.split(","):
+                continue
             if not shutil.which(tool):
                 print(f"# {tool}: not installed")
                 continue
@@ -199,6 +291,19 @@ def main():
                     print(f"{mod:6s} {tool + '-' + name:18s} " +
                           " ".join(f"{LABELS[l]}={d:.3f}" for l, d in zip(LABELS, ds)) +
                           f" mean={np.mean(ds):.3f} {np.mean(s):.1f} s/registration")
+                sys.stdout.flush()
+        if args.mabs_atlases > 0 and shutil.which("plastimatch"):
+            for mod in args.modalities.split(","):
+                k = min(args.mabs_atlases, len(atlases))
+                seg, s = run_plastimatch_mabs(exp, mod, k, exp)
+                if seg is None:
+                    print(f"{mod:6s} plastimatch-mabs failed ({s:.1f} s)")
+                    continue
+                gt = read_mhd(f"{exp}/target_{mod}_lab.mhd")
+                ds = [dice(seg, gt, l) for l in LABELS]
+                print(f"{mod:6s} {'plastimatch-mabs' + str(k):18s} " +
+                      " ".join(f"{LABELS[l]}={d:.3f}" for l, d in zip(LABELS, ds)) +
+                      f" mean={np.mean(ds):.3f} {s:.1f} s for {k} atlases")
                 sys.stdout.flush()
 
 
