@@ -4,8 +4,12 @@
 #ifdef SEGNODE_HAVE_ATLAS_METHOD
 #include "pipeline/atlas/method_atlas.h"
 #endif
+#ifdef SEGNODE_HAVE_NET_METHOD
+#include "pipeline/method_net.h"
+#endif
 
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/status.h"
@@ -80,6 +84,28 @@ void pipeline_method_register_builtin(void)
     if (!method__has("atlas"))
         pipeline_atlas_method_register();
 #endif
+#ifdef SEGNODE_HAVE_NET_METHOD
+    if (!method__has("net"))
+        pipeline_net_method_register();
+#endif
+#ifdef SEGNODE_HAVE_BOTH_METHOD
+    if (!method__has("both"))
+        pipeline_both_method_register();
+#endif
+}
+
+int pipeline_method_model_path(const sn_config *cfg, const char *model, char *out, size_t outlen)
+{
+    if (!model || !model[0] || !out || outlen == 0)
+        return SN_EINVAL;
+    size_t n;
+    const char *slash = model[0] == '/' || !cfg ? NULL : strrchr(cfg->path, '/');
+    if (model[0] == '/' || !cfg || !cfg->path[0] || !slash)
+        /* absolute, or the config file is in the working directory (or there is none) */
+        n = (size_t)snprintf(out, outlen, "%s", model);
+    else
+        n = (size_t)snprintf(out, outlen, "%.*s/%s", (int)(slash - cfg->path), cfg->path, model);
+    return n < outlen ? SN_OK : SN_EINVAL;
 }
 
 int pipeline_method_should_stop(const pipeline_method_ctx *ctx)

@@ -77,9 +77,14 @@ void pipeline_method_clear(void);
 /* Copy the method called `name` into *out; SN_ENOENT if none is registered. Thread-safe. */
 int pipeline_method_find(const char *name, pipeline_method *out);
 
-/* Register the methods built into this binary (none yet: atlas and net add themselves here).
- * Idempotent. */
+/* Register the methods built into this binary (atlas, net, both: each that is compiled in).
+ * Idempotent; never displaces a method a program registered under the same name. */
 void pipeline_method_register_builtin(void);
+
+/* The folder of a route's `model = DIR` into out: DIR itself when absolute, else DIR relative to
+ * the folder of the config file (cfg->path; the working directory for the embedded defaults).
+ * SN_EINVAL when `model` is empty or the result does not fit in outlen. */
+int pipeline_method_model_path(const sn_config *cfg, const char *model, char *out, size_t outlen);
 
 /* 1 when the run must stop now: the cancel flag is set or the deadline passed. */
 int pipeline_method_should_stop(const pipeline_method_ctx *ctx);

@@ -175,20 +175,25 @@ static const sn_route *worker__route(const sn_config *cfg, const char *name)
     return NULL;
 }
 
-/* Checks a method cannot do better itself, made before loading anything. */
-static int worker__precheck(const char *method, const sn_route *r, char *err, size_t errlen)
+/* Checks a method cannot do better itself, made before loading anything. A relative model
+ * folder is relative to the config file's folder (pipeline_method_model_path). */
+static int worker__precheck(const sn_config *cfg, const char *method, const sn_route *r, char *err,
+                            size_t errlen)
 {
     if (strcmp(method, "net") == 0 || strcmp(method, "both") == 0) {
         struct stat sb;
+        char dir[4096];
         if (!r->model[0])
             return sn_errf(err, errlen, SN_ECONFIG, "route %s: method %s needs a model (model = FOLDER)",
                            r->name, method);
-        if (stat(r->model, &sb) != 0)
-            return sn_errf(err, errlen, SN_ENOENT, "route %s: model bundle %s: %s", r->name, r->model,
+        if (pipeline_method_model_path(cfg, r->model, dir, sizeof dir) != SN_OK)
+            return sn_errf(err, errlen, SN_EINVAL, "route %s: model path too long", r->name);
+        if (stat(dir, &sb) != 0)
+            return sn_errf(err, errlen, SN_ENOENT, "route %s: model bundle %s: %s", r->name, dir,
                            strerror(errno));
         if (!S_ISDIR(sb.st_mode))
             return sn_errf(err, errlen, SN_EINVAL, "route %s: model bundle %s is not a folder", r->name,
-                           r->model);
+                           dir);
     }
     return SN_OK;
 }
@@ -282,7 +287,7 @@ static void worker__run(worker *w, worker_slot *slot, const store_job_claimed *j
         rc = sn_errf(err, sizeof err, SN_ECONFIG, "route %s is no longer configured", job->route);
         goto fail;
     }
-    if ((rc = worker__precheck(job->method, route, err, sizeof err)) != SN_OK)
+    if ((rc = worker__precheck(cfg, job->method, route, err, sizeof err)) != SN_OK)
         goto fail;
     if (pipeline_method_find(job->method, &m) != SN_OK) {
         rc = sn_errf(err, sizeof err, SN_EUNSUPPORTED, "method %s is not available in this build",
