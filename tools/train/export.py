@@ -348,6 +348,10 @@ def export(model, example, out_dir, meta=None):
             "outputs": outputs,
         },
     }
+    # anything else in meta (training configuration, data manifest) is carried through verbatim
+    for k, v in meta.items():
+        if k not in doc:
+            doc[k] = v
     write_safetensors(os.path.join(out_dir, "model.safetensors"), ex.params)
     path = os.path.join(out_dir, "model.json")
     with open(path + ".tmp", "w") as f:
