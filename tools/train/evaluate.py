@@ -1,0 +1,157 @@
+#!/usr/bin/python3
+"""tools/train/evaluate.py — Dice and average symmetric surface distance (ASD, mm) per label
+and modality on phantom subjects not used in training, for model bundles (run through the node's
+own `segnode infer`, i.e. nn/ on the CPU) and the atlas method (`segnode segment --method atlas`).
+The target modality's ground truth (DIR/subject-NNN/seg/<modality>.dcm) is read here only.
+
+  evaluate.py --segnode build/tools/segnode/segnode --data /work/train-data/eval \\
+      --modalities mr-t1,mr-t2,cbct,pet \\
+      --model baseline=models/ct-baseline --model adapted=models/{mod} \\
+      [--atlas NAMES --config segnode.conf] --json out.json --markdown out.md
+
+`{mod}` in a model path is replaced by the modality (a bundle per target); a model whose path
+does not exist for a modality is skipped. Prints a Markdown table (one row per method, modality
+and label; mean over subjects) and writes the per-subject figures as JSON."""
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import data as D  # noqa: E402
+
+
+def gt_labels(series):
+    table = D.phantomio.load_labels_table(D.LABELS_TSV)
+    lab, g = D.phantomio.read_seg(D.find_seg(series), table)
+    return lab, (g.spacing[2], g.spacing[1], g.spacing[0])
+
+
+def run_model(segnode, bundle, series, tmp, threads):
+    out = os.path.join(tmp, "pred.nii")
+    t0 = time.time()
+    subprocess.run([segnode, "infer", "--model", bundle, "--device", "cpu", "--threads",
+                    str(threads), "--pad", series, "--out", out], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return D.read_nifti(out), time.time() - t0
+
+
+def run_atlas(segnode, config, atlases, series, tmp):
+    out = os.path.join(tmp, "atlas.dcm")
+    t0 = time.time()
+    subprocess.run([segnode, "-c", config, "segment", "--method", "atlas", "--atlases", atlases,
+                    "--out", out, series], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    table = D.phantomio.load_labels_table(D.LABELS_TSV)
+    lab, _ = D.phantomio.read_seg(out, table)
+    return lab, time.time() - t0
+
+
+def score(pred, gt, spacing, organs):
+    tab = D.label_table()
+    res = {}
+    for o in organs:
+        v = tab[o][0]
+        a, b = pred == v, gt == v
+        res[o] = {"dice": D.dice(a, b), "asd": D.asd(a, b, spacing)}
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--segnode")
+    ap.add_argument("--data", help="phantom folder of evaluation subjects")
+    ap.add_argument("--merge", nargs="+", help="only print the table of earlier --json files")
+    ap.add_argument("--modalities", default="mr-t1,mr-t2,cbct,pet")
+    ap.add_argument("--model", action="append", default=[], help="NAME=BUNDLE_DIR ({mod} allowed)")
+    ap.add_argument("--atlas", help="comma list of atlas names (segnode atlas list)")
+    ap.add_argument("--config", help="segnode config whose storage holds the atlas library")
+    ap.add_argument("--organs", default=",".join(D.ORGANS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json")
+    ap.add_argument("--markdown")
+    args = ap.parse_args()
+    organs = args.organs.split(",")
+    if args.merge:
+        rows = [r for f in args.merge for r in json.load(open(f))]
+        order = {m: i for i, m in enumerate(["baseline", "stage1", "adapted", "atlas"])}
+        mods = args.modalities.split(",")
+        rows.sort(key=lambda r: (mods.index(r["modality"]) if r["modality"] in mods else 99,
+                                 order.get(r["method"], 50)))
+        print(table(rows, organs))
+        return
+    if not args.segnode or not args.data:
+        ap.error("--segnode and --data are needed")
+    methods = [m.split("=", 1) for m in args.model]
+    if args.atlas:
+        methods.append(["atlas", None])
+    rows = []           # dicts: method, modality, subject, organ, dice, asd, seconds
+    subjects = sorted(glob.glob(os.path.join(args.data, "subject-*")))
+    with tempfile.TemporaryDirectory() as tmp:
+        for mod in args.modalities.split(","):
+            for subj in subjects:
+                series = os.path.join(subj, mod)
+                if not os.path.isdir(series):
+                    continue
+                gt, sp = gt_labels(series)
+                for name, path in methods:
+                    if path is not None:
+                        bundle = path.replace("{mod}", mod)
+                        if not os.path.exists(os.path.join(bundle, "model.json")):
+                            continue
+                        pred, secs = run_model(args.segnode, bundle, series, tmp, args.threads)
+                    else:
+                        pred, secs = run_atlas(args.segnode, args.config, args.atlas, series, tmp)
+                    if pred.shape != gt.shape:
+                        sys.exit("%s %s: prediction %s vs ground truth %s" %
+                                 (name, series, pred.shape, gt.shape))
+                    for o, r in score(pred, gt, sp, organs).items():
+                        rows.append({"method": name, "modality": mod,
+                                     "subject": os.path.basename(subj), "organ": o,
+                                     "dice": r["dice"], "asd": r["asd"], "seconds": secs})
+                    print("%-10s %-6s %s %5.1fs  %s" % (
+                        name, mod, os.path.basename(subj), secs,
+                        " ".join("%s=%.3f" % (r["organ"], r["dice"]) for r in rows
+                                 if r["method"] == name and r["modality"] == mod and
+                                 r["subject"] == os.path.basename(subj))), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    md = table(rows, organs)
+    print(md)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(md)
+
+
+def table(rows, organs):
+    """One row per modality and method: Dice / ASD (mm) per organ, mean over subjects."""
+    out = ["| modality | method | " + " | ".join(organs) + " | s/volume |",
+           "|---|---|" + "---|" * len(organs) + "---|"]
+    keys = []
+    for r in rows:
+        k = (r["modality"], r["method"])
+        if k not in keys:
+            keys.append(k)
+    for mod, meth in keys:
+        cells = []
+        sel = [r for r in rows if r["modality"] == mod and r["method"] == meth]
+        for o in organs:
+            d = [r["dice"] for r in sel if r["organ"] == o]
+            a = [r["asd"] for r in sel if r["organ"] == o and not np.isnan(r["asd"])]
+            cells.append("%.3f / %s" % (np.nanmean(d), "%.1f" % np.mean(a) if a else "-"))
+        secs = np.mean([r["seconds"] for r in sel])
+        n = len({r["subject"] for r in sel})
+        out.append("| %s | %s | %s | %.1f (n=%d) |" % (mod, meth, " | ".join(cells), secs, n))
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    main()
