@@ -1,0 +1,47 @@
+#!/usr/bin/python3
+"""tests/train/infer_dice.py — a shipped bundle through the node's own inference path: a small
+phantom subject of the bundle's modality (an id and seed not used in training) is generated,
+`segnode infer --model models/NAME` labels it, and the liver Dice against the phantom's ground
+truth SEG (read with pydicom, tools/phantom/phantomio.py) must reach FLOOR. The floors in
+tests/train/CMakeLists.txt are measured values less a margin, not targets (those are in
+tools/train/README.md, measured on full-size subjects).
+  infer_dice.py SEGNODE PHANTOM MODEL_DIR MODALITY FLOOR WORK"""
+import os
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "train"))
+import data as D  # noqa: E402
+
+
+def main():
+    segnode, phantom, model, mod, floor, work = sys.argv[1:7]
+    floor = float(floor)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    subprocess.run([phantom, "--out", work, "--subjects", "1", "--first", "41", "--seed", "77",
+                    "--modalities", mod, "--size", "small", "--quiet", "--threads", "1"],
+                   check=True)
+    series = os.path.join(work, "subject-041", mod)
+    out = os.path.join(work, "pred.nii")
+    subprocess.run([segnode, "infer", "--model", model, "--device", "cpu", "--threads", "1",
+                    "--pad", series, "--out", out], check=True)
+    pred = D.read_nifti(out)
+    table = D.phantomio.load_labels_table(D.LABELS_TSV)
+    gt, _ = D.phantomio.read_seg(D.find_seg(series), table)
+    if pred.shape != gt.shape:
+        print("FAIL: prediction %s, ground truth %s" % (pred.shape, gt.shape))
+        return 1
+    tab = D.label_table()
+    scores = {o: D.dice(pred == tab[o][0], gt == tab[o][0]) for o in D.ORGANS}
+    print(" ".join("%s=%.3f" % kv for kv in scores.items()))
+    ok = scores["liver"] >= floor
+    print("liver Dice %.3f, floor %.3f: %s" % (scores["liver"], floor, "ok" if ok else "FAIL"))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
