@@ -40,6 +40,17 @@ int pipeline_method_register(const pipeline_method *m)
     return rc;
 }
 
+int pipeline_method_add(const char *name, const char *algorithm_name, int uses_gpu, pipeline_method_fn run)
+{
+    pipeline_method m;
+    memset(&m, 0, sizeof m);
+    snprintf(m.name, sizeof m.name, "%s", name ? name : "");
+    snprintf(m.algorithm_name, sizeof m.algorithm_name, "%s", algorithm_name ? algorithm_name : "");
+    m.uses_gpu = uses_gpu;
+    m.run = run;
+    return pipeline_method_register(&m);
+}
+
 void pipeline_method_clear(void)
 {
     pthread_mutex_lock(&method__mu);

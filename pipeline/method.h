@@ -71,6 +71,9 @@ typedef struct pipeline_method {
  * worker starts. SN_EINVAL (no name/run), SN_ENOMEM (more than PIPELINE_METHOD_MAX). */
 int pipeline_method_register(const pipeline_method *m);
 
+/* The same from its parts (names are truncated to their fields). */
+int pipeline_method_add(const char *name, const char *algorithm_name, int uses_gpu, pipeline_method_fn run);
+
 /* Remove every registration (tests). */
 void pipeline_method_clear(void);
 

@@ -139,11 +139,5 @@ out:
 
 void pipeline_both_method_register(void)
 {
-    pipeline_method m;
-    memset(&m, 0, sizeof m);
-    snprintf(m.name, sizeof m.name, "both");
-    snprintf(m.algorithm_name, sizeof m.algorithm_name, "segnode net + multi-atlas");
-    m.uses_gpu = 1;
-    m.run = both__run;
-    pipeline_method_register(&m);
+    pipeline_method_add("both", "segnode net + multi-atlas", 1, both__run);
 }

@@ -573,11 +573,5 @@ out:
 
 void pipeline_net_method_register(void)
 {
-    pipeline_method m;
-    memset(&m, 0, sizeof m);
-    snprintf(m.name, sizeof m.name, "net");
-    snprintf(m.algorithm_name, sizeof m.algorithm_name, "segnode net");
-    m.uses_gpu = 1;
-    m.run = net__run;
-    pipeline_method_register(&m);
+    pipeline_method_add("net", "segnode net", 1, net__run);
 }

@@ -59,11 +59,5 @@ static int method_run(pipeline_method_ctx *ctx, const pipeline_volume *target, u
 
 void pipeline_atlas_method_register(void)
 {
-    pipeline_method m;
-    memset(&m, 0, sizeof m);
-    snprintf(m.name, sizeof m.name, "atlas");
-    snprintf(m.algorithm_name, sizeof m.algorithm_name, "segnode multi-atlas");
-    m.uses_gpu = 0;
-    m.run = method_run;
-    pipeline_method_register(&m);
+    pipeline_method_add("atlas", "segnode multi-atlas", 0, method_run);
 }
