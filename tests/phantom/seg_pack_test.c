@@ -63,7 +63,7 @@ int main(int argc, char **argv)
     h.study_date = "20240101";
     h.study_time = "120000";
     pipeline_seg_source src = {NX, NY, NZ, {-10, 20, 30}, {1, 0, 0, 0, 1, 0}, {0.8, 0.7}, 2.5, 2.5,
-                               srcser, "1.2.840.10008.5.1.4.1.1.2", sops};
+                               srcser, "1.2.840.10008.5.1.4.1.1.2", sops, NULL};
     pipeline_seg_options o = {segsop, 1, "TEST", "packing test", NULL, "20240101", "120000", 1, NULL};
     int rc = pipeline_seg_write(argv[2], &h, &src, lab, t, &o, err, sizeof(err));
     pipeline_labels_free(t);
