@@ -155,7 +155,7 @@ static void test_shipped_example(void **state)
     assert_string_equal(r->labels.item[3], "kidney_right");
     assert_int_equal(r->atlases.n, 1);
     assert_string_equal(r->atlases.item[0], "phantom-ct");
-    assert_string_equal(r->model, "models/mr");
+    assert_string_equal(r->model, "models/mr-t1");
     assert_int_equal(r->send_to.n, 2);
     assert_string_equal(r->send_to.item[0], "PACS");
     assert_string_equal(r->send_to.item[1], "@caller");
