@@ -143,7 +143,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)g_port);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    int crc = fd < 0 ? -1 : connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    if (crc != 0 && fd >= 0 && errno == EINTR) {
+        /* A signal (libFuzzer's timers) interrupted a connect that waits for the node's accept
+         * queue; the connection goes on in the background: wait for it, then ask how it went. */
+        struct pollfd cp = {fd, POLLOUT, 0};
+        int pr, soerr = 0;
+        socklen_t sl = sizeof soerr;
+        do
+            pr = poll(&cp, 1, FUZZ_HANG_MS);
+        while (pr < 0 && errno == EINTR);
+        if (pr == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
+            crc = 0;
+        else
+            errno = pr == 0 ? ETIMEDOUT : soerr ? soerr : errno;
+    }
+    if (crc != 0) {
         fprintf(stderr, "fuzz_assoc: connect: %s\n", strerror(errno));
         abort();
     }
