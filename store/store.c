@@ -490,6 +490,28 @@ void store_tmp_writeback(store *st, int fd)
         (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
+int store__errno_status(int e)
+{
+    return e == ENOSPC || e == EDQUOT ? SN_ENOSPC : SN_EIO;
+}
+
+int store__is_tmp(const store *st, const char *path)
+{
+    size_t n = strlen(st->tmp_dir);
+    if (strncmp(path, st->tmp_dir, n) != 0 || path[n] != '/')
+        return 0;
+    const char *name = path + n + 1;
+    return *name && !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..");
+}
+
+int store__mkdir(const char *path, char *err, size_t errlen)
+{
+    if (mkdir(path, 0750) == 0 || errno == EEXIST)
+        return SN_OK;
+    int e = errno;
+    return sn_errf(err, errlen, store__errno_status(e), "create directory %s: %s", path, strerror(e));
+}
+
 /* ---- names ------------------------------------------------------------------------------- */
 
 const char *store_series_state_name(store_series_state s)

@@ -104,6 +104,16 @@ int store__conn_setup(sqlite3 *db, char *err, size_t errlen);
 int store__reader_get(store *st, sqlite3 **out, char *err, size_t errlen);
 void store__reader_put(store *st, sqlite3 *db);
 
+/* errno of a failed write-side call -> SN_ENOSPC (ENOSPC, EDQUOT) or SN_EIO. */
+int store__errno_status(int e);
+
+/* 1 if `path` names a file directly inside this store's tmp/ (made by store_tmp_create): only
+ * those may be committed into the store or removed on failure. */
+int store__is_tmp(const store *st, const char *path);
+
+/* mkdir one level (0750; an existing folder is fine); made durable by the caller's flush. */
+int store__mkdir(const char *path, char *err, size_t errlen);
+
 /* SQLite result code -> status (SQLITE_FULL -> SN_ENOSPC, else SN_EDB), message into err. */
 int store__dberr(sqlite3 *db, int rc, const char *what, char *err, size_t errlen);
 

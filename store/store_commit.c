@@ -38,21 +38,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int commit__errno_status(int e)
-{
-    return e == ENOSPC || e == EDQUOT ? SN_ENOSPC : SN_EIO;
-}
-
-/* Only files made by store_tmp_create may be committed (and removed on failure). */
-static int commit__is_tmp(const store *st, const char *path)
-{
-    size_t n = strlen(st->tmp_dir);
-    if (strncmp(path, st->tmp_dir, n) != 0 || path[n] != '/')
-        return 0;
-    const char *name = path + n + 1;
-    return *name && !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..");
-}
-
 static int commit__check_meta(const store_instance_meta *m, char *err, size_t errlen)
 {
     if (!m)
@@ -73,15 +58,6 @@ static int commit__check_meta(const store_instance_meta *m, char *err, size_t er
     if (m->transfer_syntax_uid && *m->transfer_syntax_uid && !sn_uid_valid(m->transfer_syntax_uid))
         return sn_errf(err, errlen, SN_EINVAL, "Transfer Syntax UID is not a valid UID");
     return SN_OK;
-}
-
-/* mkdir one level (made durable by the batch's syncfs). */
-static int commit__mkdir(const char *path, char *err, size_t errlen)
-{
-    if (mkdir(path, 0750) == 0 || errno == EEXIST)
-        return SN_OK;
-    int e = errno;
-    return sn_errf(err, errlen, commit__errno_status(e), "create directory %s: %s", path, strerror(e));
 }
 
 /* ---- the index half (runs in the leader, inside the batch transaction) ------------------- */
@@ -237,7 +213,7 @@ static int commit__syncfs(store *st, char *err, size_t errlen)
     int s = SN_OK, fd = open(st->files_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 || syncfs(fd) != 0) {
         int en = errno;
-        s = sn_errf(err, errlen, commit__errno_status(en), "syncfs %s: %s", st->files_dir, strerror(en));
+        s = sn_errf(err, errlen, store__errno_status(en), "syncfs %s: %s", st->files_dir, strerror(en));
     }
     if (fd >= 0)
         close(fd);
@@ -406,7 +382,7 @@ int store_instance_commit(store *st, const char *tmp_path, const store_instance_
         memset(res, 0, sizeof *res);
     if (!st || !tmp_path)
         return sn_errf(err, errlen, SN_EINVAL, "store_instance_commit: bad arguments");
-    if (!commit__is_tmp(st, tmp_path))
+    if (!store__is_tmp(st, tmp_path))
         return sn_errf(err, errlen, SN_EINVAL, "%s is not a temp file of this store", tmp_path);
 
     pthread_mutex_lock(&st->q_mu);
@@ -447,7 +423,7 @@ int store_instance_commit(store *st, const char *tmp_path, const store_instance_
     snprintf(d1, sizeof d1, "%s/%.2s", st->files_dir, hex);
     snprintf(d2, sizeof d2, "%s/%.2s/%.2s", st->files_dir, hex, hex + 2);
     snprintf(abspath, sizeof abspath, "%s/%s", st->dir, relpath);
-    if ((rc = commit__mkdir(d1, err, errlen)) != SN_OK || (rc = commit__mkdir(d2, err, errlen)) != SN_OK)
+    if ((rc = store__mkdir(d1, err, errlen)) != SN_OK || (rc = store__mkdir(d2, err, errlen)) != SN_OK)
         goto err;
 
     stripe = (md[4] | (md[5] << 8)) % STORE__NSTRIPES;
@@ -457,7 +433,7 @@ int store_instance_commit(store *st, const char *tmp_path, const store_instance_
         goto err;
     if (rename(tmp_path, abspath) != 0) {
         int e = errno;
-        rc = sn_errf(err, errlen, commit__errno_status(e), "rename %s -> %s: %s", tmp_path, abspath,
+        rc = sn_errf(err, errlen, store__errno_status(e), "rename %s -> %s: %s", tmp_path, abspath,
                      strerror(e));
         goto err;
     }

@@ -85,28 +85,6 @@ typedef struct finish__file {
     int existed;                       /* replaced a stored file */
 } finish__file;
 
-static int finish__errno_status(int e)
-{
-    return e == ENOSPC || e == EDQUOT ? SN_ENOSPC : SN_EIO;
-}
-
-static int finish__is_tmp(const store *st, const char *path)
-{
-    size_t n = strlen(st->tmp_dir);
-    if (strncmp(path, st->tmp_dir, n) != 0 || path[n] != '/')
-        return 0;
-    const char *name = path + n + 1;
-    return *name && !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..");
-}
-
-static int finish__mkdir(const char *path, char *err, size_t errlen)
-{
-    if (mkdir(path, 0750) == 0 || errno == EEXIST)
-        return SN_OK;
-    int e = errno;
-    return sn_errf(err, errlen, finish__errno_status(e), "create directory %s: %s", path, strerror(e));
-}
-
 /* The index transaction failed after the rename: a new file is unlinked (nothing references
  * it); a replaced one stays (the old row points at the new bytes of the same SOP Instance). */
 static void finish__file_undo(const finish__file *f)
@@ -152,7 +130,7 @@ static int finish__file_put(store *st, const char *tmp_path, const char *sop_uid
     snprintf(d1, sizeof d1, "%s/%.2s", st->files_dir, hex);
     snprintf(d2, sizeof d2, "%s/%.2s/%.2s", st->files_dir, hex, hex + 2);
     snprintf(f->abspath, sizeof f->abspath, "%s/%s", st->dir, f->relpath);
-    if ((rc = finish__mkdir(d1, err, errlen)) != SN_OK || (rc = finish__mkdir(d2, err, errlen)) != SN_OK)
+    if ((rc = store__mkdir(d1, err, errlen)) != SN_OK || (rc = store__mkdir(d2, err, errlen)) != SN_OK)
         goto err;
     /* The same stripe as store_instance_commit uses for this UID. */
     f->stripe = (md[4] | (md[5] << 8)) % STORE__NSTRIPES;
@@ -164,7 +142,7 @@ static int finish__file_put(store *st, const char *tmp_path, const char *sop_uid
         goto err_locked;
     if (rename(tmp_path, f->abspath) != 0) {
         int e = errno;
-        rc = sn_errf(err, errlen, finish__errno_status(e), "rename %s -> %s: %s", tmp_path,
+        rc = sn_errf(err, errlen, store__errno_status(e), "rename %s -> %s: %s", tmp_path,
                      f->abspath, strerror(e));
         goto err_locked;
     }
@@ -368,7 +346,7 @@ int store_job_finish(store *st, int64_t job_id, const char *seg_tmp_path,
     f.stripe = -1;
     if (!st || !seg_tmp_path || !cfg)
         return sn_errf(err, errlen, SN_EINVAL, "store_job_finish: bad arguments");
-    if (!finish__is_tmp(st, seg_tmp_path))
+    if (!store__is_tmp(st, seg_tmp_path))
         return sn_errf(err, errlen, SN_EINVAL, "%s is not a temp file of this store", seg_tmp_path);
     if ((rc = finish__check_meta(seg_meta, err, errlen)) != SN_OK) {
         unlink(seg_tmp_path);
