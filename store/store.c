@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,25 @@ static char *open__join(const char *a, const char *b)
     p[la] = '/';
     memcpy(p + la + 1, b, lb + 1);
     return p;
+}
+
+/* Make files/00 .. files/ff (store__instance_path); a store that lacked any gets its files/
+ * folder flushed so the new entries are durable before the first instance goes in. */
+static int open__folders(store *st, char *err, size_t errlen)
+{
+    char path[4096];
+    int made = 0;
+    for (int i = 0; i < 256; i++) {
+        snprintf(path, sizeof path, "%s/%02x", st->files_dir, i);
+        if (mkdir(path, 0750) == 0)
+            made++;
+        else if (errno != EEXIST) {
+            int e = errno;
+            return sn_errf(err, errlen, store__errno_status(e), "create directory %s: %s", path,
+                           strerror(e));
+        }
+    }
+    return made ? sn_fsync_dir(st->files_dir, err, errlen) : SN_OK;
 }
 
 /* Partial uploads were never acknowledged: drop them. */
@@ -365,7 +385,7 @@ int store_open(const char *dir, store **out, char *err, size_t errlen)
         rc = SN_EIO;
         goto err;
     }
-    if ((rc = open__empty_tmp(st, err, errlen)) != SN_OK)
+    if ((rc = open__empty_tmp(st, err, errlen)) != SN_OK || (rc = open__folders(st, err, errlen)) != SN_OK)
         goto err;
     {
         /* One syncfs can make the files and the index's WAL durable together only when they
@@ -504,12 +524,39 @@ int store__is_tmp(const store *st, const char *path)
     return *name && !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..");
 }
 
-int store__mkdir(const char *path, char *err, size_t errlen)
+int store__instance_path(const store *st, const char *sop_uid, store__path *out, char *err,
+                         size_t errlen)
 {
-    if (mkdir(path, 0750) == 0 || errno == EEXIST)
-        return SN_OK;
-    int e = errno;
-    return sn_errf(err, errlen, store__errno_status(e), "create directory %s: %s", path, strerror(e));
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char hex[2 * 32 + 1];
+    if (!EVP_Digest(sop_uid, strlen(sop_uid), md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
+        return sn_errf(err, errlen, SN_EINTERNAL, "SHA-256 failed");
+    static const char digits[] = "0123456789abcdef";
+    for (unsigned i = 0; i < 32; i++) {
+        hex[2 * i] = digits[md[i] >> 4];
+        hex[2 * i + 1] = digits[md[i] & 15];
+    }
+    hex[64] = '\0';
+    snprintf(out->relpath, sizeof out->relpath, "files/%.2s/%s.dcm", hex, hex);
+    snprintf(out->folder, sizeof out->folder, "%s/%.2s", st->files_dir, hex);
+    if ((size_t)snprintf(out->abspath, sizeof out->abspath, "%s/%s", st->dir, out->relpath) >=
+        sizeof out->abspath)
+        return sn_errf(err, errlen, SN_EINVAL, "storage path too long");
+    out->stripe = (md[4] | (md[5] << 8)) % STORE__NSTRIPES;
+    return SN_OK;
+}
+
+int store__rename_in(const store__path *p, const char *from)
+{
+    if (rename(from, p->abspath) == 0)
+        return 0;
+    if (errno != ENOENT || access(from, F_OK) != 0)
+        return -1;
+    /* The folder was removed by hand; the caller's flush makes the new entry durable. */
+    if (mkdir(p->folder, 0750) != 0 && errno != EEXIST)
+        return -1;
+    return rename(from, p->abspath);
 }
 
 /* ---- names ------------------------------------------------------------------------------- */

@@ -4,8 +4,9 @@
  *
  * Layout under the storage folder:
  *   index.sqlite            the database (schema versioned, migrated on open)
- *   files/aa/bb/<sha256>.dcm instance files; the name is the SHA-256 of the SOP Instance UID,
- *                           never a string from the network
+ *   files/aa/<sha256>.dcm   instance files; the name is the SHA-256 of the SOP Instance UID,
+ *                           never a string from the network (aa: its first byte; the 256
+ *                           folders are made on open)
  *   tmp/                    files being received; emptied on open (never acknowledged)
  *
  * Thread-safety: one `store` handle may be used from any number of threads at once. */

@@ -2,7 +2,7 @@
  * hash name, then index it through a group commit.
  *
  * Order, and why it is safe:
- *   1. in the calling thread: rename the temp file to files/aa/bb/<sha256(uid)>.dcm (for a
+ *   1. in the calling thread: rename the temp file to files/aa/<sha256(uid)>.dcm (for a
  *      REPLACEMENT the new bytes are fsynced first: the old ones were acknowledged, so the name
  *      may never point at unflushed data);
  *   2. join the group commit: the first waiter becomes the leader and takes the queued
@@ -32,7 +32,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -371,9 +370,7 @@ int store_instance_commit(store *st, const char *tmp_path, const store_instance_
                           store_commit_result *res, char *err, size_t errlen)
 {
     int rc, fd = -1, renamed = 0, existed = 0, stripe = -1;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    char hex[2 * 32 + 1], relpath[128], abspath[4096], d1[4096], d2[4096];
+    store__path p;
     struct stat sb;
     int64_t size = 0;
     store__gc_req req;
@@ -411,29 +408,16 @@ int store_instance_commit(store *st, const char *tmp_path, const store_instance_
     }
     size = (int64_t)sb.st_size;
 
-    /* The name comes from a hash of the (validated) UID, never from the UID itself. */
-    if (!EVP_Digest(meta->sop_instance_uid, strlen(meta->sop_instance_uid), md, &mdlen, EVP_sha256(), NULL) ||
-        mdlen != 32) {
-        rc = sn_errf(err, errlen, SN_EINTERNAL, "SHA-256 failed");
+    if ((rc = store__instance_path(st, meta->sop_instance_uid, &p, err, errlen)) != SN_OK)
         goto err;
-    }
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    snprintf(relpath, sizeof relpath, "files/%.2s/%.2s/%s.dcm", hex, hex + 2, hex);
-    snprintf(d1, sizeof d1, "%s/%.2s", st->files_dir, hex);
-    snprintf(d2, sizeof d2, "%s/%.2s/%.2s", st->files_dir, hex, hex + 2);
-    snprintf(abspath, sizeof abspath, "%s/%s", st->dir, relpath);
-    if ((rc = store__mkdir(d1, err, errlen)) != SN_OK || (rc = store__mkdir(d2, err, errlen)) != SN_OK)
-        goto err;
-
-    stripe = (md[4] | (md[5] << 8)) % STORE__NSTRIPES;
+    stripe = p.stripe;
     pthread_mutex_lock(&st->stripe[stripe]);
-    existed = lstat(abspath, &sb) == 0;
+    existed = lstat(p.abspath, &sb) == 0;
     if (do_fsync && existed && (rc = sn_fsync_fd(fd, tmp_path, err, errlen)) != SN_OK)
         goto err;
-    if (rename(tmp_path, abspath) != 0) {
+    if (store__rename_in(&p, tmp_path) != 0) {
         int e = errno;
-        rc = sn_errf(err, errlen, store__errno_status(e), "rename %s -> %s: %s", tmp_path, abspath,
+        rc = sn_errf(err, errlen, store__errno_status(e), "rename %s -> %s: %s", tmp_path, p.abspath,
                      strerror(e));
         goto err;
     }
@@ -443,7 +427,7 @@ int store_instance_commit(store *st, const char *tmp_path, const store_instance_
 
     memset(&req, 0, sizeof req);
     req.meta = meta;
-    req.relpath = relpath;
+    req.relpath = p.relpath;
     req.size = size;
     req.received_ms = sn_now_ms();
     req.needs_sync = do_fsync;
@@ -468,14 +452,14 @@ err:
         unlink(tmp_path);
     } else if (!existed && !req.keep_file) {
         /* Nothing indexed it and nothing did before: do not leave an orphan behind. */
-        if (unlink(abspath) != 0 && errno != ENOENT)
-            SN_LOG_WARN("store", "cannot remove unindexed %s: %s", abspath, strerror(errno));
+        if (unlink(p.abspath) != 0 && errno != ENOENT)
+            SN_LOG_WARN("store", "cannot remove unindexed %s: %s", p.abspath, strerror(errno));
     } else if (!existed) {
         SN_LOG_WARN("store", "commit of %s failed after it was indexed; the file stays with its row",
-                    abspath);
+                    p.abspath);
     } else {
         SN_LOG_WARN("store", "commit of replaced %s failed after the rename; the old row stays "
-                    "and points at the new bytes", abspath);
+                    "and points at the new bytes", p.abspath);
     }
     if (stripe >= 0)
         pthread_mutex_unlock(&st->stripe[stripe]);

@@ -14,7 +14,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,7 +78,7 @@ int64_t store_outbox_backoff_ms(int attempts, int64_t base_ms, int64_t cap_ms)
 /* ---- the SEG file (the same layout and durability rules as store_commit.c) ---------------- */
 
 typedef struct finish__file {
-    char relpath[128], abspath[4096];
+    store__path p;
     int64_t size;
     int stripe;                        /* held from put to the end of the index transaction */
     int existed;                       /* replaced a stored file */
@@ -90,21 +89,18 @@ typedef struct finish__file {
 static void finish__file_undo(const finish__file *f)
 {
     if (f->existed) {
-        SN_LOG_WARN("store", "finishing a job failed after replacing %s; the old row stays", f->abspath);
+        SN_LOG_WARN("store", "finishing a job failed after replacing %s; the old row stays", f->p.abspath);
         return;
     }
-    if (unlink(f->abspath) != 0 && errno != ENOENT)
-        SN_LOG_WARN("store", "cannot remove unindexed %s: %s", f->abspath, strerror(errno));
+    if (unlink(f->p.abspath) != 0 && errno != ENOENT)
+        SN_LOG_WARN("store", "cannot remove unindexed %s: %s", f->p.abspath, strerror(errno));
 }
 
-/* Move the temp file to files/aa/bb/<sha256(uid)>.dcm durably; on success the stripe lock of
+/* Move the temp file to files/aa/<sha256(uid)>.dcm durably; on success the stripe lock of
  * the UID is held (released by finish__file_done). On failure the temp file is gone. */
 static int finish__file_put(store *st, const char *tmp_path, const char *sop_uid, finish__file *f,
                             char *err, size_t errlen)
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    char hex[65], d1[4096], d2[4096];
     struct stat sb;
     int rc, fd = -1, do_fsync = atomic_load(&st->fsync_on);
 
@@ -120,35 +116,25 @@ static int finish__file_put(store *st, const char *tmp_path, const char *sop_uid
         goto err;
     }
     f->size = (int64_t)sb.st_size;
-    if (!EVP_Digest(sop_uid, strlen(sop_uid), md, &mdlen, EVP_sha256(), NULL) || mdlen != 32) {
-        rc = sn_errf(err, errlen, SN_EINTERNAL, "SHA-256 failed");
-        goto err;
-    }
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    snprintf(f->relpath, sizeof f->relpath, "files/%.2s/%.2s/%s.dcm", hex, hex + 2, hex);
-    snprintf(d1, sizeof d1, "%s/%.2s", st->files_dir, hex);
-    snprintf(d2, sizeof d2, "%s/%.2s/%.2s", st->files_dir, hex, hex + 2);
-    snprintf(f->abspath, sizeof f->abspath, "%s/%s", st->dir, f->relpath);
-    if ((rc = store__mkdir(d1, err, errlen)) != SN_OK || (rc = store__mkdir(d2, err, errlen)) != SN_OK)
+    if ((rc = store__instance_path(st, sop_uid, &f->p, err, errlen)) != SN_OK)
         goto err;
     /* The same stripe as store_instance_commit uses for this UID. */
-    f->stripe = (md[4] | (md[5] << 8)) % STORE__NSTRIPES;
+    f->stripe = f->p.stripe;
     pthread_mutex_lock(&st->stripe[f->stripe]);
-    f->existed = lstat(f->abspath, &sb) == 0;
+    f->existed = lstat(f->p.abspath, &sb) == 0;
     /* Written by us, never acknowledged to anyone yet: fsync before the rename in any case, so
      * the name never points at bytes that are not on disk. */
     if (do_fsync && (rc = sn_fsync_fd(fd, tmp_path, err, errlen)) != SN_OK)
         goto err_locked;
-    if (rename(tmp_path, f->abspath) != 0) {
+    if (store__rename_in(&f->p, tmp_path) != 0) {
         int e = errno;
         rc = sn_errf(err, errlen, store__errno_status(e), "rename %s -> %s: %s", tmp_path,
-                     f->abspath, strerror(e));
+                     f->p.abspath, strerror(e));
         goto err_locked;
     }
     close(fd);
-    if (do_fsync && ((rc = sn_fsync_dir(d2, err, errlen)) != SN_OK ||
-                     (rc = sn_fsync_dir(d1, err, errlen)) != SN_OK ||
+    /* files/ too, in case store__rename_in had to make the folder again. */
+    if (do_fsync && ((rc = sn_fsync_dir(f->p.folder, err, errlen)) != SN_OK ||
                      (rc = sn_fsync_dir(st->files_dir, err, errlen)) != SN_OK)) {
         finish__file_undo(f);
         pthread_mutex_unlock(&st->stripe[f->stripe]);
@@ -173,7 +159,7 @@ static int finish__index(store *st, const store_instance_meta *m, const finish__
                          int64_t *series_out, char *err, size_t errlen)
 {
     store_commit_result res;
-    int rc = store__index_instance(st, m, f->relpath, f->size, now, &res, err, errlen);
+    int rc = store__index_instance(st, m, f->p.relpath, f->size, now, &res, err, errlen);
     if (rc == SN_OK)
         *series_out = res.series_id;
     return rc;
@@ -402,7 +388,7 @@ int store_job_finish(store *st, int64_t job_id, const char *seg_tmp_path,
 
     const sn_route *route = finish__route(cfg, j.route);
     if (route) {
-        if ((rc = finish__queue(st, cfg, route, &j, job_id, f.relpath, m.sop_instance_uid, now,
+        if ((rc = finish__queue(st, cfg, route, &j, job_id, f.p.relpath, m.sop_instance_uid, now,
                                 &n_rows, names, sizeof names, err, errlen)) != SN_OK)
             goto undo;
     } else {

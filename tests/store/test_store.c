@@ -118,7 +118,7 @@ static void hash_path(const fx *f, const char *uid, char *out, size_t n)
     EVP_Digest(uid, strlen(uid), md, &len, EVP_sha256(), NULL);
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    snprintf(out, n, "%s/files/%.2s/%.2s/%s.dcm", f->dir, hex, hex + 2, hex);
+    snprintf(out, n, "%s/files/%.2s/%s.dcm", f->dir, hex, hex);
 }
 
 static int count_dir(const char *path)
@@ -131,6 +131,27 @@ static int count_dir(const char *path)
     while ((e = readdir(d)) != NULL)
         if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
             n++;
+    closedir(d);
+    return n;
+}
+
+/* Regular files under `path`, at any depth. */
+static int count_files(const char *path)
+{
+    DIR *d = opendir(path);
+    int n = 0;
+    struct dirent *e;
+    if (!d)
+        return -1;
+    while ((e = readdir(d)) != NULL) {
+        char sub[4096];
+        struct stat sb;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+        if (lstat(sub, &sb) == 0)
+            n += S_ISDIR(sb.st_mode) ? count_files(sub) : 1;
+    }
     closedir(d);
     return n;
 }
@@ -291,6 +312,27 @@ static void test_commit_hash_path(void **state)
     assert_int_equal(g.row.state, STORE_SERIES_RECEIVING);
     assert_string_equal(g.source_ae, "SCANNER1");
     assert_int_equal(g.row.series_number, 3);
+    /* One level of 256 folders, all there from the open on. */
+    char files[512];
+    snprintf(files, sizeof files, "%s/files", f->dir);
+    assert_int_equal(count_dir(files), 256);
+    snprintf(files, sizeof files, "%s/files/ff", f->dir);
+    assert_int_equal(count_dir(files), 0);
+}
+
+/* A folder of the layout removed by hand is made again by the next commit that needs it. */
+static void test_commit_folder_removed(void **state)
+{
+    fx *f = *state;
+    store_instance_meta m = meta_of(STUDY, SER_A, SOP_1);
+    char path[512], buf[64];
+    hash_path(f, SOP_1, path, sizeof path);
+    *strrchr(path, '/') = '\0';
+    assert_int_equal(rmdir(path), 0);
+    assert_int_equal(commit_bytes(f, &m, "again", NULL, NULL), SN_OK);
+    hash_path(f, SOP_1, path, sizeof path);
+    assert_int_equal(read_file(path, buf, sizeof buf), 5);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM instances"), 1);
 }
 
 typedef struct path_get { char path[512]; char sop[80]; } path_get;
@@ -372,7 +414,7 @@ static void test_commit_invalid_refused(void **state)
     snprintf(tmpdir, sizeof tmpdir, "%s/tmp", f->dir);
     assert_int_equal(count_dir(tmpdir), 0);
     snprintf(tmpdir, sizeof tmpdir, "%s/files", f->dir);
-    assert_int_equal(count_dir(tmpdir), 0);
+    assert_int_equal(count_files(tmpdir), 0);
 }
 
 /* The index write fails after the rename: a new file is removed, nothing is indexed; a
@@ -919,6 +961,7 @@ int main(void)
         cmocka_unit_test(test_schema_migrates_v1),
         cmocka_unit_test(test_schema_newer_refused),
         cmocka_unit_test_setup_teardown(test_commit_hash_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_folder_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_replace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_move_series, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_invalid_refused, setup, teardown),
