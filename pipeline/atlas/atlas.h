@@ -76,7 +76,8 @@ typedef struct atlas_reg_opts {
     int disp_radius;           /* discrete search radius in coarse voxels (default 3) */
     int adam_iters;            /* instance optimisation steps (default 60) */
     float adam_lr;             /* in coarse voxels (default 0.3) */
-    float lambda;              /* diffusion weight (default 0.1) */
+    float lambda;              /* diffusion weight on the coarse grid (default 0.1) */
+    float lambda_fine;         /* diffusion weight on the working grid (default 0.1) */
     int fine_iters;            /* further Adam steps on the working grid (default 30) */
     double fold_max;           /* folding fraction above which the result falls back to affine
                                   (default 0.01) */
@@ -137,6 +138,13 @@ int atlas_fuse_probs(nn_backend *b, const atlas_prep *target, const atlas_prep *
 
 /* Order of atlases by MIND SSD after affine (best first) into order[n]. */
 void atlas_select(const atlas_reg *regs, int n, int *order);
+
+/* One atlas per anatomy: atlases whose label maps are equal on equal label grids are the same
+ * subject imaged more than once (a library holding a plain and a contrast-enhanced CT of each
+ * subject); of each such set keep[i] = 1 for the one whose registered MIND descriptors are
+ * closest to the target's (lowest ssd_final), 0 for the others; every other atlas is kept.
+ * Returns the number kept. */
+int atlas_distinct(const atlas_prep *const *atlases, const atlas_reg *regs, int n, uint8_t *keep);
 
 /* Post-processing on a label map: keep the largest 6-connected component of every label whose
  * keep_all[label] is 0 (the rest go to background), then fill background holes enclosed by a

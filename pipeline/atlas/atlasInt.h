@@ -5,7 +5,12 @@
 
 #include "pipeline/atlas/atlas.h"
 
-#define ATLAS__MIND_DIL 2   /* MIND-SSC neighbour distance on the working grid (voxels) */
+/* MIND-SSC neighbour distance on the working grid (voxels). Overridable at compile time for
+ * experiments (tests/atlas/README.md); an atlas cache records it and a build with another value
+ * refuses that cache. */
+#ifndef ATLAS__MIND_DIL
+#define ATLAS__MIND_DIL 2
+#endif
 
 /* 3x4 row-major affine maps. */
 void atlas__affine_inverse(const double a[12], double o[12]);

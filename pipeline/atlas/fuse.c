@@ -287,6 +287,32 @@ void atlas_select(const atlas_reg *regs, int n, int *order)
         }
 }
 
+static int same_anatomy(const atlas_prep *a, const atlas_prep *b)
+{
+    const atlas_grid *x = &a->lgrid, *y = &b->lgrid;
+    if (!a->labels || !b->labels || x->nx != y->nx || x->ny != y->ny || x->nz != y->nz) return 0;
+    for (int i = 0; i < 3; i++)
+        if (fabs(x->spacing[i] - y->spacing[i]) > 1e-6 || fabs(x->origin[i] - y->origin[i]) > 1e-3) return 0;
+    for (int i = 0; i < 9; i++)
+        if (fabs(x->direction[i] - y->direction[i]) > 1e-6) return 0;
+    return !memcmp(a->labels, b->labels, atlas_grid_voxels(x));
+}
+
+int atlas_distinct(const atlas_prep *const *atlases, const atlas_reg *regs, int n, uint8_t *keep)
+{
+    for (int i = 0; i < n; i++) keep[i] = 1;
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n && keep[i]; j++) {
+            if (!keep[j] || !same_anatomy(atlases[i], atlases[j])) continue;
+            /* ties keep the first named */
+            if (regs[j].ssd_final < regs[i].ssd_final) keep[i] = 0;
+            else keep[j] = 0;
+        }
+    int k = 0;
+    for (int i = 0; i < n; i++) k += keep[i];
+    return k;
+}
+
 /* Label 6-connected components of mask==1 voxels into comp (0 = none); returns the count and
  * fills size[] (caller frees *size). */
 static int components(const uint8_t *mask, int nx, int ny, int nz, int32_t *comp, size_t **size_out, size_t *stack)

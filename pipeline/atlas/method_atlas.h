@@ -23,7 +23,9 @@ typedef struct pipeline_atlas_opts {
     const int *labels;            /* label numbers to keep (NULL = every atlas label) */
     int n_labels;
     atlas_fusion fusion;          /* default ATLAS_FUSE_JLF */
-    int select_k;                 /* keep the k most similar after affine (0 = all) */
+    int select_k;                 /* keep the k most similar after affine (0 = all); atlases that
+                                     are the same anatomy (equal label maps: one subject in two
+                                     phases) count once, the best-matching one (atlas_distinct) */
     double work_mm;               /* working grid (default 0: automatic, see atlas_prep_new) */
     int threads;                  /* CPU threads (0 = 2) */
     int verbose;

@@ -21,6 +21,7 @@ void atlas_reg_opts_default(atlas_reg_opts *o)
     o->adam_iters = 60;
     o->adam_lr = 0.3f;
     o->lambda = 0.1f;
+    o->lambda_fine = 0.1f;
     o->fold_max = 0.01;
     o->fine_iters = 30;
 }
@@ -462,7 +463,7 @@ int atlas_register(nn_backend *b, const atlas_prep *target, const atlas_prep *at
         for (size_t i = 0; i < 3 * S; i++) r->u[i] *= 2.0f;
         /* a few steps on the working grid itself for the detail the coarse grid cannot hold */
         if (o->fine_iters > 0 &&   /* W still holds the affinely warped atlas MIND */
-            (rc = adam_field(b, target->mind, W, nw, r->u, o->fine_iters, o->adam_lr, o->lambda, err, errlen)))
+            (rc = adam_field(b, target->mind, W, nw, r->u, o->fine_iters, o->adam_lr, o->lambda_fine, err, errlen)))
             goto out;
         int bad = 0;
         for (size_t i = 0; i < 3 * S; i++) bad |= !isfinite(r->u[i]);

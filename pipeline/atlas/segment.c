@@ -108,8 +108,17 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
             note_add(note, notelen, "%s; ", regs[a].warning);
         }
     }
-    int order[16], k = o->select_k > 0 && o->select_k < na ? o->select_k : na;
-    atlas_select(regs, na, order);
+    /* one atlas per anatomy: of a subject given in two phases (plain and contrast-enhanced CT),
+     * the one whose registered descriptors match the target best (tests/atlas/README.md: the
+     * plain one for CT and CBCT targets, the contrast one for MR and PET) */
+    const atlas_prep *cap[16];
+    uint8_t kept[16];
+    for (int a = 0; a < na; a++) cap[a] = atl[a];
+    int nd = atlas_distinct(cap, regs, na, kept), order[16], all[16];
+    atlas_select(regs, na, all);
+    for (int a = 0, j = 0; a < na; a++)
+        if (kept[all[a]]) order[j++] = all[a];
+    int k = o->select_k > 0 && o->select_k < nd ? o->select_k : nd;
     const atlas_prep *ap[16];
     atlas_reg rr[16];
     for (int i = 0; i < k; i++) ap[i] = atl[order[i]], rr[i] = regs[order[i]];
@@ -136,6 +145,10 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
         snprintf(buf, sizeof buf, "%d of %d atlases fused (%s), %.1f s", k, na, atlas_fusion_name(o->fusion),
                  (now_ms() - t0) / 1000.0);
         note_add(note, notelen, "%s", buf);
+        if (nd < na) {
+            snprintf(buf, sizeof buf, ", %d left out as the same anatomy as a better-matching atlas", na - nd);
+            note_add(note, notelen, "%s", buf);
+        }
         if (fallbacks) {
             snprintf(buf, sizeof buf, ", %d registration(s) fell back to affine", fallbacks);
             note_add(note, notelen, "%s", buf);
