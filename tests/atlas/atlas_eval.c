@@ -162,8 +162,8 @@ int main(int argc, char **argv)
 {
     const char *export_dir = NULL;
     const char *mods = "ct,cbct,mr-t1,mr-t2,pet", *table_path = NULL, *labels_show = "8,9,10,11,14";
-    double work_mm = 0, lambda = -1, lr = -1;
-    int fast = 0, affine_only = 0, identity = 0, iters = -1, radius = -1, fine = -1, nchk = 0, verbose = 0, fails = 0;
+    double work_mm = 0, lambda = -1, lambda_fine = -1, lr = -1;
+    int fast = 0, affine_only = 0, identity = 0, distinct = 0, iters = -1, radius = -1, fine = -1, nchk = 0, verbose = 0, fails = 0;
     check chk[32];
     int argi = 1;
     for (; argi < argc && argv[argi][0] == '-'; argi++) {
@@ -173,10 +173,12 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--label-table") && argi + 1 < argc) table_path = argv[++argi];
         else if (!strcmp(a, "--work-mm") && argi + 1 < argc) work_mm = atof(argv[++argi]);
         else if (!strcmp(a, "--fast")) fast = 1;
+        else if (!strcmp(a, "--distinct")) distinct = 1;   /* one atlas per anatomy (atlas_distinct) */
         else if (!strcmp(a, "--export") && argi + 1 < argc) export_dir = argv[++argi];
         else if (!strcmp(a, "--affine-only")) affine_only = 1;
         else if (!strcmp(a, "--identity")) identity = 1;   /* no registration: the label-resampling ceiling */
         else if (!strcmp(a, "--lambda") && argi + 1 < argc) lambda = atof(argv[++argi]);
+        else if (!strcmp(a, "--lambda-fine") && argi + 1 < argc) lambda_fine = atof(argv[++argi]);
         else if (!strcmp(a, "--lr") && argi + 1 < argc) lr = atof(argv[++argi]);
         else if (!strcmp(a, "--iters") && argi + 1 < argc) iters = atoi(argv[++argi]);
         else if (!strcmp(a, "--radius") && argi + 1 < argc) radius = atoi(argv[++argi]);
@@ -194,7 +196,7 @@ int main(int argc, char **argv)
         }
     }
     if (argc - argi < 2 || !table_path) {
-        fprintf(stderr, "usage: atlas_eval --label-table FILE [--modalities LIST] [--work-mm MM] [--fast] [--identity]\n"
+        fprintf(stderr, "usage: atlas_eval --label-table FILE [--modalities LIST] [--work-mm MM] [--fast] [--identity] [--distinct]\n"
                         "                  [--check LABEL:MOD:METHOD:MIN]... TARGET_SUBJECT ATLAS_SUBJECT...\n");
         return 2;
     }
@@ -274,7 +276,8 @@ int main(int argc, char **argv)
         ro.verbose = verbose;
         if (fast) ro.adam_iters = 40;
         if (affine_only) ro.deformable = 0;
-        if (lambda >= 0) ro.lambda = (float)lambda;
+        if (lambda >= 0) ro.lambda = ro.lambda_fine = (float)lambda;   /* both grids */
+        if (lambda_fine >= 0) ro.lambda_fine = (float)lambda_fine;
         if (lr > 0) ro.adam_lr = (float)lr;
         if (iters >= 0) ro.adam_iters = iters;
         if (radius >= 0) ro.disp_radius = radius;
@@ -299,16 +302,34 @@ int main(int argc, char **argv)
         printf("# %s: target prep %.2f s, %.2f s per registration\n", mod, tprep_t, treg / na);
         size_t n = atlas_grid_voxels(&tg);
         uint8_t *seg = malloc(n);
-        int order[16];
+        int order[16], nk = na;
         atlas_select(regs, na, order);
+        if (distinct) {   /* drop the worse-matching renderings of the same subject, keep the order */
+            const atlas_prep *cap[16];
+            uint8_t keep[16];
+            for (int a = 0; a < na; a++) cap[a] = atl[a];
+            atlas_distinct(cap, regs, na, keep);
+            nk = 0;
+            for (int a = 0; a < na; a++)
+                if (keep[order[a]]) order[nk++] = order[a];
+            printf("# %s: kept", mod);
+            for (int a = 0; a < nk; a++) printf(" %d", order[a]);
+            printf("\n");
+        }
         /* methods: single (best atlas after affine, affine+deformable), affine-only majority, fusions */
-        const char *methods[] = {"single", "mv", "local", "jlf"};
-        for (int m = 0; m < 4; m++) {
+        /* with --distinct, also every atlas fused ("-all": what the library gives without it) */
+        const char *methods[] = {"single", "mv", "local", "jlf", "mv-all", "local-all", "jlf-all"};
+        int all[16];
+        atlas_select(regs, na, all);
+        for (int m = 0; m < (distinct && nk < na ? 7 : 4); m++) {
             const atlas_prep *ap[16];
             atlas_reg rr[16];
-            int k = m == 0 ? 1 : na;
-            for (int a = 0; a < k; a++) ap[a] = atl[order[a]], rr[a] = regs[order[a]];
-            atlas_fusion f = m <= 1 ? ATLAS_FUSE_MAJORITY : m == 2 ? ATLAS_FUSE_LOCAL : ATLAS_FUSE_JLF;
+            int k = m == 0 ? 1 : m < 4 ? nk : na;
+            for (int a = 0; a < k; a++) {
+                int i = m < 4 ? order[a] : all[a];
+                ap[a] = atl[i], rr[a] = regs[i];
+            }
+            atlas_fusion f = m <= 1 || m == 4 ? ATLAS_FUSE_MAJORITY : m == 2 || m == 5 ? ATLAS_FUSE_LOCAL : ATLAS_FUSE_JLF;
             double tf = now_s();
             if (atlas_fuse(b, tp, ap, rr, k, f, &tg, seg, err, sizeof err)) {
                 fprintf(stderr, "fuse: %s\n", err);
@@ -318,6 +339,11 @@ int main(int argc, char **argv)
             keep[2] = keep[3] = keep[7] = 1;   /* fat, muscle, ribs: many components */
             atlas_postprocess(seg, tg.nx, tg.ny, tg.nz, keep);
             double tfuse = now_s() - tf;
+            if (export_dir) {   /* the fused labels, to look at where an organ goes wrong */
+                char nm[64];
+                snprintf(nm, sizeof nm, "seg_%s_%s", mod, methods[m]);
+                write_mhd(export_dir, nm, &tg, seg, 1);
+            }
             double dsum = 0;
             for (int s = 0; s < nshow; s++) {
                 int l = show[s];

@@ -4,7 +4,8 @@
  * labels[0], labels[1]], sum to 1 per voxel, and their argmax is the label map before
  * post-processing (so it differs from the post-processed output only where post-processing
  * acted); asking for them does not change the labels; without a label list the classes are the
- * label numbers 0..n_labels. Needs pipeline_volume, so not in the NN_ONLY build. */
+ * label numbers 0..n_labels; one anatomy saved under two names is fused once, with a note.
+ * Needs pipeline_volume, so not in the NN_ONLY build. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,10 @@ int main(void)
     atlas_prep *ap = NULL;
     CHECK(!atlas_prep_new(b, &g, ai, al, 3.0, &ap, err, sizeof err), "atlas prep: %s", err);
     CHECK(ap && !atlas_prep_save(ap, dir, err, sizeof err), "save: %s", err);
+    /* the same anatomy again under another name (as a second phase of one subject would be) */
+    snprintf(dir, sizeof dir, "%s/a2", lib);
+    CHECK(mkdir(dir, 0700) == 0, "mkdir %s", dir);
+    CHECK(ap && !atlas_prep_save(ap, dir, err, sizeof err), "save: %s", err);
     atlas_prep_free(ap);
     if (fails) return 1;
 
@@ -111,11 +116,13 @@ int main(void)
         CHECK(differ < n / 200, "argmax far from the labels (%zu voxels)", differ);
         CHECK(in3 > 300 && in2 > 1500, "class order: labels[0] = 3 is class 1, labels[1] = 2 is class 2");
     }
-    /* no label list: classes are label numbers 0..n_labels (here 0..3, every label) */
+    /* no label list: classes are label numbers 0..n_labels (here 0..3, every label); the two
+     * atlases are one anatomy, so one is fused and the job note says why the other is not */
     {
+        const char *both[2] = {"a1", "a2"};
         pipeline_atlas_opts o;
         pipeline_atlas_opts_default(&o);
-        o.library = lib, o.atlases = names, o.n_atlases = 1;
+        o.library = lib, o.atlases = both, o.n_atlases = 2;
         o.n_labels = 3, o.probs = pr;
         o.fusion = ATLAS_FUSE_MAJORITY;
         CHECK(!pipeline_atlas_segment(&o, &v, out, note, sizeof note, err, sizeof err), "segment all: %s", err);
@@ -131,8 +138,11 @@ int main(void)
             differ += best != out[i];
             body += out[i] == 1;
         }
-        printf("all labels: %zu voxels off sum 1, argmax differs at %zu voxels, body %zu voxels\n", bad_sum, differ, body);
+        printf("all labels: %zu voxels off sum 1, argmax differs at %zu voxels, body %zu voxels; note: %s\n", bad_sum,
+               differ, body, note);
         CHECK(!bad_sum && differ < n / 200 && body > 10000, "label-number classes");
+        CHECK(strstr(note, "1 of 2 atlases fused") && strstr(note, "1 left out as the same anatomy"),
+              "same anatomy twice: note '%s'", note);
     }
 
     char cmd[128];
