@@ -34,6 +34,11 @@ int nn__cpu_warp(cpu_backend *b, nn_node *n);
 int nn__cpu_ssd_cost(cpu_backend *b, nn_node *n);
 int nn__cpu_warp_ssd_grad(cpu_backend *b, nn_node *n);
 
+/* C[M][N] = op(A) op(B), row-major, alpha 1, beta 0: OpenBLAS single-threaded on blocks of C
+ * handed out by the backend's pool (conv.c). */
+void nn__cpu_gemm(cpu_backend *b, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc);
+
 /* Apply a fused activation in place over n values. */
 void nn__cpu_act(float *p, int64_t n, nn_act act, float slope);
 
