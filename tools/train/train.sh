@@ -1,0 +1,28 @@
+#!/bin/sh
+# tools/train/train.sh MODALITY — the one command that makes models/MODALITY (issue 8), seed 8:
+#   ct                          the CT-only baseline (no adaptation, no augmentation)
+#   mr-t1 | mr-t2 | cbct | pet  AccSeg stage 1 (600 iterations, every loss, GIN on S's input
+#                               with p 0.5) and stage 2 (3000 iterations, GIN p 0.8)
+# Data (tools/train/README.md): labelled CT in $CT, unlabelled target series in $TARGET_ROOT.
+# Runs (logs, weights) go to $RUNS/MODALITY and $RUNS/MODALITY-ft; the bundle to $MODELS/MODALITY.
+# Run it under `nice` on a shared machine; one thread (the default) is the fastest there.
+set -e
+m=${1:?usage: train.sh ct|mr-t1|mr-t2|cbct|pet}
+here=$(dirname "$0")
+T="/usr/bin/python3 $here/accseg.py"
+CT=${CT:-/work/train-data/ct}
+TARGET_ROOT=${TARGET_ROOT:-/work/train-data/target}
+RUNS=${RUNS:-/work/train-data/runs}
+MODELS=${MODELS:-$here/../../models}
+S1=${S1_ITERS:-600}
+FT=${FT_ITERS:-3000}
+if [ "$m" = ct ]; then
+    $T baseline --ct "$CT" --out "$RUNS/baseline"
+    $T finetune --ct "$CT" --run "$RUNS/baseline" --iters 1500 --out "$RUNS/baseline-ft" \
+        --export "$MODELS/ct"
+else
+    $T adapt --ct "$CT" --target "$m" --target-root "$TARGET_ROOT" --iters "$S1" --aug 0.5 \
+        --out "$RUNS/$m"
+    $T finetune --ct "$CT" --run "$RUNS/$m" --iters "$FT" --aug 0.8 --out "$RUNS/$m-ft" \
+        --export "$MODELS/$m"
+fi
