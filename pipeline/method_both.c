@@ -118,14 +118,8 @@ static int both__run(pipeline_method_ctx *ctx, const pipeline_volume *target, ui
     }
     pipeline_method_time(ctx, "fuse", (double)(sn_mono_ms() - t0));
 
-    t0 = sn_mono_ms();
-    pipeline_net_postprocess(ctx->table, lab, target->nx, target->ny, target->nz);
-    if (!(*labels_out = pipeline_net_restrict(&cls, lab, S))) {
-        rc = sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+    if ((rc = pipeline_net_finish(ctx, &cls, lab, target, labels_out, err, errlen)) != SN_OK)
         goto out;
-    }
-    pipeline_method_time(ctx, "postprocess", (double)(sn_mono_ms() - t0));
-    pipeline_net_note_empty(ctx, &cls, lab, S);
     pipeline_net_note_add(ctx->note, sizeof ctx->note, "net (%d of %d labels, %s) + atlases fused", cls.n_in_model,
                           cls.n, ctx->device);
 out:

@@ -522,6 +522,19 @@ uint16_t *pipeline_net_restrict(const pipeline_net_classes *cls, const uint8_t *
     return out;
 }
 
+int pipeline_net_finish(pipeline_method_ctx *ctx, const pipeline_net_classes *cls, uint8_t *lab,
+                        const pipeline_volume *target, uint16_t **labels_out, char *err, size_t errlen)
+{
+    const size_t S = (size_t)target->nx * (size_t)target->ny * (size_t)target->nz;
+    int64_t t0 = sn_mono_ms();
+    pipeline_net_postprocess(ctx->table, lab, target->nx, target->ny, target->nz);
+    if (!(*labels_out = pipeline_net_restrict(cls, lab, S)))
+        return sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+    pipeline_method_time(ctx, "postprocess", (double)(sn_mono_ms() - t0));
+    pipeline_net_note_empty(ctx, cls, lab, S);
+    return SN_OK;
+}
+
 /* ---- the "net" method ------------------------------------------------------------------------- */
 
 static int net__run(pipeline_method_ctx *ctx, const pipeline_volume *target, uint16_t **labels_out, char *err,
@@ -556,14 +569,8 @@ static int net__run(pipeline_method_ctx *ctx, const pipeline_volume *target, uin
     }
     if ((rc = pipeline_net_infer(ctx, m, &cls, target, lab, NULL, err, errlen)) != SN_OK)
         goto out;
-    int64_t t0 = sn_mono_ms();
-    pipeline_net_postprocess(ctx->table, lab, target->nx, target->ny, target->nz);
-    if (!(*labels_out = pipeline_net_restrict(&cls, lab, S))) {
-        rc = sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+    if ((rc = pipeline_net_finish(ctx, &cls, lab, target, labels_out, err, errlen)) != SN_OK)
         goto out;
-    }
-    pipeline_method_time(ctx, "postprocess", (double)(sn_mono_ms() - t0));
-    pipeline_net_note_empty(ctx, &cls, lab, S);
     pipeline_net_note_add(ctx->note, sizeof ctx->note, "%d label(s) on %s", cls.n_in_model, ctx->device);
 out:
     free(lab);

@@ -104,6 +104,11 @@ void pipeline_net_note_empty(pipeline_method_ctx *ctx, const pipeline_net_classe
  * array (caller frees), NULL when out of memory. */
 uint16_t *pipeline_net_restrict(const pipeline_net_classes *cls, const uint8_t *lab, size_t voxels);
 
+/* The end of both methods: post-process `lab` (a "postprocess" stage), widen the requested
+ * labels into *labels_out (pipeline_net_restrict) and note the empty ones. */
+int pipeline_net_finish(pipeline_method_ctx *ctx, const pipeline_net_classes *cls, uint8_t *lab,
+                        const pipeline_volume *target, uint16_t **labels_out, char *err, size_t errlen);
+
 /* Register "net" (and "both" when the atlas method is built) with the job worker. */
 void pipeline_net_method_register(void);
 void pipeline_both_method_register(void);
