@@ -214,6 +214,27 @@ def seg_loss(logits, lab, n_classes):
     return ce + dice, ce, dice
 
 
+def seg_step(S, opt, x, y, n_classes, aug):
+    """One segmenter-only step (baseline and finetune): GIN on the input with probability
+    `aug`, Dice + cross-entropy, an optimiser step. Returns the loss tensors."""
+    if aug:
+        x = gin(x, aug)
+    loss, ce, dc = seg_loss(S(x), y, n_classes)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss, ce, dc
+
+
+def seg_log(lf, t0, it, losses):
+    """Log a segmenter step's losses; returns them as the run's `last` record."""
+    loss, ce, dc = losses
+    last = {"iter": it, "seg": round(loss.item(), 4), "ce": round(ce.item(), 4),
+            "dice_loss": round(dc.item(), 4)}
+    log(lf, "%5d %6.0fs %s" % (it, time.time() - t0, json.dumps(last)))
+    return last
+
+
 # ---- data ---------------------------------------------------------------------------------
 
 def series_dirs(root, modality, n=0):
@@ -335,16 +356,9 @@ def cmd_baseline(args):
         for g in opt.param_groups:
             g["lr"] = lr_at(args, it, args.lr)
         x, y = ct.batch(rng, args.batch)
-        if args.aug:
-            x = gin(x, args.aug)
-        loss, ce, dc = seg_loss(S(x), y, n_cls)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        losses = seg_step(S, opt, x, y, n_cls, args.aug)
         if it % args.log_every == 0 or it == args.iters:
-            last = {"iter": it, "seg": round(loss.item(), 4), "ce": round(ce.item(), 4),
-                    "dice_loss": round(dc.item(), 4)}
-            log(lf, "%5d %6.0fs %s" % (it, time.time() - t0, json.dumps(last)))
+            last = seg_log(lf, t0, it, losses)
     torch.save(S.state_dict(), os.path.join(args.out, "S.pt"))
     manifest = {"ct_labelled": ct.manifest}
     save_config(args, manifest)
@@ -464,16 +478,9 @@ def cmd_finetune(args):
         if G is not None:
             with torch.no_grad():
                 x = G(x)
-        if args.aug:
-            x = gin(x, args.aug)
-        loss, ce, dc = seg_loss(S(x), y, n_cls)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        losses = seg_step(S, opt, x, y, n_cls, args.aug)
         if it % args.log_every == 0 or it == args.iters:
-            last = {"iter": it, "seg": round(loss.item(), 4), "ce": round(ce.item(), 4),
-                    "dice_loss": round(dc.item(), 4)}
-            log(lf, "%5d %6.0fs %s" % (it, time.time() - t0, json.dumps(last)))
+            last = seg_log(lf, t0, it, losses)
     torch.save(S.state_dict(), os.path.join(args.out, "S.pt"))
     if args.export:
         stage1 = dict(first)
