@@ -139,15 +139,19 @@ int pipeline_geom_stack_build(const pipeline_geom_slice *s, int n, double single
         kpos[0] = 0;
         for (int i = 1; i < n; i++) {
             double d = step[i - 1];
-            int m = (int)lround(d / med);
+            /* A step may be any multiple of a tiny median step: only a gap of at most
+             * PIPELINE_GEOM_MAX_GAP slices is filled (found by tests/fuzz: a gap "of 10^8
+             * slices" sized the voxel grid). */
+            double q = d / med;
+            long m = q < 1e9 ? lround(q) : 0;
             if (fabs(d - med) <= t) {
                 m = 1;
-            } else if (m >= 2 && fabs(d - m * med) <= t * m) {
-                if (!fill_gaps) {
+            } else if (m >= 2 && fabs(d - (double)m * med) <= t * (double)m) {
+                if (!fill_gaps || m - 1 > PIPELINE_GEOM_MAX_GAP) {
                     rc = sn_errf(err, errlen, SN_EDICOM, "missing slice(s): a gap of %.3f mm "
-                                 "(%d slice(s) of %.3f mm missing) between positions %.3f and "
-                                 "%.3f mm along the normal", d, m - 1, med, key[i - 1].d,
-                                 key[i].d);
+                                 "(%ld slice(s) of %.3f mm missing) between positions %.3f and "
+                                 "%.3f mm along the normal%s", d, m - 1, med, key[i - 1].d,
+                                 key[i].d, fill_gaps ? ", too wide to fill" : "");
                     goto out;
                 }
                 gaps += m - 1;
@@ -158,7 +162,7 @@ int pipeline_geom_stack_build(const pipeline_geom_slice *s, int n, double single
                              key[i].d, med, t);
                 goto out;
             }
-            k += m;
+            k += (int)m;
             order[i] = key[i].idx;
             kpos[i] = k;
         }

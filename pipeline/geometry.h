@@ -25,12 +25,17 @@ typedef struct pipeline_geom_stack {
     int gaps;            /* slices missing (only when fill_gaps) */
 } pipeline_geom_stack;
 
+/* The widest gap that fill_gaps fills (missing slices in one step); a wider one is refused
+ * as with fill_gaps 0. */
+#define PIPELINE_GEOM_MAX_GAP 8
+
 /* Sort `n` slices along their common normal and check they form a regular stack.
  * `single_dz` is the step used when n == 1. `tol` is the spacing tolerance (0 = default
  * max(0.01 mm, 1% of the step)). On success fills *st, order[n] (sorted slice -> input index)
  * and kpos[n] (sorted slice -> k index; differs from 0..n-1 only with gaps filled) and returns
  * 0. Else SN_EDICOM with `err` giving the reason (missing/inconsistent orientation, duplicate
- * position, gap, non-uniform spacing, gantry tilt). Positions/orientations are in mm/cosines. */
+ * position, gap (or one wider than PIPELINE_GEOM_MAX_GAP with fill_gaps), non-uniform
+ * spacing, gantry tilt). Positions/orientations are in mm/cosines. */
 int pipeline_geom_stack_build(const pipeline_geom_slice *s, int n, double single_dz, double tol,
                               int fill_gaps, pipeline_geom_stack *st, int *order, int *kpos,
                               char *err, size_t errlen);

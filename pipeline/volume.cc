@@ -218,6 +218,32 @@ void load_file(FileInfo &fi, const std::string &want_series)
     Sint32 nf = 1;
     if (ds->findAndGetSint32(DCM_NumberOfFrames, nf).good() && nf > 0) fi.nframes = nf;
     fi.has_pixels = ds->tagExists(DCM_PixelData);
+    if (fi.has_pixels && (fi.rows == 0 || fi.cols == 0)) {
+        fi.status = SN_EDICOM;
+        fi.why = fi.path + ": Rows/Columns missing or 0 (" + std::to_string(fi.cols) + "x" +
+                 std::to_string(fi.rows) + ") in an image with Pixel Data";
+        return;
+    }
+    /* Per-frame storage below, and the voxel grid, are sized by these attributes: bound them by
+     * the file first. Each frame takes Rows x Columns x Samples x Bits Allocated in native Pixel
+     * Data, at least an 8-byte item header when encapsulated (found by tests/fuzz). */
+    if (fi.has_pixels) {
+        struct stat sb;
+        DcmXfer x(fi.ts.c_str());
+        double per_frame = x.isEncapsulated()
+                               ? 8.0
+                               : (double)fi.rows * fi.cols * std::max(1, fi.spp) * fi.ba / 8.0;
+        if (stat(fi.path.c_str(), &sb) == 0 && per_frame * fi.nframes > (double)sb.st_size) {
+            fi.status = SN_EDICOM;
+            fi.why = fi.path + ": " + std::to_string(fi.nframes) + " frame(s) of " +
+                     std::to_string(fi.cols) + "x" + std::to_string(fi.rows) + " (" +
+                     (x.isEncapsulated() ? std::string("encapsulated") :
+                      std::to_string(fi.ba) + " bits allocated") +
+                     ") cannot fit in a file of " + std::to_string((long long)sb.st_size) +
+                     " bytes (truncated pixel data, or wrong Rows/Columns/Number of Frames)";
+            return;
+        }
+    }
 
     /* Geometry and the Modality LUT: per frame from the functional groups of an enhanced
      * object, else from the top level. */
@@ -277,6 +303,17 @@ void decode_pixels(FileInfo &fi)
     if (fi.ba != 8 && fi.ba != 16 && fi.ba != 32) return;
     DcmDataset *ds = fi.ff->getDataset();
     double t0 = now_ms();
+    /* A decoder sizes its output from Rows, Columns and Number of Frames alone. */
+    double out_bytes = (double)fi.rows * fi.cols * (fi.ba / 8) * fi.nframes;
+    if (out_bytes > (double)PIPELINE_MAX_PIXEL_BYTES) {
+        fi.status = SN_EUNSUPPORTED;
+        fi.why = fi.path + ": " + std::to_string(fi.nframes) + " frame(s) of " +
+                 std::to_string(fi.cols) + "x" + std::to_string(fi.rows) + " at " +
+                 std::to_string(fi.ba) + " bits are more than the " +
+                 std::to_string((unsigned long long)PIPELINE_MAX_PIXEL_BYTES >> 20) +
+                 " MiB of pixel data read from one file";
+        return;
+    }
     OFCondition c = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
     if (c.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
         fi.status = SN_EDICOM;
@@ -693,6 +730,14 @@ int read_volume(std::vector<std::string> paths, bool from_dir, const pipeline_vo
               fr.slope == std::floor(fr.slope) && fr.intercept == std::floor(fr.intercept)))
             use16 = false;
     }
+    const size_t max_voxels = opts.max_voxels > 0 ? opts.max_voxels : PIPELINE_VOLUME_MAX_VOXELS;
+    if ((double)plane * v->nz > (double)max_voxels) {
+        char b[200];
+        snprintf(b, sizeof b, "a %dx%dx%d grid is larger than the %zu voxels allowed", f0.cols,
+                 f0.rows, st.nz, max_voxels);
+        pipeline_volume_free(v);
+        return fail(err, errlen, SN_EUNSUPPORTED, series, b);
+    }
     if (use16) v->data16 = (int16_t *)alloc_grid(sizeof(int16_t) * plane * (size_t)v->nz);
     else v->data = (float *)alloc_grid(sizeof(float) * plane * (size_t)v->nz);
     v->slices = (pipeline_slice_source *)calloc((size_t)v->nz, sizeof *v->slices);
@@ -886,8 +931,12 @@ extern "C" int pipeline_frames_read(const char *path, pipeline_frames **out, cha
         if (fi.bs < 1 || fi.bs > fi.ba || fi.hb < fi.bs - 1 || fi.hb >= fi.ba)
             return sn_errf(err, errlen, SN_EDICOM, "%s: invalid Bits Allocated/Stored/High Bit %d/%d/%d",
                            path, fi.ba, fi.bs, fi.hb);
-        pipeline_frames *f = (pipeline_frames *)calloc(1, sizeof *f);
         size_t n = (size_t)fi.rows * fi.cols * fi.nframes;
+        if (n > PIPELINE_MAX_PIXEL_BYTES / sizeof(int32_t))
+            return sn_errf(err, errlen, SN_EUNSUPPORTED, "%s: %d frame(s) of %dx%d are more than "
+                           "the %zu values read from one file", path, fi.nframes, fi.cols,
+                           fi.rows, PIPELINE_MAX_PIXEL_BYTES / sizeof(int32_t));
+        pipeline_frames *f = (pipeline_frames *)calloc(1, sizeof *f);
         if (!f || !(f->values = (int32_t *)malloc(sizeof(int32_t) * n))) {
             free(f);
             return sn_errf(err, errlen, SN_ENOMEM, "out of memory");

@@ -64,13 +64,22 @@ typedef struct pipeline_volume {
     int threads;                 /* decoding threads used */
 } pipeline_volume;
 
+/* Default cap on a volume's voxels: 2^31 (8 GiB as float32), e.g. 1024 x 1024 x 2048 — far
+ * above any CT, MR or PET series, low enough that a header claiming 65535 x 65535 x 10^5 is
+ * refused rather than tried. */
+#define PIPELINE_VOLUME_MAX_VOXELS ((size_t)1 << 31)
+/* The most decoded pixel data read from one file (2 GiB): Rows x Columns x Number of Frames x
+ * Bits Allocated / 8 above it is refused (SN_EUNSUPPORTED) before any decoder allocates it. */
+#define PIPELINE_MAX_PIXEL_BYTES ((size_t)1 << 31)
+
 typedef struct pipeline_volume_opts {
     /* Slice spacing: every step between sorted slices must be within this of the series' step
      * (mm; 0 = default max(0.01 mm, 1% of the step)). */
     double spacing_tolerance;
     /* A step that is a whole multiple (>= 2) of the series' step is a gap (missing slices). 0:
      * refuse the series (default). 1: fill the missing slices by linear interpolation between
-     * their neighbours, log a warning and count them in filled_slices. */
+     * their neighbours, log a warning and count them in filled_slices; a gap wider than
+     * PIPELINE_GEOM_MAX_GAP (8) slices is still refused. */
     int fill_gaps;
     /* Convert PET in BQML to SUV body-weight when the tags allow it (default 1 via
      * pipeline_volume_opts_default). When they do not, the volume stays in BQML and unit_note
@@ -87,6 +96,9 @@ typedef struct pipeline_volume_opts {
      * scaling, no filled gaps): half the memory and no float round trip, for writers of integer
      * formats. Otherwise, or with 0 (default), data as float32. */
     int int16;
+    /* The largest grid read, in voxels (0 = PIPELINE_VOLUME_MAX_VOXELS); a larger series is
+     * refused with SN_EUNSUPPORTED before its grid is allocated. */
+    size_t max_voxels;
     /* pipeline_volume_read_dir: the series to read when the folder holds several ("" or NULL =
      * the folder must hold exactly one image series). Borrowed. */
     const char *series_uid;
@@ -124,7 +136,8 @@ typedef struct pipeline_frames {
 } pipeline_frames;
 
 /* Decode every frame of the file at `path` into a new *out (free with pipeline_frames_free).
- * Errors as pipeline_volume_read_files; truncated or corrupt pixel data is SN_EDICOM. */
+ * Errors as pipeline_volume_read_files; truncated or corrupt pixel data is SN_EDICOM, more than
+ * PIPELINE_MAX_PIXEL_BYTES of values (int32) SN_EUNSUPPORTED. */
 int pipeline_frames_read(const char *path, pipeline_frames **out, char *err, size_t errlen);
 void pipeline_frames_free(pipeline_frames *f);
 

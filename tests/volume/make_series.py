@@ -187,6 +187,10 @@ BAD = {
     "truncated_j2k_stream": "truncated",
     "corrupt_j2k_stream": "corrupt JPEG 2000",
     "two_series": "2 series found",
+    # found by tests/fuzz: sizes taken from the header must be checked against the file
+    "no_columns": "Rows/Columns missing or 0",
+    "frames_past_file": "cannot fit in a file of",
+    "truncated_native": "truncated",
 }
 
 
@@ -247,6 +251,13 @@ def bad(out):
         ds.PixelData = pydicom.encaps.encapsulate([cs + (b"\0" if len(cs) % 2 else b"")])
         ds.save_as(p)
         os.remove(p + ".j2k")
+    paths = ct_series(d("no_columns"), nz=4)
+    ds = pydicom.dcmread(paths[1]); del ds.Columns; ds.save_as(paths[1])
+    paths = ct_series(d("frames_past_file"), nz=4)
+    ds = pydicom.dcmread(paths[2]); ds.NumberOfFrames = "2000000000"; ds.save_as(paths[2])
+    paths = ct_series(d("truncated_native"), nz=4)
+    with open(paths[3], "rb+") as f:   # cut inside Pixel Data, as an interrupted copy would
+        f.truncate(os.path.getsize(paths[3]) - 1000)
     os.makedirs(d("two_series"), exist_ok=True)
     ct_series(os.path.join(d("two_series"), "a"), nz=3)
     ct_series(os.path.join(d("two_series"), "b"), nz=3)

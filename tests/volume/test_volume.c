@@ -241,6 +241,25 @@ static void test_gap_fill_when_configured(void **state)
     pipeline_volume_free(v);
 }
 
+static void test_voxel_cap(void **state)
+{
+    (void)state;
+    /* A grid above opts.max_voxels is refused before it is allocated, naming the grid. */
+    pipeline_volume_opts o;
+    pipeline_volume_opts_default(&o);
+    o.max_voxels = (size_t)64 * 48 * 19;   /* ct_axial is 64 x 48 x 20 */
+    char dir[600], err[1024] = "";
+    snprintf(dir, sizeof dir, "%s/good/ct_axial", g_tmp);
+    pipeline_volume *v = (pipeline_volume *)0x1;
+    assert_int_equal(pipeline_volume_read_dir(dir, &o, &v, err, sizeof err), SN_EUNSUPPORTED);
+    assert_null(v);
+    printf("  cap: %s\n", err);
+    assert_non_null(strstr(err, "64x48x20 grid is larger than the 58368 voxels allowed"));
+    o.max_voxels = (size_t)64 * 48 * 20;
+    v = read_ok("good/ct_axial", &o);
+    pipeline_volume_free(v);
+}
+
 static void test_bad_inputs_refused(void **state)
 {
     (void)state;
@@ -268,7 +287,7 @@ static void test_bad_inputs_refused(void **state)
         cases++;
     }
     fclose(f);
-    assert_true(cases >= 13);
+    assert_true(cases >= 16);
 }
 
 static void test_geometry_sort_and_tilt(void **state)
@@ -298,6 +317,20 @@ static void test_geometry_sort_and_tilt(void **state)
     assert_int_equal(order[0], 1);
     assert_int_equal(kpos[4], 5);
     assert_float_equal(st.origin[2], -1.25, 1e-12);
+    /* Gap filling stops at PIPELINE_GEOM_MAX_GAP missing slices in one step; a step of 10^9
+     * slices (found by tests/fuzz, it once sized the grid) is refused without overflow. */
+    s[0].ipp[2] = 2.5 + 1.25 * (PIPELINE_GEOM_MAX_GAP + 1);
+    assert_int_equal(pipeline_geom_stack_build(s, 5, 0, 0, 1, &st, order, kpos, err, sizeof err),
+                     0);
+    assert_int_equal(st.gaps, PIPELINE_GEOM_MAX_GAP);   /* 2.5 .. 13.75 mm in steps of 1.25 */
+    s[0].ipp[2] = 2.5 + 1.25 * (PIPELINE_GEOM_MAX_GAP + 2);
+    assert_int_equal(pipeline_geom_stack_build(s, 5, 0, 0, 1, &st, order, kpos, err, sizeof err),
+                     SN_EDICOM);
+    assert_non_null(strstr(err, "too wide to fill"));
+    s[0].ipp[2] = 2.5 + 1.25e9;
+    assert_int_equal(pipeline_geom_stack_build(s, 5, 0, 0, 1, &st, order, kpos, err, sizeof err),
+                     SN_EDICOM);
+    s[0].ipp[2] = 5.0;
     s[0].ipp[1] = 4 + 6.25 * tan(10 * M_PI / 180);          /* one slice shifted: shear */
     assert_int_equal(pipeline_geom_stack_build(s, 5, 0, 0, 1, &st, order, kpos, err, sizeof err),
                      SN_EDICOM);
@@ -425,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_pet_suv),
         cmocka_unit_test(test_gap_fill_when_configured),
         cmocka_unit_test(test_bad_inputs_refused),
+        cmocka_unit_test(test_voxel_cap),
         cmocka_unit_test(test_geometry_sort_and_tilt),
         cmocka_unit_test(test_nifti_quaternion),
         cmocka_unit_test(test_int16_values_same_as_float),
