@@ -786,8 +786,10 @@ static char *cfg__read(char *str, int num, void *stream)
         return NULL;
     }
     if (c->lineno == 1 && (unsigned char)s[0] == 0xEF && (unsigned char)s[1] == 0xBB &&
-        (unsigned char)s[2] == 0xBF)
-        s += 3;
+        (unsigned char)s[2] == 0xBF) {
+        s += 3;                        /* n counts from s below (found by tests/fuzz) */
+        n -= 3;
+    }
     while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
         s[--n] = '\0';
     sn_strtrim(s);                     /* leading blanks would make inih see a continuation line */
@@ -905,6 +907,81 @@ static int cfg__finish_tls(cfg_ctx *c)
 }
 
 /* Checks that need the whole file: required keys, AE uniqueness, send_to targets, regexes. */
+/* glibc's regcomp copies the expression under a repetition: `x+` becomes `xx*`, `x{m,n}` n
+ * copies of x, and so on for each nested repetition, so a short pattern such as `b++++...` or
+ * `((a{99}){99}){99}` compiles into billions of nodes: the node would run out of memory on a
+ * SIGHUP (found by tests/fuzz). An upper bound of the compiled size: every atom counts 1, `+`
+ * doubles the atom or group before it, `{m,n}` multiplies it by the larger count (`{m,}` by
+ * m + 1); `*` and `?` copy nothing. Returns the bound, capped at 1e18. */
+static double cfg__regex_size(const char *re)
+{
+    enum { DEPTH = 64 };
+    double stack[DEPTH], cur = 0, last = 0;
+    int depth = 0;
+    for (const char *p = re; *p; p++) {
+        switch (*p) {
+        case '(':
+            if (depth == DEPTH)
+                return 1e18;
+            stack[depth++] = cur;
+            cur = last = 0;
+            break;
+        case ')':
+            last = cur;
+            cur = depth > 0 ? stack[--depth] + last : last;
+            break;
+        case '|':
+            last = 0;
+            break;
+        case '*':
+        case '?':
+            break;
+        case '+':
+            cur += last;
+            last *= 2;
+            break;
+        case '{': {
+            char *end;
+            double m = strtod(p + 1, &end), k = m;
+            if (*end == ',')
+                k = end[1] == '}' ? m + 1 : strtod(end + 1, &end);
+            if (k < 1)
+                k = 1;
+            cur += last * (k - 1);
+            last *= k;
+            const char *close = strchr(p, '}');
+            p = close ? close : p + strlen(p) - 1;
+            break;
+        }
+        case '[': {
+            const char *q = p + 1;
+            if (*q == '^')
+                q++;
+            if (*q == ']')
+                q++;
+            while (*q && *q != ']')
+                q++;
+            p = *q ? q : q - 1;
+            cur += 1;
+            last = 1;
+            break;
+        }
+        case '\\':
+            if (p[1])
+                p++;
+            /* fall through */
+        default:
+            cur += 1;
+            last = 1;
+        }
+        if (cur > 1e18 || last > 1e18)
+            return 1e18;
+    }
+    while (depth > 0)
+        cur += stack[--depth];
+    return cur;
+}
+
 static int cfg__finish(cfg_ctx *c)
 {
     sn_config *cfg = c->cfg;
@@ -942,6 +1019,11 @@ static int cfg__finish(cfg_ctx *c)
                              "model: [route %s] uses method %s and needs a model", r->name,
                              sn_method_name(r->method));
         if (m->key_line[RK_SERIES_DESCRIPTION]) {
+            if (cfg__regex_size(r->series_description_re) > SN_CONFIG_REGEX_MAX)
+                return cfg__fail(c, m->key_line[RK_SERIES_DESCRIPTION],
+                                 "series_description: regular expression '%s' repeats too much "
+                                 "(nested or stacked +, {m,n}: more than %d copies once "
+                                 "compiled)", r->series_description_re, SN_CONFIG_REGEX_MAX);
             int rc = regcomp(&r->series_description, r->series_description_re,
                              REG_EXTENDED | REG_ICASE | REG_NOSUB);
             if (rc != 0) {

@@ -583,6 +583,12 @@ static void test_errors(void **state)
         {"[route r]\nmethod = net\n", 2, "needs a model"},
         {"[route r]\nseries_description = (unclosed\n", 2, "series_description: invalid regular expression"},
         {"[route r]\nseries_description = [a-\n", 2, "invalid regular expression"},
+        /* glibc's regcomp copies repeated subexpressions: these would take gigabytes (fuzz) */
+        {"[route r]\nseries_description = b+++++++++++++++++++++++++++++++++++++\n", 2,
+         "series_description: regular expression 'b++"},
+        {"[route r]\nseries_description = ((a{99}){99}){99}\n", 2, "repeats too much"},
+        {"[route r]\nseries_description = ((((((((((((((((x+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+\n", 2,
+         "repeats too much"},
         {"[peer P]\nae_title = A\n[route r]\n\nsend_to = P, Q\n", 5, "send_to: [route r] names 'Q'"},
         {"[route r]\nsend_to = @sender\n", 2, "send_to"},
         {"[route r]\nsend_to = @caller, @caller\n", 2, "listed twice"},
@@ -836,6 +842,23 @@ static void test_parse_allow_and_method_name(void **state)
     assert_string_equal(sn_method_name(SN_METHOD_BOTH), "both");
 }
 
+static void test_regex_size_bound(void **state)
+{
+    (void)state;
+    /* Ordinary patterns with + and {m,n} stay well under the bound and load. */
+    static const char *const ok[] = {
+        "^(t1|t2)[ _+]?(ax|tra).*[0-9]{1,3}mm$", "x+y+z{2,4}", "(ab+c){1,20}", "a\\+{9}",
+        "[{(]+[a-z]{0,200}",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        char text[512];
+        snprintf(text, sizeof text, "[route r]\nseries_description = %s\n", ok[i]);
+        sn_config *cfg = load_ok(text);
+        assert_int_equal(cfg->routes[0].has_series_description_re, 1);
+        sn_config_unref(cfg);
+    }
+}
+
 static void test_ref_unref(void **state)
 {
     (void)state;
@@ -894,6 +917,7 @@ int main(void)
         cmocka_unit_test(test_route_matching),
         cmocka_unit_test(test_peer_lookup),
         cmocka_unit_test(test_parse_allow_and_method_name),
+        cmocka_unit_test(test_regex_size_bound),
         cmocka_unit_test(test_ref_unref),
         cmocka_unit_test(test_ref_threads),
     };
