@@ -13,7 +13,8 @@
 #define SN_AE_MAX 16          /* AE title length (PS3.5) */
 #define SN_NAME_MAX 64        /* section names: [peer NAME], [route NAME] */
 #define SN_LIST_MAX 32        /* entries in a comma-separated list value */
-#define SN_CONFIG_REGEX_MAX 10000 /* a route regex compiled to more atom copies is refused */
+#define SN_CONFIG_REGEX_MAX 1000  /* a route regex compiled to more atom copies is refused */
+#define SN_CONFIG_REGEX_DEPTH 4   /* ... and one with repetitions nested deeper */
 
 /* What a peer may ask of us ([peer] allow = echo, store, find). */
 #define SN_ALLOW_ECHO  0x1u
@@ -48,9 +49,10 @@ typedef struct sn_route {
     /* Match: every key that is set must match; unset keys match anything. */
     sn_strlist modality;             /* e.g. MR, CT (case-insensitive, any of) */
     sn_strlist body_part;            /* Body Part Examined, any of (case-insensitive) */
-    char series_description_re[256]; /* POSIX extended regex, case-insensitive; "" = any; one
-                                        that would compile to more than SN_CONFIG_REGEX_MAX
-                                        copies of its atoms is refused */
+    char series_description_re[256]; /* POSIX extended regex, case-insensitive; "" = any;
+                                        stacked repetitions (x++), repetitions nested deeper
+                                        than SN_CONFIG_REGEX_DEPTH and over SN_CONFIG_REGEX_MAX
+                                        compiled copies are refused (config.c) */
     regex_t series_description;      /* compiled when has_series_description_re */
     int has_series_description_re;
     sn_strlist calling_ae;           /* AE titles of the sender, any of */
