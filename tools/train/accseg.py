@@ -7,6 +7,8 @@ labelled CT and unlabelled target images only, and the CT-only baseline.
             [--no-idt] [--no-mind] [--no-cc] [--no-seg-to-g] [--export models/mr-t1]
   accseg.py finetune --run runs/mr-t1 --iters 1500 --aug 0.5 --out runs/mr-t1-ft
             --export models/mr-t1       # stage 2: S alone on frozen G's translations
+  accseg.py finetune ... --pseudo runs/pseudo-mr-t1 [--pseudo-band 1] [--pseudo-weight 1]
+                                         # stage 2 also on real target slices, atlas pseudo-labels
 
 adapt trains, jointly and end to end:
   G   generator CT -> target appearance (ResNet encoder/decoder, instance norm);
@@ -16,7 +18,10 @@ adapt trains, jointly and end to end:
   plus the identity loss |G(y) - y|, the anatomy constraint (MIND descriptors of x and G(x),
   L1, and 1 - correlation coefficient of x and G(x)) and PatchNCE over G's encoder features
   (G(x)'s patches against x's at the same places, other places as negatives, as in CUT).
-Every loss has its --no-* switch (ablations). Only S is exported (export.py), with the training
+finetune --pseudo DIR adds self-training: each step also takes a batch of real (unlabelled)
+target slices with pseudo-labels made by the node's atlas method from the CT atlases
+(tools/train/pseudo.sh), so the labels still come from CT only; pixels near a pseudo-label
+boundary can be ignored (--pseudo-band). Every loss has its --no-* switch (ablations). Only S is exported (export.py), with the training
 configuration, the data manifest and the last logged losses inside model.json.
 
 --aug P adds GIN (random shallow conv nets, plus a random heavy tail) to S's input with
@@ -204,33 +209,57 @@ def gin(x, p=0.5, layers=4, ch=4):
     return torch.cat(out)
 
 
+IGNORE = 255        # label value that no loss sees (pseudo-label boundary band, data.py)
+
+
 def seg_loss(logits, lab, n_classes):
-    ce = F.cross_entropy(logits, lab)
-    p = logits.softmax(1)
-    oh = F.one_hot(lab, n_classes).permute(0, 3, 1, 2).float()
+    """Cross-entropy + soft Dice (foreground classes, over the batch); pixels labelled IGNORE
+    count in neither."""
+    valid = (lab != IGNORE)[:, None].float()
+    ce = F.cross_entropy(logits, lab, ignore_index=IGNORE)
+    p = logits.softmax(1) * valid
+    oh = F.one_hot(lab.masked_fill(lab == IGNORE, 0), n_classes).permute(0, 3, 1, 2).float() * valid
     inter = (p * oh).sum((0, 2, 3))
     den = p.sum((0, 2, 3)) + oh.sum((0, 2, 3))
     dice = 1 - ((2 * inter + 1) / (den + 1))[1:].mean()
     return ce + dice, ce, dice
 
 
-def seg_step(S, opt, x, y, n_classes, aug):
+def seg_step(S, opt, x, y, n_classes, aug, extra=None):
     """One segmenter-only step (baseline and finetune): GIN on the input with probability
-    `aug`, Dice + cross-entropy, an optimiser step. Returns the loss tensors."""
+    `aug`, Dice + cross-entropy, an optimiser step. `extra` = (x2, y2, w2): a second batch
+    (finetune --pseudo: real target slices with pseudo-labels) in the same forward pass, its
+    loss (Dice over its own pixels) added with weight w2. Returns the loss tensors, and the
+    second batch's after them."""
     if aug:
         x = gin(x, aug)
-    loss, ce, dc = seg_loss(S(x), y, n_classes)
+    if extra is None:
+        loss, ce, dc = seg_loss(S(x), y, n_classes)
+        out = (loss, ce, dc)
+    else:
+        x2, y2, w2 = extra
+        if aug:
+            x2 = gin(x2, aug)
+        logits = S(torch.cat([x, x2]))
+        loss, ce, dc = seg_loss(logits[:x.shape[0]], y, n_classes)
+        l2, ce2, dc2 = seg_loss(logits[x.shape[0]:], y2, n_classes)
+        out = (loss + w2 * l2, ce, dc, l2, ce2, dc2)
     opt.zero_grad()
-    loss.backward()
+    out[0].backward()
     opt.step()
-    return loss, ce, dc
+    return out
 
 
 def seg_log(lf, t0, it, losses):
-    """Log a segmenter step's losses; returns them as the run's `last` record."""
-    loss, ce, dc = losses
+    """Log a segmenter step's losses; returns them as the run's `last` record. With a second
+    (pseudo-labelled) batch, `seg` is the weighted total and ce / dice_loss are the CT batch's."""
+    loss, ce, dc = losses[:3]
     last = {"iter": it, "seg": round(loss.item(), 4), "ce": round(ce.item(), 4),
             "dice_loss": round(dc.item(), 4)}
+    if len(losses) > 3:
+        last.update({"pseudo_seg": round(losses[3].item(), 4),
+                     "pseudo_ce": round(losses[4].item(), 4),
+                     "pseudo_dice_loss": round(losses[5].item(), 4)})
     log(lf, "%5d %6.0fs %s" % (it, time.time() - t0, json.dumps(last)))
     return last
 
@@ -246,10 +275,11 @@ class SliceBank:
     """All slices of some series, with random 96x96 crops (zero = volume mean where the image
     is smaller than the patch)."""
 
-    def __init__(self, dirs, spacing, labels, cache, step=1, organ_frac=0.8):
+    def __init__(self, dirs, spacing, labels, cache, step=1, organ_frac=0.8, load=None):
+        """`load(d)` replaces data.load_series (pseudo-labels: data.load_pseudo)."""
         self.imgs, self.labs, self.manifest = [], [], []
         for d in dirs:
-            s = D.load_series(d, spacing, labels, cache_dir=cache, step=step)
+            s = load(d) if load else D.load_series(d, spacing, labels, cache_dir=cache, step=step)
             for k in range(s["img"].shape[0]):
                 self.imgs.append(s["img"][k])
                 self.labs.append(s["lab"][k] if labels else None)
@@ -257,7 +287,8 @@ class SliceBank:
                                   "slices": int(s["img"].shape[0]),
                                   "shape": list(s["img"].shape[1:])})
         self.labels = labels
-        self.organ = [i for i, l in enumerate(self.labs) if l is not None and l.any()]
+        self.organ = [i for i, l in enumerate(self.labs)
+                      if l is not None and ((l > 0) & (l != IGNORE)).any()]
         self.organ_frac = organ_frac
 
     def crop(self, rng, img, lab):
@@ -285,6 +316,36 @@ class SliceBank:
         x = torch.from_numpy(np.stack(xs)[:, None].astype(np.float32))
         y = torch.from_numpy(np.stack(ys).astype(np.int64)) if self.labels else None
         return x, y
+
+
+def pseudo_bank(args):
+    """Real target slices with pseudo-labels (finetune --pseudo DIR): DIR/subject-NNN/MOD.dcm
+    (a SEG, e.g. `segnode segment --method atlas` with CT atlases) or MOD.nii[.gz], the image
+    series DIR's subject-NNN/MOD under the first of --target-root's folders that has it.
+    DIR/source.json (how the labels were made) goes into the data manifest."""
+    labels = {}
+    for f in sorted(glob.glob(os.path.join(args.pseudo, "subject-*", args.target + ".*"))):
+        if f.endswith((".dcm", ".nii", ".nii.gz")):
+            labels.setdefault(os.path.basename(os.path.dirname(f)), f)
+    pairs = {}
+    for subj, f in labels.items():
+        for root in args.target_root.split(","):
+            d = os.path.join(root, subj, args.target)
+            if os.path.isdir(d):
+                pairs[d] = f
+                break
+        else:
+            sys.exit("%s: no series %s/%s under %s" % (f, subj, args.target, args.target_root))
+    if not pairs:
+        sys.exit("%s: no pseudo-label volumes for %s" % (args.pseudo, args.target))
+    bank = SliceBank(sorted(pairs), args.spacing, True, args.cache, load=lambda d: D.load_pseudo(
+        d, pairs[d], args.spacing, cache_dir=args.cache, band=args.pseudo_band, ignore=IGNORE))
+    for m, d in zip(bank.manifest, sorted(pairs)):
+        m["root"] = os.path.dirname(os.path.dirname(d))
+        m["labels"] = pairs[d]
+    src = os.path.join(args.pseudo, "source.json")
+    source = json.load(open(src)) if os.path.exists(src) else None
+    return bank, {"dir": args.pseudo, "source": source, "series": bank.manifest}
 
 
 # ---- training -----------------------------------------------------------------------------
@@ -468,6 +529,16 @@ def cmd_finetune(args):
         G.load_state_dict(torch.load(os.path.join(args.run, "G.pt")))
         G.eval()
     first = json.load(open(os.path.join(args.run, "config.json")))
+    pb, pseudo_manifest = None, None
+    if args.pseudo:
+        args.target = first.get("target", "ct")
+        if args.target == "ct":
+            sys.exit("--pseudo needs a stage-1 (adapt) run: its target names the modality")
+        pb, pseudo_manifest = pseudo_bank(args)
+        log(lf, "pseudo-labelled: %d series, %d slices (%d with organs), band %d px, weight %g" % (
+            len(pb.manifest), len(pb.imgs), len(pb.organ), args.pseudo_band, args.pseudo_weight))
+        # its own stream: the CT crops stay those of the same run without --pseudo
+        prng = random.Random(args.seed + 1)
     opt = torch.optim.Adam(S.parameters(), args.lr, betas=(0.9, 0.999))
     t0 = time.time()
     last = {}
@@ -478,7 +549,11 @@ def cmd_finetune(args):
         if G is not None:
             with torch.no_grad():
                 x = G(x)
-        losses = seg_step(S, opt, x, y, n_cls, args.aug)
+        extra = None
+        if pb is not None:
+            xp, yp = pb.batch(prng, args.pseudo_batch or args.batch)
+            extra = (xp, yp, args.pseudo_weight)
+        losses = seg_step(S, opt, x, y, n_cls, args.aug, extra)
         if it % args.log_every == 0 or it == args.iters:
             last = seg_log(lf, t0, it, losses)
     torch.save(S.state_dict(), os.path.join(args.out, "S.pt"))
@@ -489,6 +564,8 @@ def cmd_finetune(args):
         manifest = {"ct_labelled": ct.manifest}
         if G is not None:
             manifest["target_unlabelled"] = first.get("manifest", {}).get("target_unlabelled")
+        if pseudo_manifest:
+            manifest["target_pseudo_labelled"] = pseudo_manifest
         export_bundle(S, args, args.target if G is not None else "baseline", manifest, last,
                       args.export)
         log(lf, "exported %s" % args.export)
@@ -522,6 +599,16 @@ def main():
     p.add_argument("--run", required=True, help="stage-1 run folder (S.pt, G.pt, config.json)")
     p.add_argument("--gwidth", type=int, default=8)
     p.add_argument("--gres", type=int, default=2)
+    p.add_argument("--pseudo", help="pseudo-label folder: DIR/subject-NNN/MOD.dcm|.nii[.gz] "
+                   "(atlas method with CT atlases) for unlabelled target series; adds a batch of "
+                   "those real target slices to every step")
+    p.add_argument("--target-root", default="/work/train-data/target",
+                   help="comma list of phantom folders holding the pseudo-labelled series")
+    p.add_argument("--pseudo-band", type=int, default=1,
+                   help="ignore pixels within N pixels of a pseudo-label boundary (0 = none)")
+    p.add_argument("--pseudo-weight", type=float, default=1.0,
+                   help="weight of the pseudo-labelled batch's loss (the CT batch's is 1)")
+    p.add_argument("--pseudo-batch", type=int, default=0, help="its batch size (0 = --batch)")
     p = sub.choices["adapt"]
     p.add_argument("--target", required=True, choices=["mr-t1", "mr-t2", "cbct", "pet"])
     p.add_argument("--target-root", default="/work/train-data/target",

@@ -111,6 +111,71 @@ def load_series(series_dir, target, with_labels, organs=ORGANS, cache_dir=None, 
     return {"img": img, "lab": lab, "spacing": np.array(g.spacing)}
 
 
+def read_label_file(path, table=None):
+    """A label volume [nz, ny, nx] on its series' grid, in phantomio's (DICOM) slice and row
+    order, with etc/labels.tsv numbers: a SEG (what `segnode segment` writes) or a NIfTI-1
+    label image (what `segnode infer` writes)."""
+    if path.endswith(".dcm"):
+        lab, _ = phantomio.read_seg(path, table or phantomio.load_labels_table(LABELS_TSV))
+        return lab
+    return np.ascontiguousarray(read_nifti(path))
+
+
+def boundary_band(cls, band):
+    """Mask of the pixels within `band` pixels (in-plane, square neighbourhood) of a change of
+    class, per slice of cls [nz, ny, nx]; band 0 = nothing."""
+    if band <= 0:
+        return np.zeros(cls.shape, bool)
+    t = torch.from_numpy(cls.astype(np.int64))
+    edge = torch.zeros(cls.shape, dtype=torch.bool)
+    for ax in (1, 2):
+        d = t.diff(dim=ax) != 0
+        pad = [(0, 0)] * 3
+        lo, hi = list(pad), list(pad)
+        lo[ax], hi[ax] = (1, 0), (0, 1)
+        # both pixels of a differing pair are boundary pixels
+        edge |= torch.from_numpy(np.pad(d.numpy(), lo)) | torch.from_numpy(np.pad(d.numpy(), hi))
+    k = 2 * band - 1
+    if k > 1:
+        edge = F.max_pool2d(edge.float()[:, None], k, 1, k // 2)[:, 0] > 0
+    return edge.numpy()
+
+
+def load_pseudo(series_dir, label_path, target, organs=ORGANS, cache_dir=None, step=1, band=0,
+                ignore=255):
+    """An unlabelled target series with a pseudo-label volume (`label_path`: SEG or NIfTI on
+    the series' grid, e.g. the atlas method's output): dict(img, lab) like load_series, with the
+    pixels within `band` pixels of a pseudo-label boundary (at the training grid) set to
+    `ignore`, where a registration-based label is least reliable."""
+    key = hashlib.sha1(("pseudo|%s|%s|%d|%g|%s|%d|%d" % (
+        os.path.abspath(series_dir), os.path.abspath(label_path),
+        int(os.path.getmtime(label_path)), target, ",".join(organs), step, band)
+    ).encode()).hexdigest()[:16]
+    cache = None
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
+        cache = os.path.join(cache_dir, key + ".npz")
+        if os.path.exists(cache):
+            z = np.load(cache)
+            return {"img": z["img"], "lab": z["lab"], "spacing": z["spacing"]}
+    s = load_series(series_dir, target, False, organs, cache_dir, step)
+    table = phantomio.load_labels_table(LABELS_TSV)
+    lv = read_label_file(label_path, table)
+    _, g, _ = phantomio.read_series(series_dir)
+    if lv.shape != (g.size[2], g.size[1], g.size[0]):
+        raise ValueError("%s: label volume %s, series %s" % (label_path, lv.shape,
+                                                            (g.size[2], g.size[1], g.size[0])))
+    cls = np.zeros(lv.shape, np.uint8)
+    for i, o in enumerate(organs):
+        cls[lv == table[o]["number"]] = i + 1
+    sp = (float(g.spacing[1]), float(g.spacing[0]))
+    lab = resample_inplane(cls[::step], sp, target, "nearest")
+    lab[boundary_band(lab, band)] = ignore
+    if cache:
+        np.savez(cache, img=s["img"], lab=lab, spacing=s["spacing"])
+    return {"img": s["img"], "lab": lab, "spacing": s["spacing"]}
+
+
 # ---- evaluation helpers ---------------------------------------------------------------------
 
 def read_nifti(path):

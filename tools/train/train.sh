@@ -5,6 +5,10 @@
 #                               with p 0.5) and stage 2 (3000 iterations, GIN p 0.8)
 # Data (tools/train/README.md): labelled CT in $CT, unlabelled target series in $TARGET_ROOT.
 # Runs (logs, weights) go to $RUNS/MODALITY and $RUNS/MODALITY-ft; the bundle to $MODELS/MODALITY.
+# With PSEUDO=DIR, stage 2 also trains on real target slices labelled by the atlas method
+# (CT atlases only; tools/train/pseudo.sh makes DIR): the series come from $PSEUDO_ROOTS (comma
+# list, default $TARGET_ROOT) and the run goes to $RUNS/MODALITY-pseudo-ft. REUSE_STAGE1=1 skips
+# stage 1 when $RUNS/MODALITY already holds a finished one (same command, same seed).
 # Run it under `nice` on a shared machine; one thread (the default) is the fastest there.
 set -e
 m=${1:?usage: train.sh ct|mr-t1|mr-t2|cbct|pet}
@@ -21,8 +25,17 @@ if [ "$m" = ct ]; then
     $T finetune --ct "$CT" --run "$RUNS/baseline" --iters 1500 --out "$RUNS/baseline-ft" \
         --export "$MODELS/ct"
 else
-    $T adapt --ct "$CT" --target "$m" --target-root "$TARGET_ROOT" --iters "$S1" --aug 0.5 \
-        --out "$RUNS/$m"
-    $T finetune --ct "$CT" --run "$RUNS/$m" --iters "$FT" --aug 0.8 --out "$RUNS/$m-ft" \
-        --export "$MODELS/$m"
+    if [ -z "$REUSE_STAGE1" ] || [ ! -f "$RUNS/$m/G.pt" ]; then
+        $T adapt --ct "$CT" --target "$m" --target-root "$TARGET_ROOT" --iters "$S1" --aug 0.5 \
+            --out "$RUNS/$m"
+    fi
+    if [ -n "$PSEUDO" ]; then
+        $T finetune --ct "$CT" --run "$RUNS/$m" --iters "$FT" --aug 0.8 \
+            --pseudo "$PSEUDO" --target-root "${PSEUDO_ROOTS:-$TARGET_ROOT}" \
+            --pseudo-band "${PSEUDO_BAND:-1}" --pseudo-weight "${PSEUDO_WEIGHT:-1}" \
+            --out "$RUNS/$m-pseudo-ft" --export "$MODELS/$m"
+    else
+        $T finetune --ct "$CT" --run "$RUNS/$m" --iters "$FT" --aug 0.8 --out "$RUNS/$m-ft" \
+            --export "$MODELS/$m"
+    fi
 fi

@@ -1,0 +1,55 @@
+#!/bin/sh
+# tools/train/pseudo.sh MODALITY OUT ROOT [ROOT...] — pseudo-labels for stage 2 (accseg.py
+# finetune --pseudo OUT, train.sh PSEUDO=OUT): the atlas method (`segnode segment --method atlas`:
+# registration of the CT atlases, MIND-SSC, label fusion) on every unlabelled target series
+# ROOT/subject-NNN/MODALITY, written as OUT/subject-NNN/MODALITY.dcm (a SEG on the series' grid),
+# plus OUT/source.json (atlases, fusion, binary) for the bundle's data manifest.
+# The atlases must be labelled CT of the training subjects only (the default library below:
+# `segnode atlas import --phantom` of CT subjects 1-3); no target label is read.
+#   SEGNODE  segnode binary (default build/tools/segnode/segnode)
+#   CONFIG   segnode config whose storage holds the atlas library (default
+#            /work/train-data/atlas/segnode.conf)
+#   ATLASES  comma list of atlas names (default subject-001,subject-002,subject-003)
+#   FUSION   majority | local | jlf (default: the node's default, jlf)
+# Existing outputs are kept (rerun to add subjects). Minutes per full-size series: run under
+# `nice` on a shared machine.
+set -e
+m=${1:?usage: pseudo.sh MODALITY OUT ROOT [ROOT...]}
+out=${2:?usage: pseudo.sh MODALITY OUT ROOT [ROOT...]}
+shift 2
+[ $# -ge 1 ] || { echo "usage: pseudo.sh MODALITY OUT ROOT [ROOT...]" >&2; exit 2; }
+here=$(dirname "$0")
+SEGNODE=${SEGNODE:-$here/../../build/tools/segnode/segnode}
+CONFIG=${CONFIG:-/work/train-data/atlas/segnode.conf}
+ATLASES=${ATLASES:-subject-001,subject-002,subject-003}
+fusion=""
+[ -n "$FUSION" ] && fusion="--fusion $FUSION"
+mkdir -p "$out"
+# the atlases as the library holds them (name, modality, series UID, grid): which CT they are
+"$SEGNODE" -c "$CONFIG" atlas list --json | /usr/bin/python3 -c '
+import json, sys
+names = sys.argv[1].split(",")
+lib = [{k: a[k] for k in ("name", "modality", "series_uid", "size")}
+       for a in json.load(sys.stdin) if a["name"] in names]
+if len(lib) != len(names):
+    sys.exit("atlases %s: not all in the library" % sys.argv[1])
+json.dump({"method": "atlas", "atlases": lib, "fusion": sys.argv[2], "config": sys.argv[3],
+           "segnode": sys.argv[4],
+           "note": "atlases are labelled CT of training subjects only; no target label is read"},
+          open(sys.argv[5], "w"), indent=1)
+' "$ATLASES" "${FUSION:-default}" "$CONFIG" "$("$SEGNODE" --version 2>&1 | head -n 1)" \
+    "$out/source.json"
+for root in "$@"; do
+    for d in "$root"/subject-*/"$m"; do
+        [ -d "$d" ] || continue
+        s=$(basename "$(dirname "$d")")
+        [ -f "$out/$s/$m.dcm" ] && continue
+        mkdir -p "$out/$s"
+        t0=$(date +%s)
+        # shellcheck disable=SC2086
+        "$SEGNODE" -c "$CONFIG" segment --method atlas --atlases "$ATLASES" $fusion \
+            --out "$out/$s/partial-$m.dcm" "$d"
+        mv "$out/$s/partial-$m.dcm" "$out/$s/$m.dcm"
+        echo "$s/$m: $(( $(date +%s) - t0 )) s"
+    done
+done
