@@ -80,19 +80,24 @@ def find_seg(series_dir):
     return os.path.join(subj, "seg", mod + ".dcm")
 
 
+def npz_cache(cache_dir, key):
+    """(path of the cached arrays for `key` or None without a cache folder, the loaded arrays
+    or None when not cached yet)."""
+    if not cache_dir:
+        return None, None
+    os.makedirs(cache_dir, exist_ok=True)
+    cache = os.path.join(cache_dir, key + ".npz")
+    return cache, np.load(cache) if os.path.exists(cache) else None
+
+
 def load_series(series_dir, target, with_labels, organs=ORGANS, cache_dir=None, step=1):
     """Returns dict(img [nz, ry, rx] float32 normalised, lab [nz, ry, rx] uint8 class index or None).
     `step` keeps every step-th slice (thin CT slices are highly redundant)."""
     key = hashlib.sha1(("%s|%g|%d|%s|%d" % (os.path.abspath(series_dir), target, with_labels,
                                              ",".join(organs), step)).encode()).hexdigest()[:16]
-    cache = None
-    if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)
-        cache = os.path.join(cache_dir, key + ".npz")
-        if os.path.exists(cache):
-            z = np.load(cache)
-            return {"img": z["img"], "lab": z["lab"] if with_labels else None,
-                    "spacing": z["spacing"]}
+    cache, z = npz_cache(cache_dir, key)
+    if z is not None:
+        return {"img": z["img"], "lab": z["lab"] if with_labels else None, "spacing": z["spacing"]}
     vol, g, _ = phantomio.read_series(series_dir)
     img = zscore(vol)[::step]
     sp = (float(g.spacing[1]), float(g.spacing[0]))   # (row = y, column = x)
@@ -151,13 +156,9 @@ def load_pseudo(series_dir, label_path, target, organs=ORGANS, cache_dir=None, s
         os.path.abspath(series_dir), os.path.abspath(label_path),
         int(os.path.getmtime(label_path)), target, ",".join(organs), step, band)
     ).encode()).hexdigest()[:16]
-    cache = None
-    if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)
-        cache = os.path.join(cache_dir, key + ".npz")
-        if os.path.exists(cache):
-            z = np.load(cache)
-            return {"img": z["img"], "lab": z["lab"], "spacing": z["spacing"]}
+    cache, z = npz_cache(cache_dir, key)
+    if z is not None:
+        return {"img": z["img"], "lab": z["lab"], "spacing": z["spacing"]}
     s = load_series(series_dir, target, False, organs, cache_dir, step)
     table = phantomio.load_labels_table(LABELS_TSV)
     lv = read_label_file(label_path, table)
