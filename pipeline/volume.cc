@@ -226,13 +226,16 @@ void load_file(FileInfo &fi, const std::string &want_series)
     }
     /* Per-frame storage below, and the voxel grid, are sized by these attributes: bound them by
      * the file first. Each frame takes Rows x Columns x Samples x Bits Allocated in native Pixel
-     * Data, at least an 8-byte item header when encapsulated (found by tests/fuzz). */
+     * Data, at least an 8-byte item header when encapsulated (found by tests/fuzz); a deflated
+     * file holds at most 1032 bytes per byte on disk (zlib's largest ratio). */
     if (fi.has_pixels) {
         struct stat sb;
         DcmXfer x(fi.ts.c_str());
         double per_frame = x.isEncapsulated()
                                ? 8.0
                                : (double)fi.rows * fi.cols * std::max(1, fi.spp) * fi.ba / 8.0;
+        if (x.getStreamCompression() != ESC_none)
+            per_frame /= 1032.0;
         if (stat(fi.path.c_str(), &sb) == 0 && per_frame * fi.nframes > (double)sb.st_size) {
             fi.status = SN_EDICOM;
             fi.why = fi.path + ": " + std::to_string(fi.nframes) + " frame(s) of " +
