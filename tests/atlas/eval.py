@@ -10,12 +10,21 @@ Not run by ctest (minutes); tests/atlas/run_short.sh is the short version.
 
 usage: eval.py --build BUILD_DIR [--subjects 4] [--seed 7] [--out DIR] [--loo 1] [--no-baselines]
               [--skip-ours] [--baseline-atlases 1] [--modalities ct,cbct,mr-t1,mr-t2,pet]
-              [--atlas-phase plain|contrast] [--eval-args "..."] [--tools elastix,plastimatch]
-              [--mabs-atlases N]
+              [--atlas-phase plain|contrast|both] [--eval-args "..."] [--tools elastix,plastimatch]
+              [--mabs-atlases N] [--summary-only]
 
 --atlas-phase contrast takes the atlases' CT (and its SEG) from a second phantom set of the same
 seed rendered in the portal-venous phase (--contrast: same anatomy, same ground truth), as a
-clinical atlas library would be; the targets stay non-contrast.
+clinical atlas library would be; the targets stay non-contrast. --atlas-phase both gives
+atlas_eval both renderings of every atlas subject with --distinct: all are registered and one
+per subject is fused (atlas_distinct), which is what pipeline_atlas_segment does with such a
+library.
+
+--loo K takes the last K subjects in turn as the target, each with all the other subjects as
+atlases. Each target's atlas_eval output is kept in OUT/export-T/atlas_eval.txt; at the end a
+summary gives, per modality, fusion and label, the mean and the minimum Dice over the targets
+whose output is complete, and seconds per registration. --summary-only prints that summary
+from the files an earlier (or interrupted) run left, without running anything.
 """
 import argparse
 import glob
@@ -92,14 +101,92 @@ def dice(a, b, l):
 
 
 def run_ours(build, target, atlases, out, extra):
+    """atlas_eval on one target; its output goes to OUT/atlas_eval.txt as it runs (a run cut
+    short leaves the modalities it finished), and is returned."""
     cmd = [os.path.join(build, "tests/atlas/atlas_eval"), "--label-table",
            os.path.join(os.path.dirname(__file__), "../../etc/labels.tsv"), "--export", out] + extra + \
           [target] + atlases
     t = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    txt = os.path.join(out, "atlas_eval.txt")
+    with open(txt + ".part", "w") as f:
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.PIPE, text=True)
     if r.returncode:
         sys.exit("atlas_eval failed: " + r.stderr)
-    return r.stdout, time.time() - t
+    os.replace(txt + ".part", txt)
+    return open(txt).read(), time.time() - t
+
+
+SUMMARY_METHODS = ("single", "mv", "local", "jlf")
+
+
+def parse_ours(text):
+    """atlas_eval's table -> ({(mod, method): {label: dice}}, {mod: seconds per registration},
+    {mod: atlas indices kept by --distinct})."""
+    dices, secs, kept = {}, {}, {}
+    for line in text.splitlines():
+        m = re.match(r"# (\S+): target prep [\d.]+ s, ([\d.]+) s per registration", line)
+        if m:
+            secs[m.group(1)] = float(m.group(2))
+            continue
+        m = re.match(r"# (\S+): kept ([\d ]+)$", line)
+        if m:
+            kept[m.group(1)] = [int(x) for x in m.group(2).split()]
+            continue
+        p = line.split()
+        if line.startswith("#") or len(p) < 4 or p[2] not in list(LABELS.values()) + ["mean"]:
+            continue
+        try:
+            dices.setdefault((p[0], p[1]), {})[p[2]] = float(p[3])
+        except ValueError:
+            pass
+    return dices, secs, kept
+
+
+def summarize(out, loo, subjects, mods, methods=SUMMARY_METHODS):
+    """Mean and minimum Dice over the targets whose atlas_eval.txt holds every modality. With a
+    both-phase library (atlas_eval --distinct, plain atlases first) it also says how many of the
+    atlases fused were the contrast phase."""
+    runs = []
+    for t in range(loo):
+        f = os.path.join(out, f"export-{t}", "atlas_eval.txt")
+        name = os.path.basename(subjects[-1 - t]) if t < len(subjects) else f"target {t}"
+        if not os.path.exists(f):
+            print(f"# {name}: no complete output ({f})")
+            continue
+        d, s, k = parse_ours(open(f).read())
+        if any((m, "jlf") not in d for m in mods):
+            print(f"# {name}: incomplete, left out of the summary")
+            continue
+        runs.append((name, d, s, k))
+    if not runs:
+        return
+    names = ["liver", "spleen", "kidney_left", "kidney_right", "myocardium", "mean"]
+    print(f"\n## summary: {len(runs)} targets ({', '.join(r[0] for r in runs)}); Dice mean / min over targets")
+    print("| target | method | " + " | ".join(n.replace("kidney_left", "kidney L").replace("kidney_right", "kidney R")
+                                            for n in names) + " | s/registration |")
+    print("|---|---|" + "---|" * (len(names) + 1))
+    for mod in mods:
+        for meth in methods:
+            cells = []
+            for n in names:
+                v = [r[1][(mod, meth)][n] for r in runs if n in r[1].get((mod, meth), {})]
+                cells.append(f"{np.mean(v):.3f} / {np.min(v):.3f}" if v else "")
+            sec = [r[2][mod] for r in runs if mod in r[2]] if meth == methods[0] else []
+            print(f"| {mod} | {meth} | " + " | ".join(cells) + " | " + (f"{np.mean(sec):.1f}" if sec else "") + " |")
+    print(f"\n## per target: mean Dice of the five organs ({' / '.join(methods)})")
+    print("| target | " + " | ".join(mods) + " |")
+    print("|---|" + "---|" * len(mods))
+    for name, d, _, _ in runs:
+        print(f"| {name} | " + " | ".join(" / ".join(f"{d[(m, k)]['mean']:.3f}" if (m, k) in d else "-"
+                                                    for k in methods) for m in mods) + " |")
+    if any(r[3] for r in runs):
+        n = len(subjects) - 1   # atlases per phase: the plain renderings come first
+        print("\n## atlases fused that are the contrast phase (of those kept by atlas_distinct)")
+        print("| target | " + " | ".join(mods) + " |")
+        print("|---|" + "---|" * len(mods))
+        for name, _, _, k in runs:
+            print(f"| {name} | " + " | ".join(f"{sum(a >= n for a in k[m])}/{len(k[m])}" if m in k else "-"
+                                             for m in mods) + " |")
 
 
 def run_elastix(exp, mod, na, work):
@@ -244,18 +331,26 @@ def main():
                     help="pairwise baselines to run (comma list; empty for none but mabs)")
     ap.add_argument("--mabs-atlases", type=int, default=0,
                     help="also run `plastimatch mabs` (its multi-atlas segmentation) with this many atlases")
-    ap.add_argument("--atlas-phase", choices=("plain", "contrast"), default="plain")
+    ap.add_argument("--atlas-phase", choices=("plain", "contrast", "both"), default="plain")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="only summarize the atlas_eval outputs an earlier run left in OUT")
+    ap.add_argument("--summary-methods", default=",".join(SUMMARY_METHODS),
+                    help="atlas_eval methods in the summary (with --distinct also mv-all, local-all, jlf-all)")
     ap.add_argument("--eval-args", default="", help="extra atlas_eval options, e.g. \"--work-mm 3\"")
     args = ap.parse_args()
     ph = os.path.join(args.out, "phantoms")
-    if not os.path.exists(os.path.join(ph, f"subject-{args.subjects:03d}", "seg", "pet.dcm")):
+    if not args.summary_only and not os.path.exists(os.path.join(ph, f"subject-{args.subjects:03d}", "seg", "pet.dcm")):
         shutil.rmtree(ph, ignore_errors=True)
         subprocess.run([os.path.join(args.build, "tools/phantom/segnode-phantom"), "--out", ph, "--subjects",
                         str(args.subjects), "--modalities", ",".join(MODS), "--size", "small", "--seed",
                         str(args.seed)], check=True, capture_output=True)
     subjects = sorted(glob.glob(os.path.join(ph, "subject-*")))
+    mods = args.modalities.split(",")
+    if args.summary_only:
+        summarize(args.out, args.loo, subjects, mods, args.summary_methods.split(","))
+        return
     atlas_root = ph
-    if args.atlas_phase == "contrast":
+    if args.atlas_phase != "plain":
         atlas_root = os.path.join(args.out, "phantoms-contrast")
         if not os.path.exists(os.path.join(atlas_root, f"subject-{args.subjects:03d}", "seg", "ct.dcm")):
             shutil.rmtree(atlas_root, ignore_errors=True)
@@ -265,13 +360,20 @@ def main():
     for t in range(min(args.loo, len(subjects))):
         target = subjects[-1 - t]
         atlases = [os.path.join(atlas_root, os.path.basename(s)) for s in subjects if s != target]
+        extra = args.eval_args.split() + ["--modalities", args.modalities]
+        if args.atlas_phase == "both":   # plain first, then contrast; atlas_eval fuses one per subject
+            atlases = [s for s in subjects if s != target] + atlases
+            extra.append("--distinct")
         exp = os.path.join(args.out, f"export-{t}")
         os.makedirs(exp, exist_ok=True)
         print(f"## target {os.path.basename(target)}, atlases {', '.join(os.path.basename(a) for a in atlases)}"
               f" (atlas CT: {args.atlas_phase})")
+        sys.stdout.flush()
         if not args.skip_ours:
-            table, secs = run_ours(args.build, target, atlases, exp, args.eval_args.split())
+            table, secs = run_ours(args.build, target, atlases, exp, extra)
             print(table)
+            print(f"# {os.path.basename(target)}: {secs:.0f} s")
+            sys.stdout.flush()
         if args.no_baselines:
             continue
         for tool, fn in (("elastix", run_elastix), ("plastimatch", run_plastimatch)):
@@ -305,6 +407,8 @@ def main():
                       " ".join(f"{LABELS[l]}={d:.3f}" for l, d in zip(LABELS, ds)) +
                       f" mean={np.mean(ds):.3f} {s:.1f} s for {k} atlases")
                 sys.stdout.flush()
+    if not args.skip_ours and args.loo > 1:
+        summarize(args.out, min(args.loo, len(subjects)), subjects, mods, args.summary_methods.split(","))
 
 
 if __name__ == "__main__":
