@@ -410,4 +410,50 @@ int store_atlas_list(store *st, const char *name, store_atlas_cb cb, void *ctx, 
 /* Remove atlas `name` (the cache folder is the caller's). SN_ENOENT when absent. */
 int store_atlas_delete(store *st, const char *name, char *err, size_t errlen);
 
+/* ---- consistency check (`segnode store check`) --------------------------------------------- */
+
+/* What store_check found for one file or row. */
+typedef enum store_check_kind {
+    STORE_CHECK_MISSING,    /* an indexed instance whose file is missing */
+    STORE_CHECK_SIZE,       /* an indexed instance whose file has another size than indexed */
+    STORE_CHECK_ORPHAN,     /* an instance file under files/ that no row names, older than
+                               orphan_min_age_s: left by a crash between rename and index
+                               (never acknowledged) or copied in by hand */
+    STORE_CHECK_RECENT,     /* the same, but younger: may be a commit in flight; not a problem */
+    STORE_CHECK_STRAY       /* an entry under files/ that is not an instance file name (never
+                               touched) */
+} store_check_kind;
+
+typedef struct store_check_item {
+    store_check_kind kind;
+    const char *path;                  /* relative to the storage folder */
+    const char *sop_instance_uid;      /* MISSING and SIZE; else NULL */
+    int64_t indexed_size;              /* MISSING and SIZE; else -1 */
+    int64_t file_size;                 /* SIZE, ORPHAN, RECENT; else -1 */
+    int64_t age_s;                     /* ORPHAN, RECENT: seconds since the file was written */
+    int removed;                       /* ORPHAN: removed (opts.remove_orphans) */
+} store_check_item;
+
+typedef struct store_check_opts {
+    int remove_orphans;                /* unlink ORPHAN files */
+    int64_t orphan_min_age_s;          /* an unindexed file younger than this is RECENT
+                                          (default 3600 when 0; at least 60) */
+} store_check_opts;
+
+typedef struct store_check_result {
+    int64_t rows, files;               /* instance rows and entries under files/ looked at */
+    int64_t ok, missing, size, orphans, removed, recent, stray;
+    int64_t indexed_bytes;             /* sum of the sizes of the rows that are ok */
+} store_check_result;
+
+/* Compare the index with files/: every instance row against its file (exists, size), every
+ * entry under files/ against the rows. One stat per file; the rows are read by path in pages of
+ * bounded size, each its own short read transaction, so a running node keeps ingesting (what
+ * changes during the check is read again before it is reported). `cb` (may be NULL) gets each
+ * finding; strings valid during the call; non-zero stops. Rows are never changed.
+ * Returns SN_OK when the check ran (findings are in *res), else an error. */
+typedef int (*store_check_cb)(void *ctx, const store_check_item *it);
+int store_check(store *st, const store_check_opts *opts, store_check_cb cb, void *ctx,
+                store_check_result *res, char *err, size_t errlen);
+
 #endif

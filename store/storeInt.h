@@ -15,6 +15,8 @@
 #define STORE__POOL_KEEP 8        /* idle read connections kept open */
 #define STORE__BUSY_MS 10000      /* busy_timeout for every connection */
 #define STORE__CHECK_RECENT 512   /* newest instance files verified on open */
+/* Rows per page read by store_check (store_check.c; tests make it small to page often). */
+extern int store__check_page_rows;
 #define STORE__BATCH_MAX 256      /* instances per group commit: at most one batch is indexed but
                                      not yet flushed at any time, so a crash leaves at most this
                                      many rows ahead of their files; the open-time check covers

@@ -14,8 +14,8 @@
  * folders, WAL) — on disks where a flush is milliseconds, that decides ingest throughput. The
  * function returns only after file and row are durable: the caller may then send Success. A
  * crash before 2 completes leaves at most one batch of unacknowledged instances: files without
- * rows (a resend replaces them) or rows whose files did not survive (dropped by the open-time
- * check, store.c). syncfs flushes the whole file system: give the store its own file system
+ * rows (a resend replaces them; `segnode store check` finds and removes them, store_check.c) or
+ * rows whose files did not survive (dropped by the open-time check, store.c). syncfs flushes the whole file system: give the store its own file system
  * where other heavy writers would slow it. If the index fails after the rename: a NEW
  * instance's file is unlinked (nothing indexed, nothing left); for a REPLACEMENT the old row
  * keeps pointing at the same path, which now holds the new bytes of the same SOP Instance —

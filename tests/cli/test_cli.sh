@@ -1,8 +1,9 @@
 #!/bin/bash
 # tests/cli/test_cli.sh — the admin side of `segnode` end to end: usage and exit codes,
 # `config check` on the shipped example and on broken files, `series`/`jobs`/`status`/`peers`
-# with --json on an empty store, `echo` and `send` against DCMTK's storescp, and failures
-# (dead port, unknown peer, missing job). Ports 11300-11309.
+# with --json on an empty store, `store check` (orphan, recent and stray files), `echo` and
+# `send` against DCMTK's storescp, and failures (dead port, unknown peer, missing job).
+# Ports 11300-11309.
 # usage: test_cli.sh SEGNODE_BINARY DICOM_DATA_DIR SOURCE_DIR
 set -u
 SEGNODE=$1
@@ -116,6 +117,27 @@ expect_rc 0 "status"; expect_in "$OUT" "SEGNODE" "status shows the AE title"
 run "$SEGNODE" $C --json status
 expect_rc 0 "status --json"
 py_check "status --json shape" "d['node']['ae_title']=='SEGNODE' and d['counts']['series']==0 and d['daemon_running'] is False and set(d['series_by_state'])>={'receiving','stable','done','failed'} and 'pending' in d['jobs_by_state'] and 'schema_version' in d"
+
+# ---- store check (rows and files: tests/store covers missing and resized files) -------------------
+run "$SEGNODE" $C store check
+expect_rc 0 "store check on an empty store"; expect_in "$OUT" "0 indexed instance(s)" "store check summary"
+run "$SEGNODE" $C store frob;    expect_rc 2 "store with an unknown action"
+run "$SEGNODE" $C store check --orphan-age 5; expect_rc 2 "store check --orphan-age below 60"
+orphan="$TMP/storage/files/ab/ab$(printf '%062d' 1).dcm"
+cp "$DATA/MR2_UNCR.dcm" "$orphan"
+touch -d '2 hours ago' "$orphan"
+cp "$DATA/MR2_UNCR.dcm" "$TMP/storage/files/cd/cd$(printf '%062d' 2).dcm"
+echo x >"$TMP/storage/files/ab/notes.txt"
+run "$SEGNODE" $C --json store check
+expect_rc 1 "store check with an orphan and a stray file"
+py_check "store check --json findings" "d['rows']==0 and d['files']==3 and d['orphans']==1 and d['removed']==0 and d['recent']==1 and d['stray']==1 and sorted(f['kind'] for f in d['findings'])==['orphan','recent','stray']"
+run "$SEGNODE" $C store check --remove-orphans
+expect_rc 1 "store check --remove-orphans (the stray file stays a finding)"; expect_in "$OUT" "(1 removed)" "the orphan is removed"
+if [ ! -e "$orphan" ] && [ -e "$TMP/storage/files/ab/notes.txt" ]; then ok "only the orphan was removed"; else fail "store check removed the wrong files"; fi
+rm "$TMP/storage/files/ab/notes.txt"
+run "$SEGNODE" $C store check
+expect_rc 0 "store check with only a recent unindexed file"; expect_in "$OUT" "recent    1" "the recent file is counted, not a finding"
+rm "$TMP/storage/files/cd/cd$(printf '%062d' 2).dcm"
 
 # ---- peers ------------------------------------------------------------------------------------
 run "$SEGNODE" $C peers --json

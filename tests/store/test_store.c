@@ -1,6 +1,6 @@
 /* tests/store/test_store.c — unit tests of store/: schema and migrations, the durable commit path
  * (hash paths, replace, move, refusal, temp cleanup), concurrent writers, the series state
- * machine with routes, C-FIND matching, jobs and counts. Each test gets its own folder under
+ * machine with routes, C-FIND matching, jobs and counts, the index-against-files check. Each test gets its own folder under
  * /tmp and builds its sn_config by hand. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/config.h"
@@ -527,6 +528,114 @@ static void test_unflushed_rows_dropped_by_id(void **state)
     assert_int_equal(get_series(f, SER_A).row.instances, 600);
 }
 
+
+/* store_check, both ways: rows against files (a file removed, a file truncated) and files
+ * against rows (an old unindexed instance file is an orphan and is removed only when asked; a
+ * fresh one may be a commit in flight and is left; other names are stray and never touched).
+ * Pages of 2 rows, so the merge crosses many pages; rows are never changed. */
+typedef struct check_seen {
+    int n[5];
+    char missing_uid[80], orphan_path[200];
+} check_seen;
+
+static int check_cb(void *ctx, const store_check_item *it)
+{
+    check_seen *s = ctx;
+    s->n[it->kind]++;
+    if (it->kind == STORE_CHECK_MISSING) {
+        snprintf(s->missing_uid, sizeof s->missing_uid, "%s", it->sop_instance_uid);
+        assert_int_equal(it->indexed_size, 3);
+        assert_int_equal(it->file_size, -1);
+    }
+    if (it->kind == STORE_CHECK_SIZE) {
+        assert_int_equal(it->indexed_size, 3);
+        assert_int_equal(it->file_size, 1);
+    }
+    if (it->kind == STORE_CHECK_ORPHAN) {
+        snprintf(s->orphan_path, sizeof s->orphan_path, "%s", it->path);
+        assert_true(it->age_s >= 7000);
+        assert_int_equal(it->file_size, 6);
+    }
+    return 0;
+}
+
+static void test_check_both_ways(void **state)
+{
+    fx *f = *state;
+    char uid[8][64], path[512];
+    store_check_result r;
+    check_seen seen;
+    store_set_fsync(f->st, 0);
+    for (int i = 0; i < 8; i++) {
+        snprintf(uid[i], sizeof uid[i], "1.2.826.0.1.3680043.4.%d", 100 + i);
+        store_instance_meta m = meta_of(STUDY, SER_A, uid[i]);
+        assert_int_equal(commit_bytes(f, &m, "abc", NULL, NULL), SN_OK);
+    }
+    store__check_page_rows = 2;
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(store_check(f->st, NULL, check_cb, &seen, &r, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(r.rows, 8);
+    assert_int_equal(r.files, 8);
+    assert_int_equal(r.ok, 8);
+    assert_int_equal(r.indexed_bytes, 24);
+    assert_int_equal(r.missing + r.size + r.orphans + r.recent + r.stray, 0);
+
+    hash_path(f, uid[2], path, sizeof path);
+    assert_int_equal(unlink(path), 0);
+    hash_path(f, uid[5], path, sizeof path);
+    assert_int_equal(truncate(path, 1), 0);
+    /* Unindexed instance files: one written two hours ago, one just now; and two stray names. */
+    char old[512], fresh[512], stray[512];
+    snprintf(old, sizeof old, "%s/files/7f/7f%062d.dcm", f->dir, 1);
+    snprintf(fresh, sizeof fresh, "%s/files/80/80%062d.dcm", f->dir, 2);
+    write_file(old, "orphan", 6);
+    write_file(fresh, "inflight", 8);
+    struct timespec t[2];
+    clock_gettime(CLOCK_REALTIME, &t[0]);
+    t[0].tv_sec -= 7200;
+    t[1] = t[0];
+    assert_int_equal(utimensat(AT_FDCWD, old, t, 0), 0);
+    snprintf(stray, sizeof stray, "%s/files/README", f->dir);
+    write_file(stray, "x", 1);
+    snprintf(stray, sizeof stray, "%s/files/03/notes.txt", f->dir);
+    write_file(stray, "x", 1);
+
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(store_check(f->st, NULL, check_cb, &seen, &r, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(r.rows, 8);
+    assert_int_equal(r.files, 7 + 4);
+    assert_int_equal(r.ok, 6);
+    assert_int_equal(r.missing, 1);
+    assert_int_equal(r.size, 1);
+    assert_int_equal(r.orphans, 1);
+    assert_int_equal(r.removed, 0);
+    assert_int_equal(r.recent, 1);
+    assert_int_equal(r.stray, 2);
+    assert_int_equal(seen.n[STORE_CHECK_MISSING] + seen.n[STORE_CHECK_SIZE] + seen.n[STORE_CHECK_ORPHAN] +
+                     seen.n[STORE_CHECK_RECENT] + seen.n[STORE_CHECK_STRAY], 6);
+    assert_string_equal(seen.missing_uid, uid[2]);
+    assert_string_equal(seen.orphan_path, old + strlen(f->dir) + 1);
+    assert_int_equal(access(old, F_OK), 0);
+
+    /* Removal: the orphan only. */
+    store_check_opts o = {.remove_orphans = 1};
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(store_check(f->st, &o, check_cb, &seen, &r, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(r.orphans, 1);
+    assert_int_equal(r.removed, 1);
+    assert_int_not_equal(access(old, F_OK), 0);
+    assert_int_equal(access(fresh, F_OK), 0);
+    assert_int_equal(access(stray, F_OK), 0);
+    /* A shorter age makes the fresh one an orphan too (at least 60 s: still recent). */
+    o.orphan_min_age_s = 1;
+    assert_int_equal(store_check(f->st, &o, NULL, NULL, &r, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(r.orphans, 0);
+    assert_int_equal(r.recent, 1);
+    /* Findings are reported, rows never changed. */
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM instances"), 8);
+    store__check_page_rows = 8192;
+}
+
 /* ---- concurrency ------------------------------------------------------------------------- */
 
 #define CW_THREADS 8
@@ -969,6 +1078,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tmp_cleaned_on_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file_dropped_on_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unflushed_rows_dropped_by_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_both_ways, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_same_uid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sweep_routes, setup, teardown),

@@ -69,20 +69,6 @@ static int parse_args(int argc, char **argv, const char *help, char **pos, int *
     return 0;
 }
 
-/* Print a JSON document to stdout and free it. */
-static int json_out(cJSON *doc)
-{
-    char *s = doc ? cJSON_Print(doc) : NULL;
-    cJSON_Delete(doc);
-    if (!s) {
-        fprintf(stderr, "segnode: out of memory\n");
-        return CLI_EXIT_FAIL;
-    }
-    puts(s);
-    free(s);
-    return CLI_EXIT_OK;
-}
-
 static void json_time(cJSON *obj, const char *key, int64_t ms)
 {
     if (ms <= 0) {
@@ -380,7 +366,7 @@ int cli_cmd_status(int argc, char **argv)
         else
             cJSON_AddNullToObject(root, "daemon");
         live = NULL;
-        rc = json_out(root);
+        rc = cli_json_out(root);
     } else {
         char b1[32], b2[32], t[32];
         printf("node      %s on %s:%d, storage %s\n", cfg->node.ae_title,
@@ -724,7 +710,7 @@ int cli_cmd_series(int argc, char **argv)
     }
     if (!uid) {
         if (ctx.arr) {
-            rc = json_out(ctx.arr);
+            rc = cli_json_out(ctx.arr);
             ctx.arr = NULL;
         } else {
             if (cli_table_rows(ctx.t))
@@ -764,7 +750,7 @@ int cli_cmd_series(int argc, char **argv)
         goto done;
     }
     if (cli_g.json) {
-        rc = json_out(ctx.one);
+        rc = cli_json_out(ctx.one);
         ctx.one = NULL;
     } else if (fc.n > 20 && !cli_g.verbose) {
         printf("  ... %d more (-v lists all)\n", fc.n - 20);
@@ -835,7 +821,7 @@ int cli_cmd_jobs(int argc, char **argv)
                 cJSON_AddNumberToObject(o, "id", (double)id);
                 cJSON_AddStringToObject(o, "state", store_job_state_name(STORE_JOB_DONE));
                 cJSON_AddNumberToObject(o, "outbox_requeued", requeued);
-                rc = json_out(o);
+                rc = cli_json_out(o);
             } else {
                 printf("job %" PRId64 ": %d failed send(s) queued again\n", id, requeued);
             }
@@ -855,7 +841,7 @@ int cli_cmd_jobs(int argc, char **argv)
             cJSON_AddNumberToObject(o, "id", (double)id);
             cJSON_AddStringToObject(o, "state", store_job_state_name(STORE_JOB_PENDING));
             cJSON_AddNumberToObject(o, "outbox_requeued", 0);
-            rc = json_out(o);
+            rc = cli_json_out(o);
         } else {
             printf("job %" PRId64 " is pending again\n", id);
         }
@@ -871,7 +857,7 @@ int cli_cmd_jobs(int argc, char **argv)
             rc = CLI_EXIT_FAIL;
             cJSON_Delete(jc.arr);
         } else if (jc.arr) {
-            rc = json_out(jc.arr);
+            rc = cli_json_out(jc.arr);
         } else if (jc.n) {
             cli_table_print(jc.t, stdout);
         } else {
@@ -918,7 +904,7 @@ int cli_cmd_peers(int argc, char **argv)
             cJSON_AddBoolToObject(o, "tls", p->tls);
             cJSON_AddItemToArray(arr, o);
         }
-        rc = json_out(arr);
+        rc = cli_json_out(arr);
     } else if (cfg->npeers == 0) {
         printf("no peers configured in %s\n", cfg->path[0] ? cfg->path : "the built-in config");
     } else {
@@ -987,7 +973,7 @@ int cli_cmd_echo(int argc, char **argv)
             cJSON_AddNullToObject(o, "error");
         else
             cJSON_AddStringToObject(o, "error", err[0] ? err : sn_strerror(s));
-        json_out(o);
+        cli_json_out(o);
     }
     if (s != 0) {
         /* The SCU's reason names the peer and its address already. */
@@ -1190,7 +1176,7 @@ int cli_cmd_send(int argc, char **argv)
                 cJSON_AddNullToObject(e, "dimse_status");
             cJSON_AddItemToArray(f, e);
         }
-        json_out(o);
+        cli_json_out(o);
     } else if (s != 0) {
         if (assoc_failed)
             fprintf(stderr, "segnode send: %s\n", err[0] ? err : sn_strerror(s));
@@ -1664,7 +1650,7 @@ static int config_explain(const sn_config *cfg, const char *what)
         cJSON_AddItemToObject(root, "taken", taken);
         cJSON_AddBoolToObject(root, "unrouted", nmatch == 0);
         cJSON_AddNumberToObject(root, "stable_after_s", quiet);
-        return json_out(root);
+        return cli_json_out(root);
     }
     if (nmatch == 0)
         printf("result  no route matches: the series would be stored and marked unrouted (no job)\n");
@@ -1710,7 +1696,7 @@ int cli_cmd_config(int argc, char **argv)
             cJSON_AddBoolToObject(o, "ok", 0);
             cJSON_AddStringToObject(o, "config", shown);
             cJSON_AddStringToObject(o, "error", err[0] ? err : sn_strerror(s));
-            json_out(o);
+            cli_json_out(o);
         }
         fprintf(stderr, "segnode config check: %s: %s\n", shown, err[0] ? err : sn_strerror(s));
         return CLI_EXIT_USAGE;
@@ -1775,7 +1761,7 @@ int cli_cmd_config(int argc, char **argv)
         cJSON *wa = cJSON_AddArrayToObject(o, "warnings");
         for (int i = 0; i < nwarn; i++)
             cJSON_AddItemToArray(wa, cJSON_CreateString(warns[i]));
-        json_out(o);
+        cli_json_out(o);
     } else {
         printf("config  %s: %s\n", shown, nerr ? "INVALID" : "OK");
         printf("node    %s on %s:%d, storage %s%s, device %s\n", cfg->node.ae_title,

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "common/log.h"
 #include "common/status.h"
 #include "common/util.h"
@@ -83,6 +85,19 @@ int cli_take_global(int argc, char **argv, int *i)
         return 1;
     }
     return 0;
+}
+
+int cli_json_out(cJSON *doc)
+{
+    char *s = doc ? cJSON_Print(doc) : NULL;
+    cJSON_Delete(doc);
+    if (!s) {
+        fprintf(stderr, "segnode: out of memory\n");
+        return CLI_EXIT_FAIL;
+    }
+    puts(s);
+    free(s);
+    return CLI_EXIT_OK;
 }
 
 int cli_is_help(const char *arg)

@@ -1,5 +1,5 @@
 /* tools/segnode/cli.h — what the `segnode` subcommands share: the global options, the entry
- * points implemented in other files (serve.c, convert.c, admin.c), config and store opening with
+ * points implemented in other files (serve.c, convert.c, admin.c) , config and store opening with
  * errors printed to stderr, aligned tables, and small formatting helpers.
  * This is the command's private header, not a library API. */
 #ifndef SEGNODE_TOOLS_CLI_H
@@ -41,6 +41,7 @@ int cli_cmd_peers(int argc, char **argv);
 int cli_cmd_echo(int argc, char **argv);
 int cli_cmd_send(int argc, char **argv);
 int cli_cmd_config(int argc, char **argv);
+int cli_cmd_store(int argc, char **argv);     /* storecheck.c */
 
 /* ---- config and store ------------------------------------------------------------------------ */
 
@@ -72,6 +73,11 @@ int cli_take_global(int argc, char **argv, int *i);
 int cli_is_help(const char *arg);
 
 /* ---- output helpers -------------------------------------------------------------------------- */
+
+/* Print a JSON document to stdout and free it (accepts NULL: out of memory). Returns
+ * CLI_EXIT_OK, or CLI_EXIT_FAIL when it could not be printed. */
+struct cJSON;
+int cli_json_out(struct cJSON *doc);
 
 /* "1.5 KiB", "23.0 MiB", "512 B" into out[outlen]; returns out. */
 char *cli_human_bytes(int64_t bytes, char *out, size_t outlen);

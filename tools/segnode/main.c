@@ -35,6 +35,7 @@ static void usage(FILE *f)
         "  echo PEER             C-ECHO a peer (by [peer NAME] or AE title)\n"
         "  send PEER FILE|DIR... C-STORE files (folders are walked recursively) to a peer\n"
         "  config check [FILE]   validate the configuration\n"
+        "  store check           the index against the instance files, both ways\n"
         "  convert ...           convert a series folder to NIfTI\n"
         "  segment ...           write a SEG for a series folder from a label map (offline)\n"
         "  infer ...             run a model bundle on a series folder or NIfTI volume\n"
@@ -118,7 +119,8 @@ static const struct {
 } g_cmds[] = {
     {"serve", serve_entry},     {"status", cli_cmd_status}, {"series", cli_cmd_series},
     {"jobs", cli_cmd_jobs},     {"peers", cli_cmd_peers},   {"echo", cli_cmd_echo},
-    {"send", cli_cmd_send},     {"config", cli_cmd_config}, {"convert", convert_entry},
+    {"send", cli_cmd_send},     {"config", cli_cmd_config}, {"store", cli_cmd_store},
+    {"convert", convert_entry},
     {"segment", segment_entry}, {"atlas", atlas_entry},   {"infer", infer_entry},
 };
 
