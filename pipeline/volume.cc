@@ -151,6 +151,13 @@ double now_ms()
                std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+/* "N frame(s) of CxR", for the messages that refuse a file's pixel data by its size. */
+std::string frames_desc(const FileInfo &fi)
+{
+    return std::to_string(fi.nframes) + " frame(s) of " + std::to_string(fi.cols) + "x" +
+           std::to_string(fi.rows);
+}
+
 /* Load one file and read its attributes; Pixel Data stays on disk until decode_pixels. Keeps
  * the parsed file in fi.ff for an image of the wanted series. Sets fi.status. */
 void load_file(FileInfo &fi, const std::string &want_series)
@@ -238,8 +245,7 @@ void load_file(FileInfo &fi, const std::string &want_series)
             per_frame /= 1032.0;
         if (stat(fi.path.c_str(), &sb) == 0 && per_frame * fi.nframes > (double)sb.st_size) {
             fi.status = SN_EDICOM;
-            fi.why = fi.path + ": " + std::to_string(fi.nframes) + " frame(s) of " +
-                     std::to_string(fi.cols) + "x" + std::to_string(fi.rows) + " (" +
+            fi.why = fi.path + ": " + frames_desc(fi) + " (" +
                      (x.isEncapsulated() ? std::string("encapsulated") :
                       std::to_string(fi.ba) + " bits allocated") +
                      ") cannot fit in a file of " + std::to_string((long long)sb.st_size) +
@@ -310,8 +316,7 @@ void decode_pixels(FileInfo &fi)
     double out_bytes = (double)fi.rows * fi.cols * (fi.ba / 8) * fi.nframes;
     if (out_bytes > (double)PIPELINE_MAX_PIXEL_BYTES) {
         fi.status = SN_EUNSUPPORTED;
-        fi.why = fi.path + ": " + std::to_string(fi.nframes) + " frame(s) of " +
-                 std::to_string(fi.cols) + "x" + std::to_string(fi.rows) + " at " +
+        fi.why = fi.path + ": " + frames_desc(fi) + " at " +
                  std::to_string(fi.ba) + " bits are more than the " +
                  std::to_string((unsigned long long)PIPELINE_MAX_PIXEL_BYTES >> 20) +
                  " MiB of pixel data read from one file";
@@ -337,8 +342,7 @@ void decode_pixels(FileInfo &fi)
     if ((size_t)px->getLength() < need) {
         fi.status = SN_EDICOM;
         fi.why = "pixel data of " + fi.path + " is " + std::to_string(px->getLength()) +
-                 " bytes, " + std::to_string(need) + " needed for " + std::to_string(fi.nframes) +
-                 " frame(s) of " + std::to_string(fi.cols) + "x" + std::to_string(fi.rows) +
+                 " bytes, " + std::to_string(need) + " needed for " + frames_desc(fi) +
                  " (truncated)";
         return;
     }
