@@ -34,7 +34,7 @@ enum {
     NK_OUTBOX_RETRY_CAP, NK_OUTBOX_MAX_ATTEMPTS, NK_OUTBOX_WORKERS, NK_WORKERS, NK_JOB_TIMEOUT,
     NK_JOB_MAX_ATTEMPTS, NK_TLS_PORT, NK_TLS_CERTIFICATE, NK_TLS_PRIVATE_KEY,
     NK_TLS_TRUSTED_CERTIFICATES, NK_TLS_REQUIRE_PEER_CERTIFICATE, NK_TLS_PROFILE,
-    NK_CHECK_PEER_HOST, NK__COUNT
+    NK_CHECK_PEER_HOST, NK_RETENTION_DAYS, NK__COUNT
 };
 static const char *const node_keys[NK__COUNT] = {
     "ae_title", "port", "bind", "storage", "http_port", "http_bind", "max_associations",
@@ -43,6 +43,7 @@ static const char *const node_keys[NK__COUNT] = {
     "outbox_retry_cap", "outbox_max_attempts", "outbox_workers", "workers", "job_timeout",
     "job_max_attempts", "tls_port", "tls_certificate", "tls_private_key",
     "tls_trusted_certificates", "tls_require_peer_certificate", "tls_profile", "check_peer_host",
+    "retention_days",
 };
 
 enum { PK_AE_TITLE, PK_HOST, PK_PORT, PK_ALLOW, PK_STABLE_ON_RELEASE, PK_TLS, PK__COUNT };
@@ -579,6 +580,7 @@ static int cfg__node_key(cfg_ctx *c, const char *name, const char *v)
         }
         return cfg__fail(c, c->lineno, "%s: expected bcp195, bcp195-nd or bcp195-ex, got '%s'", name, v);
     case NK_CHECK_PEER_HOST: return cfg__bool(c, name, v, &n->check_peer_host);
+    case NK_RETENTION_DAYS: return cfg__int32(c, name, v, 0, 36500, &n->retention_days);
     default: return 0;
     }
 }

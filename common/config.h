@@ -85,6 +85,8 @@ typedef struct sn_node_config {
     int log_level;                   /* sn_log_level; default info */
     int fsync;                       /* fsync each instance before Success; default 1 */
     int sweep_interval_ms;           /* how often the stable-series sweeper runs; default 1000 */
+    int retention_days;              /* delete finished series this many days after their last
+                                        instance (store_retention); default 0 = keep forever */
     /* Outbox (sending SEGs): a failed try is retried after min(cap, base * 2^(tries-1)) seconds
      * until max_attempts tries; a permanent refusal is not retried. */
     int outbox_retry_base;           /* seconds; default 5 */

@@ -20,6 +20,9 @@ static const struct {
     [SN_M_FIND] = {"segnode_find_total", "C-FIND requests answered", "counter"},
     [SN_M_SCU_SENT] = {"segnode_scu_sent_total", "Instances sent by the SCU and acknowledged by the peer", "counter"},
     [SN_M_SCU_FAILED] = {"segnode_scu_failed_total", "Instances the SCU failed to send", "counter"},
+    [SN_M_RETENTION_SERIES] = {"segnode_retention_series_deleted_total", "Series deleted by retention_days", "counter"},
+    [SN_M_RETENTION_INSTANCES] = {"segnode_retention_instances_deleted_total", "Instances deleted by retention_days", "counter"},
+    [SN_M_RETENTION_BYTES] = {"segnode_retention_bytes_deleted_total", "Bytes of instance files deleted by retention_days", "counter"},
 };
 
 static const char *g_reject_names[SN_REJECT__COUNT] = {

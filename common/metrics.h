@@ -18,6 +18,9 @@ typedef enum sn_metric {
     SN_M_FIND,                 /* C-FIND requests answered */
     SN_M_SCU_SENT,             /* instances sent by our SCU and acknowledged by the peer */
     SN_M_SCU_FAILED,           /* instances our SCU failed to send */
+    SN_M_RETENTION_SERIES,     /* series deleted by [node] retention_days */
+    SN_M_RETENTION_INSTANCES,  /* their instances */
+    SN_M_RETENTION_BYTES,      /* their bytes */
     SN_M__COUNT
 } sn_metric;
 

@@ -410,6 +410,20 @@ int store_atlas_list(store *st, const char *name, store_atlas_cb cb, void *ctx, 
 /* Remove atlas `name` (the cache folder is the caller's). SN_ENOENT when absent. */
 int store_atlas_delete(store *st, const char *name, char *err, size_t errlen);
 
+/* ---- retention ([node] retention_days; store_retention.c) ---------------------------------- */
+
+typedef struct store_retention_result {
+    int64_t series, instances, bytes;  /* deleted */
+} store_retention_result;
+
+/* Delete up to `max_series` series whose last instance arrived before `before_ms` and that the
+ * node has finished with: state unrouted, done or failed; no job of theirs pending or running;
+ * no outbox row pending or sending for their jobs or instances. With them go their instance
+ * rows and files, their jobs and outbox rows, and their study and patient when nothing else is
+ * left in them. Oldest first, in one write transaction; files are removed after it commits. */
+int store_retention(store *st, int64_t before_ms, int max_series, store_retention_result *res,
+                    char *err, size_t errlen);
+
 /* ---- consistency check (`segnode store check`) --------------------------------------------- */
 
 /* What store_check found for one file or row. */

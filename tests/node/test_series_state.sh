@@ -5,7 +5,9 @@
 #    `segnode jobs list --json` shows exactly one pending job per matching route;
 #  - an MR series that matches no route becomes `unrouted`, with no job;
 #  - a peer with stable_on_release = yes (node stable_after raised to 600 by SIGHUP): its
-#    series is stable right at A-RELEASE, with its job. Ports 11495-11499.
+#    series is stable right at A-RELEASE, with its job;
+#  - retention_days = 1 after the series were aged two days: at start the node deletes the
+#    unrouted series, rows and files, and keeps the two with pending jobs. Ports 11495-11499.
 # usage: test_series_state.sh SEGNODE_BINARY
 SEGNODE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -25,6 +27,7 @@ disk_min_free_mb = 0
 stable_after = $1
 sweep_interval_ms = 100
 workers = 0
+retention_days = ${2:-0}
 
 [peer SCANNER]
 ae_title = SCANNER
@@ -86,4 +89,22 @@ py_check "its 2 jobs are pending (4 jobs in all)" \
 verify "$C" "$TMP/storage" --sent "$TMP/ct" --sent "$TMP/mr" --sent "$TMP/rel" --series 3
 stop_node
 expect_rc 0 "SIGTERM: node exits 0"
+
+# ---- retention ----------------------------------------------------------------------------------
+# All three series last received two days ago, retention_days = 1: at start the node deletes
+# the unrouted MR series (rows and files); the CT series have pending jobs and stay.
+conf 600 1
+sqlite3 "$TMP/storage/index.sqlite" "UPDATE series SET last_received_ms = last_received_ms - 2*86400000"
+start_node "$C" "$TMP/serve.log"
+gone() { [ "$(series_count "$C")" = 2 ]; }
+if wait_until 10 gone; then ok "retention deletes the finished series at start"; else fail "series left: $(series_count "$C")"; fi
+run "$SEGNODE" -c "$C" --json series
+py_check "the two series with pending jobs stay" "sorted(x['series_uid'] for x in d) == sorted(['$CT', '$REL'])"
+n=$(find "$TMP/storage/files" -type f | wc -l)
+if [ "$n" = 10 ]; then ok "the MR series' 5 files are gone, 10 remain"; else fail "$n files under files/, expected 10"; fi
+expect_re "$(cat "$TMP/serve.log")" "retention: deleted 1 series \(5 instances, [0-9]+ bytes\)" "the node logs the deletion"
+run "$SEGNODE" -c "$C" store check
+expect_rc 0 "store check is clean after retention"
+stop_node
+expect_rc 0 "SIGTERM: node exits 0 after retention"
 finish

@@ -1,6 +1,7 @@
 /* tests/store/test_store.c — unit tests of store/: schema and migrations, the durable commit path
  * (hash paths, replace, move, refusal, temp cleanup), concurrent writers, the series state
- * machine with routes, C-FIND matching, jobs and counts, the index-against-files check. Each test gets its own folder under
+ * machine with routes, C-FIND matching, jobs and counts, the index-against-files check,
+ * retention. Each test gets its own folder under
  * /tmp and builds its sn_config by hand. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -212,6 +213,20 @@ static int64_t sql_int(const char *dir, const char *sql)
     sqlite3_finalize(s);
     sqlite3_close(db);
     return v;
+}
+
+static void sql_exec(const char *dir, const char *sql)
+{
+    char path[512];
+    sqlite3 *db;
+    char *msg = NULL;
+    snprintf(path, sizeof path, "%s/index.sqlite", dir);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_exec(db, "PRAGMA foreign_keys=ON", NULL, NULL, NULL);
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg ? msg : "?");
+    sqlite3_close(db);
 }
 
 #define STUDY "1.2.826.0.1.3680043.2.1"
@@ -634,6 +649,95 @@ static void test_check_both_ways(void **state)
     /* Findings are reported, rows never changed. */
     assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM instances"), 8);
     store__check_page_rows = 8192;
+}
+
+
+/* Retention: of series last received two days ago, only those the node is done with go
+ * (unrouted, done or failed; no job pending or running; no outbox row pending or sending for
+ * their jobs or instances), with their files, jobs and outbox rows, and their study and patient
+ * once empty. Recent, receiving and busy series stay; the store checks clean afterwards. */
+static void test_retention(void **state)
+{
+    fx *f = *state;
+    char sql[1024], path[512];
+    const int64_t day = 86400000, now = sn_now_ms();
+    /* series, study, patient, instances, state, age in days, job state (-1 none), outbox (-1 none,
+     * else its state; on the job when the series has one, else on its first instance) */
+    static const struct {
+        const char *series, *study, *patient;
+        int n, state, days, job, outbox, deleted;
+    } s7[] = {
+        {"1.2.826.0.1.3680043.3.11", "1.2.826.0.1.3680043.2.11", "P1", 2, 2, 2, -1, -1, 1}, /* unrouted */
+        {"1.2.826.0.1.3680043.3.12", "1.2.826.0.1.3680043.2.11", "P1", 1, 4, 2, 2, 0, 0},   /* SEG pending */
+        {"1.2.826.0.1.3680043.3.13", "1.2.826.0.1.3680043.2.13", "P2", 1, 5, 2, 3, 3, 1},   /* failed */
+        {"1.2.826.0.1.3680043.3.14", "1.2.826.0.1.3680043.2.11", "P1", 1, 0, 2, -1, -1, 0}, /* receiving */
+        {"1.2.826.0.1.3680043.3.15", "1.2.826.0.1.3680043.2.11", "P1", 1, 4, 0, 2, 2, 0},   /* recent */
+        {"1.2.826.0.1.3680043.3.16", "1.2.826.0.1.3680043.2.11", "P1", 1, 4, 2, 1, -1, 0},  /* job running */
+        {"1.2.826.0.1.3680043.3.17", "1.2.826.0.1.3680043.2.11", "P1", 1, 4, 2, -1, 1, 0},  /* SEG sending */
+    };
+    store_set_fsync(f->st, 0);
+    int k = 0;
+    for (size_t i = 0; i < sizeof s7 / sizeof s7[0]; i++) {
+        for (int j = 0; j < s7[i].n; j++, k++) {
+            char uid[64];
+            snprintf(uid, sizeof uid, "1.2.826.0.1.3680043.4.%d", 200 + k);
+            store_instance_meta m = meta_of(s7[i].study, s7[i].series, uid);
+            m.patient_id = s7[i].patient;
+            assert_int_equal(commit_bytes(f, &m, "four", NULL, NULL), SN_OK);
+        }
+        snprintf(sql, sizeof sql, "UPDATE series SET state=%d, last_received_ms=%lld WHERE series_uid='%s'",
+                 s7[i].state, (long long)(now - s7[i].days * day - 1000), s7[i].series);
+        sql_exec(f->dir, sql);
+        if (s7[i].job >= 0) {
+            snprintf(sql, sizeof sql, "INSERT INTO jobs(series_id, route, method, state, attempts, created_ms,"
+                     " updated_ms) SELECT id, 'r', 'atlas', %d, 1, 0, 0 FROM series WHERE series_uid='%s'",
+                     s7[i].job, s7[i].series);
+            sql_exec(f->dir, sql);
+        }
+        if (s7[i].outbox >= 0) {
+            snprintf(sql, sizeof sql, "INSERT INTO outbox(job_id, peer, path, state, created_ms, updated_ms,"
+                     " sop_instance_uid) SELECT %s, 'PACS', i.path, %d, 0, 0, %s FROM instances i"
+                     " JOIN series s ON s.id=i.series_id WHERE s.series_uid='%s' LIMIT 1",
+                     s7[i].job >= 0 ? "(SELECT max(id) FROM jobs)" : "NULL", s7[i].outbox,
+                     s7[i].job >= 0 ? "'1.2.3.999'" : "i.sop_instance_uid", s7[i].series);
+            sql_exec(f->dir, sql);
+        }
+    }
+    store_retention_result r;
+    assert_int_equal(store_retention(f->st, now - day, 10, &r, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(r.series, 2);
+    assert_int_equal(r.instances, 3);
+    assert_int_equal(r.bytes, 12);
+    k = 0;
+    for (size_t i = 0; i < sizeof s7 / sizeof s7[0]; i++) {
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM series WHERE series_uid='%s'", s7[i].series);
+        assert_int_equal(sql_int(f->dir, sql), !s7[i].deleted);
+        for (int j = 0; j < s7[i].n; j++, k++) {
+            char uid[64];
+            snprintf(uid, sizeof uid, "1.2.826.0.1.3680043.4.%d", 200 + k);
+            hash_path(f, uid, path, sizeof path);
+            assert_int_equal(access(path, F_OK) == 0, !s7[i].deleted);
+        }
+    }
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM instances"), 5);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM studies"), 1);   /* ...2.13 went */
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM patients"), 1);  /* P2 went */
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM jobs"), 3);      /* the failed one went */
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM outbox"), 3);
+    /* Nothing more to do; the store is consistent. */
+    assert_int_equal(store_retention(f->st, now - day, 10, &r, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(r.series, 0);
+    store_check_result c;
+    assert_int_equal(store_check(f->st, NULL, NULL, NULL, &c, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(c.ok, 5);
+    assert_int_equal(c.missing + c.size + c.orphans + c.recent + c.stray, 0);
+    /* One at a time when asked: the SEG delivered, the older series goes first. */
+    sql_exec(f->dir, "UPDATE outbox SET state=2");
+    assert_int_equal(store_retention(f->st, now - day, 1, &r, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(r.series, 1);
+    assert_int_equal(store_retention(f->st, now - day, 10, &r, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(r.series, 1);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM series"), 3); /* receiving, recent, running */
 }
 
 /* ---- concurrency ------------------------------------------------------------------------- */
@@ -1079,6 +1183,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_file_dropped_on_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unflushed_rows_dropped_by_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_both_ways, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_same_uid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sweep_routes, setup, teardown),

@@ -21,6 +21,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/status.h"
 #include "common/util.h"
 #include "scp/scp.h"
@@ -43,6 +44,7 @@ typedef struct serve_state {
     int64_t reloads, reload_failures;
     int stopping;
     scp_server *scp;
+    int64_t retention_ms;              /* last retention pass (main loop only) */
 } serve_state;
 
 static int g_signal_pipe[2] = {-1, -1};
@@ -148,15 +150,52 @@ static void serve_reload(serve_state *s)
     sn_config_unref(old);
 }
 
+/* [node] retention_days: at start and once a minute. Passes of SERVE_RETENTION_BATCH series
+ * (one write transaction each, so ingest waits at most one pass), more while a pass was full,
+ * for at most SERVE_RETENTION_SLICE_MS: a backlog (retention switched on for an old store)
+ * clears over a few minutes without stalling the node. */
+#define SERVE_RETENTION_EVERY_MS 60000
+#define SERVE_RETENTION_BATCH 20
+#define SERVE_RETENTION_SLICE_MS 2000
+
+static void serve_retention(serve_state *s, const sn_config *cfg, int64_t now, store *st)
+{
+    if (cfg->node.retention_days <= 0 ||
+        (s->retention_ms && now - s->retention_ms < SERVE_RETENTION_EVERY_MS))
+        return;
+    s->retention_ms = now;
+    int64_t before = now - (int64_t)cfg->node.retention_days * 86400000;
+    for (;;) {
+        store_retention_result r;
+        char err[512] = "";
+        if (store_retention(st, before, SERVE_RETENTION_BATCH, &r, err, sizeof err) != SN_OK) {
+            SN_LOG_ERROR(SERVE_LOG, "retention: %s", err);
+            return;
+        }
+        if (r.series) {
+            sn_metric_add(SN_M_RETENTION_SERIES, r.series);
+            sn_metric_add(SN_M_RETENTION_INSTANCES, r.instances);
+            sn_metric_add(SN_M_RETENTION_BYTES, r.bytes);
+            SN_LOG_INFO(SERVE_LOG, "retention: deleted %lld series (%lld instances, %lld bytes) "
+                        "last received over %d day(s) ago", (long long)r.series,
+                        (long long)r.instances, (long long)r.bytes, cfg->node.retention_days);
+        }
+        if (r.series < SERVE_RETENTION_BATCH || sn_now_ms() - now > SERVE_RETENTION_SLICE_MS)
+            return;
+    }
+}
+
 static void serve_sweep(serve_state *s, store *st)
 {
     sn_config *cfg = serve_config_get(s);
     int n = 0;
     char err[512] = "";
-    if (store_sweep(st, cfg, sn_now_ms(), &n, err, sizeof err) != SN_OK)
+    int64_t now = sn_now_ms();
+    if (store_sweep(st, cfg, now, &n, err, sizeof err) != SN_OK)
         SN_LOG_ERROR(SERVE_LOG, "sweeper: %s", err);
     else if (n > 0)
         SN_LOG_DEBUG(SERVE_LOG, "sweeper: %d series complete", n);
+    serve_retention(s, cfg, now, st);
     sn_config_unref(cfg);
 }
 
