@@ -424,6 +424,13 @@ typedef struct store_retention_result {
 int store_retention(store *st, int64_t before_ms, int max_series, store_retention_result *res,
                     char *err, size_t errlen);
 
+/* Delete one series now (`segnode series delete`): its files, rows, jobs (pending ones too) and
+ * outbox rows, deliveries of its instances not yet made, and its study and patient when empty.
+ * SN_ENOENT when there is no such series; SN_EBUSY (the reason in err) while it is receiving,
+ * a job runs on it or a SEG of it is being sent. */
+int store_series_delete(store *st, const char *series_uid, store_retention_result *res, char *err,
+                        size_t errlen);
+
 /* ---- consistency check (`segnode store check`) --------------------------------------------- */
 
 /* What store_check found for one file or row. */

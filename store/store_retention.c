@@ -12,7 +12,11 @@
  * files; `segnode store check --remove-orphans` finds those. Each file is unlinked under its SOP
  * Instance UID's stripe lock, and only when no row names that UID any more: the same instance
  * received again in the meantime (same UID, same path) is held by the commit path under that
- * lock until its row is written, so its new file is never removed. */
+ * lock until its row is written, so its new file is never removed.
+ *
+ * store_series_delete (`segnode series delete UID`) deletes one series the same way at an
+ * admin's request, whatever its age and even with jobs pending (they go with it, and so do
+ * deliveries of its SEGs not yet made), but not while the node is busy with it. */
 #include "store/storeInt.h"
 
 #include "common/log.h"
@@ -83,6 +87,9 @@ static int ret__delete_series(store *st, int64_t id, int64_t study, ret__list *f
 {
     static const char *const sql[] = {
         "SELECT sop_instance_uid, path FROM instances WHERE series_id=?1",
+        /* deliveries of its instances not made (pending, failed): nothing left to send them from */
+        "DELETE FROM outbox WHERE state IN (0, 3) AND sop_instance_uid IN"
+        " (SELECT sop_instance_uid FROM instances WHERE series_id=?1)",
         "DELETE FROM instances WHERE series_id=?1",
         "DELETE FROM series WHERE id=?1",
         /* ?1 study: the study without series, then its patient without studies */
@@ -91,21 +98,22 @@ static int ret__delete_series(store *st, int64_t id, int64_t study, ret__list *f
         "DELETE FROM patients WHERE id=?1 AND NOT EXISTS"
         " (SELECT 1 FROM studies WHERE patient_id=?1)",
     };
-    sqlite3_stmt *s[5] = {0};
+    enum { LIST, OUTBOX, INSTANCES, SERIES, STUDY, PATIENT, NSQL };
+    sqlite3_stmt *s[NSQL] = {0};
     int rc = SQLITE_OK, status = SN_OK;
     int64_t patient = 0;
     const char *what = "prepare retention";
-    for (int k = 0; k < 5 && rc == SQLITE_OK; k++)
+    for (int k = 0; k < NSQL && rc == SQLITE_OK; k++)
         rc = sqlite3_prepare_v2(st->wdb, sql[k], -1, &s[k], NULL);
     if (rc != SQLITE_OK)
         goto dberr;
 
     what = "list the instances of a series";
-    sqlite3_bind_int64(s[0], 1, id);
+    sqlite3_bind_int64(s[LIST], 1, id);
     *ninst = 0;
-    while ((rc = sqlite3_step(s[0])) == SQLITE_ROW) {
-        if (ret__add(files, (const char *)sqlite3_column_text(s[0], 0),
-                     (const char *)sqlite3_column_text(s[0], 1)) != SN_OK) {
+    while ((rc = sqlite3_step(s[LIST])) == SQLITE_ROW) {
+        if (ret__add(files, (const char *)sqlite3_column_text(s[LIST], 0),
+                     (const char *)sqlite3_column_text(s[LIST], 1)) != SN_OK) {
             status = sn_errf(err, errlen, SN_ENOMEM, "out of memory");
             goto out;
         }
@@ -114,29 +122,31 @@ static int ret__delete_series(store *st, int64_t id, int64_t study, ret__list *f
     if (rc != SQLITE_DONE)
         goto dberr;
     what = "delete a series";
-    sqlite3_bind_int64(s[1], 1, id);
-    sqlite3_bind_int64(s[2], 1, id);
-    if ((rc = sqlite3_step(s[1])) != SQLITE_DONE || (rc = sqlite3_step(s[2])) != SQLITE_DONE)
+    sqlite3_bind_int64(s[OUTBOX], 1, id);
+    sqlite3_bind_int64(s[INSTANCES], 1, id);
+    sqlite3_bind_int64(s[SERIES], 1, id);
+    if ((rc = sqlite3_step(s[OUTBOX])) != SQLITE_DONE || (rc = sqlite3_step(s[INSTANCES])) != SQLITE_DONE ||
+        (rc = sqlite3_step(s[SERIES])) != SQLITE_DONE)
         goto dberr;
     what = "delete an empty study";
-    sqlite3_bind_int64(s[3], 1, study);
-    if ((rc = sqlite3_step(s[3])) == SQLITE_ROW) {
-        patient = sqlite3_column_int64(s[3], 0);
-        rc = sqlite3_step(s[3]);
+    sqlite3_bind_int64(s[STUDY], 1, study);
+    if ((rc = sqlite3_step(s[STUDY])) == SQLITE_ROW) {
+        patient = sqlite3_column_int64(s[STUDY], 0);
+        rc = sqlite3_step(s[STUDY]);
     }
     if (rc != SQLITE_DONE)
         goto dberr;
     if (patient) {
         what = "delete a patient without studies";
-        sqlite3_bind_int64(s[4], 1, patient);
-        if ((rc = sqlite3_step(s[4])) != SQLITE_DONE)
+        sqlite3_bind_int64(s[PATIENT], 1, patient);
+        if ((rc = sqlite3_step(s[PATIENT])) != SQLITE_DONE)
             goto dberr;
     }
     goto out;
 dberr:
     status = store__dberr(st->wdb, rc, what, err, errlen);
 out:
-    for (int k = 0; k < 5; k++)
+    for (int k = 0; k < NSQL; k++)
         sqlite3_finalize(s[k]);
     return status;
 }
@@ -244,5 +254,80 @@ rollback:
     pthread_mutex_unlock(&st->w_mu);
     ret__free(&files);
     free(cand);
+    return status;
+}
+
+int store_series_delete(store *st, const char *series_uid, store_retention_result *res, char *err,
+                        size_t errlen)
+{
+    /* ?1 uid: the series, and why the node is busy with it (NULL: it is not) */
+    static const char q_sql[] =
+        "SELECT s.id, s.study_id, s.bytes, CASE"
+        "  WHEN s.state=0 THEN 'it is still receiving instances (wait for it to complete)'"
+        "  WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.series_id=s.id AND j.state=1)"
+        "   THEN 'a job is running on it'"
+        "  WHEN EXISTS (SELECT 1 FROM outbox o JOIN jobs j ON o.job_id=j.id"
+        "               WHERE j.series_id=s.id AND o.state=1)"
+        "    OR EXISTS (SELECT 1 FROM outbox o JOIN instances i ON i.sop_instance_uid=o.sop_instance_uid"
+        "               WHERE o.state=1 AND i.series_id=s.id)"
+        "   THEN 'a SEG of it is being sent'"
+        "  END FROM series s WHERE s.series_uid=?1";
+    sqlite3_stmt *q = NULL;
+    ret__list files = {0};
+    int rc, status;
+    int64_t id = 0, study = 0, bytes = 0, ninst = 0;
+    char busy[128] = "";
+
+    if (res)
+        memset(res, 0, sizeof *res);
+    if (!st || !series_uid)
+        return sn_errf(err, errlen, SN_EINVAL, "store_series_delete: bad arguments");
+    pthread_mutex_lock(&st->w_mu);
+    if ((status = store__exec(st->wdb, "BEGIN IMMEDIATE", err, errlen)) != SN_OK) {
+        pthread_mutex_unlock(&st->w_mu);
+        return status;
+    }
+    if ((rc = sqlite3_prepare_v2(st->wdb, q_sql, -1, &q, NULL)) == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, series_uid, -1, SQLITE_STATIC);
+        if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+            const char *b = (const char *)sqlite3_column_text(q, 3);
+            id = sqlite3_column_int64(q, 0);
+            study = sqlite3_column_int64(q, 1);
+            bytes = sqlite3_column_int64(q, 2);
+            snprintf(busy, sizeof busy, "%s", b ? b : "");
+            rc = SQLITE_DONE;
+        }
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE) {
+        status = store__dberr(st->wdb, rc, "look up the series", err, errlen);
+        goto rollback;
+    }
+    if (!id) {
+        status = sn_errf(err, errlen, SN_ENOENT, "no such series %s", series_uid);
+        goto rollback;
+    }
+    if (busy[0]) {
+        status = sn_errf(err, errlen, SN_EBUSY, "series %s not deleted: %s", series_uid, busy);
+        goto rollback;
+    }
+    if ((status = ret__delete_series(st, id, study, &files, &ninst, err, errlen)) != SN_OK ||
+        (status = store__exec(st->wdb, "COMMIT", err, errlen)) != SN_OK)
+        goto rollback;
+    pthread_mutex_unlock(&st->w_mu);
+    SN_LOG_INFO("store", "deleted series %s (%lld instance(s), %lld bytes) on request", series_uid,
+                (long long)ninst, (long long)bytes);
+    ret__unlink(st, &files);
+    ret__free(&files);
+    if (res) {
+        res->series = 1;
+        res->instances = ninst;
+        res->bytes = bytes;
+    }
+    return SN_OK;
+rollback:
+    sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
+    pthread_mutex_unlock(&st->w_mu);
+    ret__free(&files);
     return status;
 }

@@ -7,7 +7,9 @@
 #  - a peer with stable_on_release = yes (node stable_after raised to 600 by SIGHUP): its
 #    series is stable right at A-RELEASE, with its job;
 #  - retention_days = 1 after the series were aged two days: at start the node deletes the
-#    unrouted series, rows and files, and keeps the two with pending jobs. Ports 11495-11499.
+#    unrouted series, rows and files, and keeps the two with pending jobs;
+#  - `segnode series delete` of a series with pending jobs, on the running node. Ports
+#    11495-11499.
 # usage: test_series_state.sh SEGNODE_BINARY
 SEGNODE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -105,6 +107,17 @@ if [ "$n" = 10 ]; then ok "the MR series' 5 files are gone, 10 remain"; else fai
 expect_re "$(cat "$TMP/serve.log")" "retention: deleted 1 series \(5 instances, [0-9]+ bytes\)" "the node logs the deletion"
 run "$SEGNODE" -c "$C" store check
 expect_rc 0 "store check is clean after retention"
+# an admin deletes the CT series (its jobs pending) while the node runs
+run "$SEGNODE" -c "$C" series delete "$CT"
+expect_rc 0 "segnode series delete"; expect_in "$OUT" "5 instance(s)" "delete reports the instances"
+run "$SEGNODE" -c "$C" --json jobs list
+py_check "its jobs went with it" "sorted(j['series_uid'] for j in d) == ['$REL', '$REL']"
+n=$(find "$TMP/storage/files" -type f | wc -l)
+if [ "$n" = 5 ]; then ok "its files are gone, 5 remain"; else fail "$n files under files/, expected 5"; fi
+run "$SEGNODE" -c "$C" series delete "$CT"
+expect_rc 1 "deleting it again"; expect_in "$ERR" "no such series" "a missing series is named"
+run "$SEGNODE" -c "$C" series delete not-a-uid
+expect_rc 2 "series delete with an invalid UID"
 stop_node
 expect_rc 0 "SIGTERM: node exits 0 after retention"
 finish

@@ -1,7 +1,7 @@
 /* tests/store/test_store.c — unit tests of store/: schema and migrations, the durable commit path
  * (hash paths, replace, move, refusal, temp cleanup), concurrent writers, the series state
  * machine with routes, C-FIND matching, jobs and counts, the index-against-files check,
- * retention. Each test gets its own folder under
+ * retention and series deletion. Each test gets its own folder under
  * /tmp and builds its sn_config by hand. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -740,6 +740,68 @@ static void test_retention(void **state)
     assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM series"), 3); /* receiving, recent, running */
 }
 
+
+/* store_series_delete: any age, pending jobs and undelivered SEGs go with the series; refused
+ * (SN_EBUSY, with the reason) while it receives, a job runs on it or a SEG of it is being sent. */
+static void test_series_delete(void **state)
+{
+    fx *f = *state;
+    char sql[768], path[512], uid[64];
+    static const struct { const char *series; int state, job, outbox_job, outbox_inst; } s4[] = {
+        {"1.2.826.0.1.3680043.3.21", 1, 0, 0, -1},   /* stable, job and its delivery pending */
+        {"1.2.826.0.1.3680043.3.22", 0, -1, -1, -1}, /* receiving */
+        {"1.2.826.0.1.3680043.3.23", 3, 1, -1, -1},  /* processing: job running */
+        {"1.2.826.0.1.3680043.3.24", 4, -1, -1, 1},  /* a SEG being sent */
+    };
+    store_set_fsync(f->st, 0);
+    for (int i = 0; i < 4; i++) {
+        snprintf(uid, sizeof uid, "1.2.826.0.1.3680043.4.%d", 300 + i);
+        store_instance_meta m = meta_of(STUDY, s4[i].series, uid);
+        assert_int_equal(commit_bytes(f, &m, "five!", NULL, NULL), SN_OK);
+        snprintf(sql, sizeof sql, "UPDATE series SET state=%d WHERE series_uid='%s'", s4[i].state,
+                 s4[i].series);
+        sql_exec(f->dir, sql);
+        if (s4[i].job >= 0) {
+            snprintf(sql, sizeof sql, "INSERT INTO jobs(series_id, route, method, state, attempts,"
+                     " created_ms, updated_ms) SELECT id, 'r', 'atlas', %d, 0, 0, 0 FROM series"
+                     " WHERE series_uid='%s'", s4[i].job, s4[i].series);
+            sql_exec(f->dir, sql);
+        }
+        if (s4[i].outbox_job >= 0 || s4[i].outbox_inst >= 0) {
+            snprintf(sql, sizeof sql, "INSERT INTO outbox(job_id, peer, path, state, created_ms,"
+                     " updated_ms, sop_instance_uid) VALUES(%s, 'PACS', 'x', %d, 0, 0, '%s')",
+                     s4[i].outbox_job >= 0 ? "(SELECT max(id) FROM jobs)" : "NULL",
+                     s4[i].outbox_job >= 0 ? s4[i].outbox_job : s4[i].outbox_inst,
+                     s4[i].outbox_job >= 0 ? "1.2.3.999" : uid);
+            sql_exec(f->dir, sql);
+        }
+    }
+    store_retention_result r;
+    assert_int_equal(store_series_delete(f->st, "1.2.826.0.1.3680043.3.99", &r, f->err, sizeof f->err),
+                     SN_ENOENT);
+    assert_int_equal(store_series_delete(f->st, s4[1].series, &r, f->err, sizeof f->err), SN_EBUSY);
+    assert_non_null(strstr(f->err, "receiving"));
+    assert_int_equal(store_series_delete(f->st, s4[2].series, &r, f->err, sizeof f->err), SN_EBUSY);
+    assert_non_null(strstr(f->err, "job is running"));
+    assert_int_equal(store_series_delete(f->st, s4[3].series, &r, f->err, sizeof f->err), SN_EBUSY);
+    assert_non_null(strstr(f->err, "being sent"));
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM series"), 4);
+
+    assert_int_equal(store_series_delete(f->st, s4[0].series, &r, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(r.instances, 1);
+    assert_int_equal(r.bytes, 5);
+    hash_path(f, "1.2.826.0.1.3680043.4.300", path, sizeof path);
+    assert_int_not_equal(access(path, F_OK), 0);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM jobs"), 1);   /* the running one */
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM outbox"), 1); /* the one being sent */
+    /* The delivery failed: nothing is being sent any more, and the failed row goes too. */
+    sql_exec(f->dir, "UPDATE outbox SET state=3");
+    assert_int_equal(store_series_delete(f->st, s4[3].series, &r, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM outbox"), 0);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM series"), 2);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM studies"), 1);
+}
+
 /* ---- concurrency ------------------------------------------------------------------------- */
 
 #define CW_THREADS 8
@@ -1184,6 +1246,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unflushed_rows_dropped_by_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_both_ways, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_series_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_same_uid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sweep_routes, setup, teardown),

@@ -423,8 +423,41 @@ int cli_cmd_status(int argc, char **argv)
 
 static const char SERIES_HELP[] =
     "usage: segnode series [--json] [SERIES_UID]\n"
+    "       segnode series delete SERIES_UID\n"
     "Without a UID: one line per stored series (newest first). With a UID: that series in\n"
-    "detail, its jobs and its instance files.\n";
+    "detail, its jobs and its instance files.\n"
+    "delete: remove the series now: its files, rows, jobs (pending ones too) and SEG deliveries\n"
+    "not yet made, and its study and patient when nothing else is left in them. Refused while\n"
+    "it is receiving, a job runs on it or a SEG of it is being sent.\n";
+
+static int series_delete(const char *uid)
+{
+    sn_config *cfg;
+    store *st;
+    int rc;
+    if ((rc = open_cfg_store(&cfg, &st)))
+        return rc;
+    char err[1024] = "";
+    store_retention_result r;
+    int s = store_series_delete(st, uid, &r, err, sizeof err);
+    if (s != SN_OK) {
+        fprintf(stderr, "segnode series delete: %s\n", err[0] ? err : sn_strerror(s));
+        rc = CLI_EXIT_FAIL;
+    } else if (cli_g.json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "series_uid", uid);
+        cJSON_AddNumberToObject(o, "instances", (double)r.instances);
+        cJSON_AddNumberToObject(o, "bytes", (double)r.bytes);
+        rc = cli_json_out(o);
+    } else {
+        char b[32];
+        printf("deleted series %s: %lld instance(s), %s\n", uid, (long long)r.instances,
+               cli_human_bytes(r.bytes, b, sizeof b));
+    }
+    store_close(st);
+    sn_config_unref(cfg);
+    return rc;
+}
 
 typedef struct series_ctx {
     cli_table *t;
@@ -676,6 +709,17 @@ int cli_cmd_series(int argc, char **argv)
     int npos, rc = parse_args(argc, argv, SERIES_HELP, pos, &npos);
     if (rc)
         return rc == ARGS_HELP ? 0 : rc;
+    if (npos >= 1 && strcmp(pos[0], "delete") == 0) {
+        if (npos != 2) {
+            fprintf(stderr, "segnode series delete: needs one series UID\n%s", SERIES_HELP);
+            return CLI_EXIT_USAGE;
+        }
+        if (!sn_uid_valid(pos[1])) {
+            fprintf(stderr, "segnode series delete: '%s' is not a valid DICOM UID\n", pos[1]);
+            return CLI_EXIT_USAGE;
+        }
+        return series_delete(pos[1]);
+    }
     if (npos > 1) {
         fprintf(stderr, "segnode series: one series UID at most\n%s", SERIES_HELP);
         return CLI_EXIT_USAGE;

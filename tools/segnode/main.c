@@ -29,6 +29,7 @@ static void usage(FILE *f)
         "  serve                 run the node (DICOM listener, series sweeper, HTTP status)\n"
         "  status                node, store and queue summary (and the daemon's live figures)\n"
         "  series [UID]          list stored series, or show one\n"
+        "  series delete UID     delete a series (files, rows, pending jobs and deliveries)\n"
         "  jobs list             list segmentation jobs\n"
         "  jobs retry ID         put a failed or finished job back in the queue\n"
         "  peers                 list configured peers\n"
