@@ -22,7 +22,7 @@ typedef struct pipeline_atlas_opts {
     int n_atlases;
     const int *labels;            /* label numbers to keep (NULL = every atlas label) */
     int n_labels;
-    atlas_fusion fusion;          /* default ATLAS_FUSE_JLF */
+    atlas_fusion fusion;          /* default ATLAS_FUSE_LOCAL */
     int select_k;                 /* keep the k most similar after affine (0 = all); atlases that
                                      are the same anatomy (equal label maps: one subject in two
                                      phases) count once, the best-matching one (atlas_distinct) */

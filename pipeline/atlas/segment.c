@@ -11,7 +11,9 @@
 void pipeline_atlas_opts_default(pipeline_atlas_opts *o)
 {
     memset(o, 0, sizeof *o);
-    o->fusion = ATLAS_FUSE_JLF;
+    /* locally weighted voting: over five leave-one-out targets it beats joint label fusion on the
+     * mean Dice of every modality (+0.002 to +0.014; tests/atlas/README.md) and is faster */
+    o->fusion = ATLAS_FUSE_LOCAL;
     o->work_mm = 0;
 }
 

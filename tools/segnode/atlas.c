@@ -245,7 +245,7 @@ int segnode_atlas_segment(const pipeline_volume *v, const char *names, const cha
     char lib[4096], err[1024], note[1024] = "";
     cli_apply_log_level();
     if (library_dir(lib, sizeof lib, NULL)) return CLI_EXIT_USAGE;
-    int fm = atlas_fusion_from_name(fusion ? fusion : "jlf");
+    int fm = fusion ? atlas_fusion_from_name(fusion) : 0;
     if (fm < 0) {
         fprintf(stderr, "segnode segment: unknown fusion %s (majority, local, jlf)\n", fusion);
         return CLI_EXIT_USAGE;
@@ -260,7 +260,8 @@ int segnode_atlas_segment(const pipeline_volume *v, const char *names, const cha
     o.library = lib;
     o.atlases = nm;
     o.n_atlases = na;
-    o.fusion = (atlas_fusion)fm;
+    if (fusion) /* else the node's default, as a route gets it */
+        o.fusion = (atlas_fusion)fm;
     o.verbose = cli_g.verbose;
     int rc = pipeline_atlas_segment(&o, v, out, note, sizeof note, err, sizeof err);
     if (rc) {

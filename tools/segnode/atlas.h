@@ -9,6 +9,7 @@
 int segnode_atlas(int argc, char **argv);
 
 /* Segment volume v with the comma-separated library atlases `names`, fusion "majority", "local"
- * or "jlf" (NULL = jlf), into out[nx*ny*nz] label values. Returns a CLI exit code. */
+ * or "jlf" (NULL = the node's default, pipeline_atlas_opts_default: local), into out[nx*ny*nz]
+ * label values. Returns a CLI exit code. */
 int segnode_atlas_segment(const pipeline_volume *v, const char *names, const char *fusion, uint16_t *out);
 #endif

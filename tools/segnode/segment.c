@@ -38,6 +38,7 @@ static void usage(FILE *f)
             "  --series-description TEXT  Series Description (default: \"segnode label import segmentation\")\n"
             "  --series-number N          Series Number (default 900)\n"
             "  --series UID               the series to read when the folder holds several\n"
+            "  --fusion M                 atlas label fusion (default local, as routes use it)\n"
             "  --label-table FILE         label code table (default: $SEGNODE_LABELS, else\n"
             "                             %s)\n",
             SEGNODE_LABELS_DEFAULT);
