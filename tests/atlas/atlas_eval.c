@@ -152,6 +152,14 @@ static void write_mhd(const char *dir, const char *name, const atlas_grid *g, co
     fclose(f);
 }
 
+/* Dice of label l between seg and gt (n voxels). */
+static double dice_of(const uint8_t *seg, const uint8_t *gt, size_t n, int l)
+{
+    size_t ia = 0, ib = 0, iab = 0;
+    for (size_t i = 0; i < n; i++) ia += seg[i] == l, ib += gt[i] == l, iab += seg[i] == l && gt[i] == l;
+    return ia + ib ? 2.0 * iab / (double)(ia + ib) : 1.0;
+}
+
 typedef struct check {
     int label;
     char mod[16], method[16];
@@ -164,6 +172,7 @@ int main(int argc, char **argv)
     const char *mods = "ct,cbct,mr-t1,mr-t2,pet", *table_path = NULL, *labels_show = "8,9,10,11,14";
     double work_mm = 0, lambda = -1, lambda_fine = -1, lr = -1;
     int fast = 0, affine_only = 0, identity = 0, distinct = 0, iters = -1, radius = -1, fine = -1, nchk = 0, verbose = 0, fails = 0;
+    int per_atlas = 0;
     check chk[32];
     int argi = 1;
     for (; argi < argc && argv[argi][0] == '-'; argi++) {
@@ -176,6 +185,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--distinct")) distinct = 1;   /* one atlas per anatomy (atlas_distinct) */
         else if (!strcmp(a, "--export") && argi + 1 < argc) export_dir = argv[++argi];
         else if (!strcmp(a, "--affine-only")) affine_only = 1;
+        else if (!strcmp(a, "--per-atlas")) per_atlas = 1;   /* Dice of every atlas on its own */
         else if (!strcmp(a, "--identity")) identity = 1;   /* no registration: the label-resampling ceiling */
         else if (!strcmp(a, "--lambda") && argi + 1 < argc) lambda = atof(argv[++argi]);
         else if (!strcmp(a, "--lambda-fine") && argi + 1 < argc) lambda_fine = atof(argv[++argi]);
@@ -197,7 +207,7 @@ int main(int argc, char **argv)
     }
     if (argc - argi < 2 || !table_path) {
         fprintf(stderr, "usage: atlas_eval --label-table FILE [--modalities LIST] [--work-mm MM] [--fast] [--identity] [--distinct]\n"
-                        "                  [--check LABEL:MOD:METHOD:MIN]... TARGET_SUBJECT ATLAS_SUBJECT...\n");
+                        "                  [--per-atlas] [--check LABEL:MOD:METHOD:MIN]... TARGET_SUBJECT ATLAS_SUBJECT...\n");
         return 2;
     }
     char err[1024], path[4096], segp[4096];
@@ -302,6 +312,19 @@ int main(int argc, char **argv)
         printf("# %s: target prep %.2f s, %.2f s per registration\n", mod, tprep_t, treg / na);
         size_t n = atlas_grid_voxels(&tg);
         uint8_t *seg = malloc(n);
+        for (int a = 0; per_atlas && a < na; a++) {   /* each atlas alone, as "single" is scored */
+            const atlas_prep *ap[1] = {atl[a]};
+            if (atlas_fuse(b, tp, ap, &regs[a], 1, ATLAS_FUSE_MAJORITY, &tg, seg, err, sizeof err)) {
+                fprintf(stderr, "fuse: %s\n", err);
+                return 1;
+            }
+            uint8_t keep[256] = {0};
+            keep[2] = keep[3] = keep[7] = 1;
+            atlas_postprocess(seg, tg.nx, tg.ny, tg.nz, keep);
+            printf("# %s atlas %d dice", mod, a);
+            for (int s = 0; s < nshow; s++) printf(" %.3f", dice_of(seg, gt, n, show[s]));
+            printf("\n");
+        }
         int order[16], nk = na;
         atlas_select(regs, na, order);
         if (distinct) {   /* drop the worse-matching renderings of the same subject, keep the order */

@@ -24,7 +24,9 @@ library.
 atlases. Each target's atlas_eval output is kept in OUT/export-T/atlas_eval.txt; at the end a
 summary gives, per modality, fusion and label, the mean and the minimum Dice over the targets
 whose output is complete, and seconds per registration. --summary-only prints that summary
-from the files an earlier (or interrupted) run left, without running anything.
+from the files an earlier (or interrupted) run left, without running anything. With
+--eval-args=--per-atlas (atlas_eval scores every atlas alone) it adds the mean, best and worst
+of the fused atlases per label: how far the fusion is from the best single atlas.
 """
 import argparse
 import glob
@@ -119,11 +121,16 @@ def run_ours(build, target, atlases, out, extra):
 SUMMARY_METHODS = ("single", "mv", "local", "jlf")
 
 
-def parse_ours(text):
+def parse_ours(text, per_atlas=None):
     """atlas_eval's table -> ({(mod, method): {label: dice}}, {mod: seconds per registration},
-    {mod: atlas indices kept by --distinct})."""
+    {mod: atlas indices kept by --distinct}). With atlas_eval --per-atlas, per_atlas (a dict)
+    gets {mod: {atlas index: [Dice per label]}}."""
     dices, secs, kept = {}, {}, {}
     for line in text.splitlines():
+        m = re.match(r"# (\S+) atlas (\d+) dice ([\d. ]+)$", line)
+        if m and per_atlas is not None:
+            per_atlas.setdefault(m.group(1), {})[int(m.group(2))] = [float(x) for x in m.group(3).split()]
+            continue
         m = re.match(r"# (\S+): target prep [\d.]+ s, ([\d.]+) s per registration", line)
         if m:
             secs[m.group(1)] = float(m.group(2))
@@ -153,11 +160,12 @@ def summarize(out, loo, subjects, mods, methods=SUMMARY_METHODS):
         if not os.path.exists(f):
             print(f"# {name}: no complete output ({f})")
             continue
-        d, s, k = parse_ours(open(f).read())
+        pa = {}
+        d, s, k = parse_ours(open(f).read(), pa)
         if any((m, "jlf") not in d for m in mods):
             print(f"# {name}: incomplete, left out of the summary")
             continue
-        runs.append((name, d, s, k))
+        runs.append((name, d, s, k, pa))
     if not runs:
         return
     names = ["liver", "spleen", "kidney_left", "kidney_right", "myocardium", "mean"]
@@ -176,15 +184,31 @@ def summarize(out, loo, subjects, mods, methods=SUMMARY_METHODS):
     print(f"\n## per target: mean Dice of the five organs ({' / '.join(methods)})")
     print("| target | " + " | ".join(mods) + " |")
     print("|---|" + "---|" * len(mods))
-    for name, d, _, _ in runs:
+    for name, d, _, _, _ in runs:
         print(f"| {name} | " + " | ".join(" / ".join(f"{d[(m, k)]['mean']:.3f}" if (m, k) in d else "-"
                                                     for k in methods) for m in mods) + " |")
+    if all(m in r[4] for r in runs for m in mods):
+        # atlas_eval --per-atlas: each fused atlas (those kept by --distinct) scored alone; "best"
+        # picks the best atlas per organ and target with the ground truth (an oracle, not a method)
+        print("\n## single atlases (atlas_eval --per-atlas): Dice mean over targets of the atlases' mean, best and worst")
+        print("| target | atlases | " + " | ".join(n.replace("kidney_left", "kidney L").replace("kidney_right", "kidney R")
+                                             for n in names) + " |")
+        print("|---|---|" + "---|" * len(names))
+        for mod in mods:
+            stats = {"mean": [], "best": [], "worst": []}
+            for r in runs:
+                idx = r[3].get(mod, sorted(r[4][mod]))
+                a = np.array([r[4][mod][i] for i in idx])
+                stats["mean"].append(a.mean(0)), stats["best"].append(a.max(0)), stats["worst"].append(a.min(0))
+            for key, v in stats.items():
+                m = np.mean(v, 0)
+                print(f"| {mod} | {key} | " + " | ".join(f"{x:.3f}" for x in m) + f" | {m.mean():.3f} |")
     if any(r[3] for r in runs):
         n = len(subjects) - 1   # atlases per phase: the plain renderings come first
         print("\n## atlases fused that are the contrast phase (of those kept by atlas_distinct)")
         print("| target | " + " | ".join(mods) + " |")
         print("|---|" + "---|" * len(mods))
-        for name, _, _, k in runs:
+        for name, _, _, k, _ in runs:
             print(f"| {name} | " + " | ".join(f"{sum(a >= n for a in k[m])}/{len(k[m])}" if m in k else "-"
                                              for m in mods) + " |")
 
