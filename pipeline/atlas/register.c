@@ -207,6 +207,14 @@ int atlas_reg_warp_mind(nn_backend *b, const atlas_reg *r, const atlas_prep *atl
             for (int i = 0; i < g->nx; i++) {
                 double x = m[0] * i + m[1] * j + m[2] * k + m[3], y = m[4] * i + m[5] * j + m[6] * k + m[7],
                        z = m[8] * i + m[9] * j + m[10] * k + m[11];
+                /* Outside the atlas's field of view its border is repeated (air, as the target
+                 * has there), never 0: zero descriptors are a structure no image has, and over a
+                 * target's field of view much larger than the atlas's (a 700 mm PET against
+                 * 432 mm CT atlases) the descent zoomed the atlas until the whole target fell
+                 * inside it, every organ 4-7 times its volume (tests/atlas/README.md). */
+                x = x < 0 ? 0 : x > ag->nx - 1 ? ag->nx - 1 : x;
+                y = y < 0 ? 0 : y > ag->ny - 1 ? ag->ny - 1 : y;
+                z = z < 0 ? 0 : z > ag->nz - 1 ? ag->nz - 1 : z;
                 size_t p = i + (size_t)g->nx * (j + (size_t)g->ny * k);
                 for (int c = 0; c < 12; c++)
                     aff[c * S + p] = atlas__sample(atlas->mind + c * atlas_grid_voxels(ag), ag->nx, ag->ny, ag->nz,
