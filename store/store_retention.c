@@ -81,74 +81,60 @@ static const char ret__cand_sql[] =
     "                  WHERE o.state IN (0, 1) AND i.series_id=s.id)"
     " ORDER BY s.last_received_ms LIMIT ?2";
 
-/* Inside the transaction: the rows of one series, its files collected into `files`. */
-static int ret__delete_series(store *st, int64_t id, int64_t study, ret__list *files, int64_t *ninst,
-                              char *err, size_t errlen)
-{
-    static const char *const sql[] = {
-        "SELECT sop_instance_uid, path FROM instances WHERE series_id=?1",
-        /* deliveries of its instances not made (pending, failed): nothing left to send them from */
-        "DELETE FROM outbox WHERE state IN (0, 3) AND sop_instance_uid IN"
-        " (SELECT sop_instance_uid FROM instances WHERE series_id=?1)",
-        "DELETE FROM instances WHERE series_id=?1",
-        "DELETE FROM series WHERE id=?1",
-        /* ?1 study: the study without series, then its patient without studies */
-        "DELETE FROM studies WHERE id=?1 AND NOT EXISTS (SELECT 1 FROM series WHERE study_id=?1)"
-        " RETURNING patient_id",
-        "DELETE FROM patients WHERE id=?1 AND NOT EXISTS"
-        " (SELECT 1 FROM studies WHERE patient_id=?1)",
-    };
-    enum { LIST, OUTBOX, INSTANCES, SERIES, STUDY, PATIENT, NSQL };
-    sqlite3_stmt *s[NSQL] = {0};
-    int rc = SQLITE_OK, status = SN_OK;
-    int64_t patient = 0;
-    const char *what = "prepare retention";
-    for (int k = 0; k < NSQL && rc == SQLITE_OK; k++)
-        rc = sqlite3_prepare_v2(st->wdb, sql[k], -1, &s[k], NULL);
-    if (rc != SQLITE_OK)
-        goto dberr;
+/* A series chosen for deletion inside the caller's write transaction. */
+typedef struct ret__cand {
+    int64_t id, study, bytes;
+    char uid[65];
+} ret__cand;
 
-    what = "list the instances of a series";
-    sqlite3_bind_int64(s[LIST], 1, id);
+/* The statements that delete one series (?1 its id; STUDY/PATIENT: ?1 the study / patient). */
+static const char *const ret__sql[] = {
+    "SELECT sop_instance_uid, path FROM instances WHERE series_id=?1",
+    /* deliveries of its instances not made (pending, failed): nothing left to send them from */
+    "DELETE FROM outbox WHERE state IN (0, 3) AND sop_instance_uid IN"
+    " (SELECT sop_instance_uid FROM instances WHERE series_id=?1)",
+    "DELETE FROM instances WHERE series_id=?1",
+    "DELETE FROM series WHERE id=?1",
+    "DELETE FROM studies WHERE id=?1 AND NOT EXISTS (SELECT 1 FROM series WHERE study_id=?1)"
+    " RETURNING patient_id",
+    "DELETE FROM patients WHERE id=?1 AND NOT EXISTS (SELECT 1 FROM studies WHERE patient_id=?1)",
+};
+enum { RET_LIST, RET_OUTBOX, RET_INSTANCES, RET_SERIES, RET_STUDY, RET_PATIENT, RET_NSQL };
+
+/* The rows of one series, its files collected into `files`; *ninst its instances. */
+static int ret__delete_series(sqlite3_stmt *const *s, const ret__cand *c, ret__list *files,
+                              int64_t *ninst, const char **what)
+{
+    int rc;
+    int64_t patient = 0;
+    *what = "list the instances of a series";
+    sqlite3_bind_int64(s[RET_LIST], 1, c->id);
     *ninst = 0;
-    while ((rc = sqlite3_step(s[LIST])) == SQLITE_ROW) {
-        if (ret__add(files, (const char *)sqlite3_column_text(s[LIST], 0),
-                     (const char *)sqlite3_column_text(s[LIST], 1)) != SN_OK) {
-            status = sn_errf(err, errlen, SN_ENOMEM, "out of memory");
-            goto out;
-        }
+    while ((rc = sqlite3_step(s[RET_LIST])) == SQLITE_ROW) {
+        if (ret__add(files, (const char *)sqlite3_column_text(s[RET_LIST], 0),
+                     (const char *)sqlite3_column_text(s[RET_LIST], 1)) != SN_OK)
+            return SQLITE_NOMEM;
         (*ninst)++;
     }
     if (rc != SQLITE_DONE)
-        goto dberr;
-    what = "delete a series";
-    sqlite3_bind_int64(s[OUTBOX], 1, id);
-    sqlite3_bind_int64(s[INSTANCES], 1, id);
-    sqlite3_bind_int64(s[SERIES], 1, id);
-    if ((rc = sqlite3_step(s[OUTBOX])) != SQLITE_DONE || (rc = sqlite3_step(s[INSTANCES])) != SQLITE_DONE ||
-        (rc = sqlite3_step(s[SERIES])) != SQLITE_DONE)
-        goto dberr;
-    what = "delete an empty study";
-    sqlite3_bind_int64(s[STUDY], 1, study);
-    if ((rc = sqlite3_step(s[STUDY])) == SQLITE_ROW) {
-        patient = sqlite3_column_int64(s[STUDY], 0);
-        rc = sqlite3_step(s[STUDY]);
+        return rc;
+    *what = "delete a series";
+    for (int k = RET_OUTBOX; k <= RET_SERIES; k++) {
+        sqlite3_bind_int64(s[k], 1, c->id);
+        if ((rc = sqlite3_step(s[k])) != SQLITE_DONE)
+            return rc;
     }
-    if (rc != SQLITE_DONE)
-        goto dberr;
-    if (patient) {
-        what = "delete a patient without studies";
-        sqlite3_bind_int64(s[PATIENT], 1, patient);
-        if ((rc = sqlite3_step(s[PATIENT])) != SQLITE_DONE)
-            goto dberr;
+    *what = "delete an empty study";
+    sqlite3_bind_int64(s[RET_STUDY], 1, c->study);
+    if ((rc = sqlite3_step(s[RET_STUDY])) == SQLITE_ROW) {
+        patient = sqlite3_column_int64(s[RET_STUDY], 0);
+        rc = sqlite3_step(s[RET_STUDY]);
     }
-    goto out;
-dberr:
-    status = store__dberr(st->wdb, rc, what, err, errlen);
-out:
-    for (int k = 0; k < NSQL; k++)
-        sqlite3_finalize(s[k]);
-    return status;
+    if (rc != SQLITE_DONE || !patient)
+        return rc;
+    *what = "delete a patient without studies";
+    sqlite3_bind_int64(s[RET_PATIENT], 1, patient);
+    return sqlite3_step(s[RET_PATIENT]);
 }
 
 /* After the commit: each file, unless its UID has a row again. */
@@ -185,15 +171,58 @@ static void ret__unlink(store *st, const ret__list *files)
     store__reader_put(st, db);
 }
 
+
+/* Inside the caller's write transaction (w_mu held, BEGIN IMMEDIATE run): delete the series
+ * cand[0..n), commit, release w_mu, then remove their files. On failure everything is rolled
+ * back and w_mu released. `why` goes into the log line of each series. */
+static int ret__delete_commit(store *st, const ret__cand *cand, int n, const char *why,
+                              store_retention_result *r, char *err, size_t errlen)
+{
+    sqlite3_stmt *s[RET_NSQL] = {0};
+    ret__list files = {0};
+    const char *what = "prepare the deletion";
+    int rc = SQLITE_OK, status = SN_OK;
+    memset(r, 0, sizeof *r);
+    for (int k = 0; k < RET_NSQL && rc == SQLITE_OK; k++)
+        rc = sqlite3_prepare_v2(st->wdb, ret__sql[k], -1, &s[k], NULL);
+    for (int i = 0; i < n && rc == SQLITE_OK; i++) {
+        int64_t ninst = 0;
+        for (int k = 0; k < RET_NSQL; k++)
+            sqlite3_reset(s[k]);
+        if ((rc = ret__delete_series(s, &cand[i], &files, &ninst, &what)) != SQLITE_DONE)
+            break;
+        rc = SQLITE_OK;
+        r->series++;
+        r->instances += ninst;
+        r->bytes += cand[i].bytes;
+        SN_LOG_INFO("store", "%s: deleting series %s (%lld instance(s), %lld bytes)", why,
+                    cand[i].uid, (long long)ninst, (long long)cand[i].bytes);
+    }
+    for (int k = 0; k < RET_NSQL; k++)
+        sqlite3_finalize(s[k]);
+    if (rc != SQLITE_OK)
+        status = rc == SQLITE_NOMEM ? sn_errf(err, errlen, SN_ENOMEM, "out of memory")
+                                    : store__dberr(st->wdb, rc, what, err, errlen);
+    else if (n)
+        status = store__exec(st->wdb, "COMMIT", err, errlen);
+    if (status != SN_OK || !n) {
+        sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL); /* nothing written when n is 0 */
+        memset(r, 0, sizeof *r);
+    }
+    pthread_mutex_unlock(&st->w_mu);
+    if (status == SN_OK)
+        ret__unlink(st, &files);
+    ret__free(&files);
+    return status;
+}
+
 int store_retention(store *st, int64_t before_ms, int max_series, store_retention_result *res,
                     char *err, size_t errlen)
 {
-    typedef struct { int64_t id, study, bytes; char uid[65]; } cand_t;
     sqlite3_stmt *q = NULL;
-    ret__list files = {0};
-    cand_t *cand = NULL;
+    ret__cand *cand = NULL;
     int rc, n = 0, status;
-    store_retention_result r = {0};
+    store_retention_result r;
 
     if (res)
         memset(res, 0, sizeof *res);
@@ -220,39 +249,16 @@ int store_retention(store *st, int64_t before_ms, int max_series, store_retentio
             n++;
         }
     }
+    sqlite3_finalize(q);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         status = store__dberr(st->wdb, rc, "find series past retention", err, errlen);
-        goto rollback;
+        sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
+        pthread_mutex_unlock(&st->w_mu);
+    } else {
+        status = ret__delete_commit(st, cand, n, "retention", &r, err, errlen);
+        if (status == SN_OK && res)
+            *res = r;
     }
-    sqlite3_finalize(q);
-    q = NULL;
-    for (int k = 0; k < n; k++) {
-        int64_t ninst = 0;
-        if ((status = ret__delete_series(st, cand[k].id, cand[k].study, &files, &ninst, err,
-                                         errlen)) != SN_OK)
-            goto rollback;
-        r.series++;
-        r.instances += ninst;
-        r.bytes += cand[k].bytes;
-        SN_LOG_INFO("store", "retention: deleting series %s (%lld instance(s), %lld bytes)",
-                    cand[k].uid, (long long)ninst, (long long)cand[k].bytes);
-    }
-    if (n && (status = store__exec(st->wdb, "COMMIT", err, errlen)) != SN_OK)
-        goto rollback;
-    if (!n)
-        sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL); /* nothing written */
-    pthread_mutex_unlock(&st->w_mu);
-    ret__unlink(st, &files);
-    ret__free(&files);
-    free(cand);
-    if (res)
-        *res = r;
-    return SN_OK;
-rollback:
-    sqlite3_finalize(q);
-    sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
-    pthread_mutex_unlock(&st->w_mu);
-    ret__free(&files);
     free(cand);
     return status;
 }
@@ -273,10 +279,10 @@ int store_series_delete(store *st, const char *series_uid, store_retention_resul
         "   THEN 'a SEG of it is being sent'"
         "  END FROM series s WHERE s.series_uid=?1";
     sqlite3_stmt *q = NULL;
-    ret__list files = {0};
+    ret__cand c = {0};
     int rc, status;
-    int64_t id = 0, study = 0, bytes = 0, ninst = 0;
     char busy[128] = "";
+    store_retention_result r;
 
     if (res)
         memset(res, 0, sizeof *res);
@@ -291,43 +297,28 @@ int store_series_delete(store *st, const char *series_uid, store_retention_resul
         sqlite3_bind_text(q, 1, series_uid, -1, SQLITE_STATIC);
         if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
             const char *b = (const char *)sqlite3_column_text(q, 3);
-            id = sqlite3_column_int64(q, 0);
-            study = sqlite3_column_int64(q, 1);
-            bytes = sqlite3_column_int64(q, 2);
+            c.id = sqlite3_column_int64(q, 0);
+            c.study = sqlite3_column_int64(q, 1);
+            c.bytes = sqlite3_column_int64(q, 2);
+            snprintf(c.uid, sizeof c.uid, "%s", series_uid);
             snprintf(busy, sizeof busy, "%s", b ? b : "");
             rc = SQLITE_DONE;
         }
     }
     sqlite3_finalize(q);
-    if (rc != SQLITE_DONE) {
+    if (rc != SQLITE_DONE)
         status = store__dberr(st->wdb, rc, "look up the series", err, errlen);
-        goto rollback;
-    }
-    if (!id) {
+    else if (!c.id)
         status = sn_errf(err, errlen, SN_ENOENT, "no such series %s", series_uid);
-        goto rollback;
-    }
-    if (busy[0]) {
+    else if (busy[0])
         status = sn_errf(err, errlen, SN_EBUSY, "series %s not deleted: %s", series_uid, busy);
-        goto rollback;
+    else {
+        status = ret__delete_commit(st, &c, 1, "on request", &r, err, errlen);
+        if (status == SN_OK && res)
+            *res = r;
+        return status;
     }
-    if ((status = ret__delete_series(st, id, study, &files, &ninst, err, errlen)) != SN_OK ||
-        (status = store__exec(st->wdb, "COMMIT", err, errlen)) != SN_OK)
-        goto rollback;
-    pthread_mutex_unlock(&st->w_mu);
-    SN_LOG_INFO("store", "deleted series %s (%lld instance(s), %lld bytes) on request", series_uid,
-                (long long)ninst, (long long)bytes);
-    ret__unlink(st, &files);
-    ret__free(&files);
-    if (res) {
-        res->series = 1;
-        res->instances = ninst;
-        res->bytes = bytes;
-    }
-    return SN_OK;
-rollback:
     sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
     pthread_mutex_unlock(&st->w_mu);
-    ret__free(&files);
     return status;
 }
