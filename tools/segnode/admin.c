@@ -88,21 +88,6 @@ static void json_str(cJSON *obj, const char *key, const char *s)
         cJSON_AddNullToObject(obj, key);
 }
 
-/* Config + store for a subcommand; exit code on failure. */
-static int open_cfg_store(sn_config **cfg, store **st)
-{
-    *cfg = NULL;
-    *st = NULL;
-    if (cli_load_config(cli_g.config_path, cfg) != 0)
-        return CLI_EXIT_USAGE;
-    if (st && cli_open_store(*cfg, st) != 0) {
-        sn_config_unref(*cfg);
-        *cfg = NULL;
-        return CLI_EXIT_FAIL;
-    }
-    return 0;
-}
-
 static const char *allow_text(unsigned allow, char *out, size_t n)
 {
     out[0] = '\0';
@@ -318,7 +303,7 @@ int cli_cmd_status(int argc, char **argv)
     }
     sn_config *cfg;
     store *st;
-    if ((rc = open_cfg_store(&cfg, &st)))
+    if ((rc = cli_open_config_store(&cfg, &st)))
         return rc;
     store_counts c;
     char err[1024] = "";
@@ -435,7 +420,7 @@ static int series_delete(const char *uid)
     sn_config *cfg;
     store *st;
     int rc;
-    if ((rc = open_cfg_store(&cfg, &st)))
+    if ((rc = cli_open_config_store(&cfg, &st)))
         return rc;
     char err[1024] = "";
     store_retention_result r;
@@ -731,7 +716,7 @@ int cli_cmd_series(int argc, char **argv)
     }
     sn_config *cfg;
     store *st;
-    if ((rc = open_cfg_store(&cfg, &st)))
+    if ((rc = cli_open_config_store(&cfg, &st)))
         return rc;
     char err[1024] = "";
     series_ctx ctx = {0};
@@ -852,7 +837,7 @@ int cli_cmd_jobs(int argc, char **argv)
     }
     sn_config *cfg;
     store *st;
-    if ((rc = open_cfg_store(&cfg, &st)))
+    if ((rc = cli_open_config_store(&cfg, &st)))
         return rc;
     char err[1024] = "";
     int s;

@@ -56,6 +56,20 @@ int cli_open_store(const sn_config *cfg, store **out)
     return rc;
 }
 
+int cli_open_config_store(sn_config **cfg, store **st)
+{
+    *cfg = NULL;
+    *st = NULL;
+    if (cli_load_config(cli_g.config_path, cfg) != 0)
+        return CLI_EXIT_USAGE;
+    if (cli_open_store(*cfg, st) != 0) {
+        sn_config_unref(*cfg);
+        *cfg = NULL;
+        return CLI_EXIT_FAIL;
+    }
+    return 0;
+}
+
 void cli_apply_log_level(void)
 {
     sn_log_set_level(cli_g.verbose ? SN_LOG_LEVEL_DEBUG : SN_LOG_LEVEL_WARN);

@@ -60,6 +60,11 @@ int cli_load_config(const char *path_or_null, sn_config **out);
  * store_open status. */
 int cli_open_store(const sn_config *cfg, store **out);
 
+/* The config of -c (cli_load_config) and the store under it (cli_open_store), for an admin
+ * subcommand. Returns 0, or the exit code (CLI_EXIT_USAGE: config, CLI_EXIT_FAIL: store) with
+ * the reason printed; on failure nothing is left open. */
+int cli_open_config_store(sn_config **cfg, store **st);
+
 /* Set the log level for an admin subcommand: debug with -v, else warn (admin output is the
  * table, not the log). serve.c uses the config's level instead. */
 void cli_apply_log_level(void);

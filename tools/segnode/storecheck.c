@@ -98,12 +98,9 @@ static int check_cmd(int remove, int64_t age)
     sn_config *cfg;
     store *st;
     char err[1024] = "";
-    if (cli_load_config(cli_g.config_path, &cfg) != 0)
-        return CLI_EXIT_USAGE;
-    if (cli_open_store(cfg, &st) != 0) {
-        sn_config_unref(cfg);
-        return CLI_EXIT_FAIL;
-    }
+    int rc0 = cli_open_config_store(&cfg, &st);
+    if (rc0)
+        return rc0;
     check_out out = {cli_g.json ? cJSON_CreateArray() : NULL};
     store_check_opts o = {.remove_orphans = remove, .orphan_min_age_s = age};
     store_check_result r;
