@@ -1,6 +1,6 @@
 /* store/store.c — the store handle: folders, opening and migrating the database, the writer
- * connection and its prepared statements, the pool of read connections, temp files, the cheap
- * consistency check at open, and state names.
+ * connection and its prepared statements, the pool of read connections, temp files, the
+ * daemon's claim on the store (lock and start-up repairs), and state names.
  * Not here: the ingest path (store_commit.c), series states and jobs (store_series.c), queries
  * (store_query.c), the schema (store_schema.c). */
 #define _GNU_SOURCE /* sync_file_range */
@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -150,7 +151,7 @@ static int open__folders(store *st, char *err, size_t errlen)
 
 /* Partial uploads were never acknowledged: drop them. */
 /* Remove temp files of writers that are gone: they were never acknowledged. */
-static int open__empty_tmp(store *st, char *err, size_t errlen)
+static int claim__empty_tmp(store *st, char *err, size_t errlen)
 {
     DIR *d = opendir(st->tmp_dir);
     if (!d)
@@ -160,8 +161,8 @@ static int open__empty_tmp(store *st, char *err, size_t errlen)
     while ((e = readdir(d)) != NULL) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
-        /* Temp names start with the writer's pid. Another process may have this store open
-         * (the daemon, while an admin command opens it): leave the files of live writers. */
+        /* Temp names start with the writer's pid. Admin commands that write (atlas import)
+         * may be running beside the daemon: leave the files of live writers. */
         char *end = NULL;
         long pid = strtol(e->d_name, &end, 10);
         if (end && *end == '-' && pid > 0 && pid != (long)getpid() && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
@@ -254,8 +255,10 @@ static const char *const open__ws_sql[STORE__WS_COUNT] = {
  * the newest rows are checked, newest by row id (the last inserts) and by received time (the
  * last replacements): a crash can leave at most one batch (STORE__BATCH_MAX rows) ahead of its
  * files, and those are the newest inserts. On ext4 (data=ordered) a file whose size is durable
- * has its data durable too, so existence + size is the check. */
-static int open__check_recent(store *st, char *err, size_t errlen)
+ * has its data durable too, so existence + size is the check. Only the owner may run it: while
+ * a daemon receives, a replaced instance's new file is renamed in before its row gets the new
+ * size (store_commit.c), and a check from another process in that window would drop a good row. */
+static int claim__check_recent(store *st, int *n_dropped, char *err, size_t errlen)
 {
     sqlite3_stmt *q = NULL, *del = NULL, *fix = NULL;
     int rc, nbad = 0, status = SN_OK;
@@ -289,6 +292,7 @@ static int open__check_recent(store *st, char *err, size_t errlen)
     sqlite3_finalize(q);
     if (status != SN_OK || nbad == 0)
         return status;
+    *n_dropped = nbad;
 
     if ((status = store__exec(st->wdb, "BEGIN IMMEDIATE", err, errlen)) != SN_OK)
         return status;
@@ -338,6 +342,8 @@ static void store__free(store *st)
     pthread_mutex_destroy(&st->r_mu);
     for (int i = 0; i < STORE__NSTRIPES; i++)
         pthread_mutex_destroy(&st->stripe[i]);
+    if (st->lock_fd >= 0)
+        close(st->lock_fd); /* releases the lock */
     free(st->dir);
     free(st->files_dir);
     free(st->tmp_dir);
@@ -366,6 +372,7 @@ int store_open(const char *dir, store **out, char *err, size_t errlen)
     for (int i = 0; i < STORE__NSTRIPES; i++)
         pthread_mutex_init(&st->stripe[i], NULL);
     st->q_tail = &st->q_head;
+    st->lock_fd = -1;
     atomic_init(&st->fsync_on, 1);
     atomic_init(&st->tmp_seq, 0);
 
@@ -385,7 +392,7 @@ int store_open(const char *dir, store **out, char *err, size_t errlen)
         rc = SN_EIO;
         goto err;
     }
-    if ((rc = open__empty_tmp(st, err, errlen)) != SN_OK || (rc = open__folders(st, err, errlen)) != SN_OK)
+    if ((rc = open__folders(st, err, errlen)) != SN_OK)
         goto err;
     {
         /* One syncfs can make the files and the index's WAL durable together only when they
@@ -434,14 +441,60 @@ int store_open(const char *dir, store **out, char *err, size_t errlen)
             goto err;
         }
     }
-    if ((rc = open__check_recent(st, err, errlen)) != SN_OK)
-        goto err;
-
     SN_LOG_INFO("store", "opened %s (schema version %d)", st->dir, st->schema_version);
     *out = st;
     return SN_OK;
 err:
     store__free(st);
+    return rc;
+}
+
+int store_claim(store *st, int *n_dropped, char *err, size_t errlen)
+{
+    int nd = 0;
+    if (n_dropped)
+        *n_dropped = 0;
+    if (st->lock_fd < 0) {
+        /* flock, not fcntl: the lock belongs to this open file description, so no other
+         * thread's close of the same file can drop it, and the kernel releases it when the
+         * process dies (kill -9 included). */
+        char *path = open__join(st->dir, "segnode.lock");
+        if (!path)
+            return sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+        if (fd < 0) {
+            int e = errno;
+            sn_errf(err, errlen, SN_EIO, "open %s: %s", path, strerror(e));
+            free(path);
+            return SN_EIO;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            int e = errno;
+            char owner[32] = "";
+            ssize_t n = pread(fd, owner, sizeof owner - 1, 0);
+            owner[n > 0 ? n : 0] = '\0';
+            owner[strcspn(owner, "\n")] = '\0';
+            close(fd);
+            if (e == EWOULDBLOCK)
+                sn_errf(err, errlen, SN_EBUSY, "%s is in use by another segnode serve (pid %s)", st->dir,
+                        owner[0] ? owner : "unknown");
+            else
+                sn_errf(err, errlen, SN_EIO, "lock %s: %s", path, strerror(e));
+            free(path);
+            return e == EWOULDBLOCK ? SN_EBUSY : SN_EIO;
+        }
+        char pid[32];
+        int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+        if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+            SN_LOG_WARN("store", "cannot write the owner's pid into %s: %s", path, strerror(errno));
+        free(path);
+        st->lock_fd = fd;
+    }
+    int rc = claim__empty_tmp(st, err, errlen);
+    if (rc == SN_OK)
+        rc = claim__check_recent(st, &nd, err, errlen);
+    if (n_dropped)
+        *n_dropped = nd;
     return rc;
 }
 

@@ -21,9 +21,20 @@
 typedef struct store store;
 
 /* Open (creating if needed) the store under `dir`: make folders, open the database in WAL mode,
- * apply migrations, delete leftovers in tmp/. On success *out is a new handle.
+ * apply migrations. On success *out is a new handle. Any number of processes may have a store
+ * open (the daemon and admin commands); opening repairs nothing (see store_claim).
  * Errors: SN_EIO (folder), SN_EDB (database, newer schema than this binary knows). */
 int store_open(const char *dir, store **out, char *err, size_t errlen);
+
+/* Make this handle the store's owner — the daemon, `segnode serve` — until store_close: an
+ * exclusive lock on STORAGE/segnode.lock (its text: the owner's pid), then the start-up repairs
+ * only an owner may make, because in another process they would race the owner's commits:
+ * temp files of writers that are gone are deleted, and the newest rows (STORE__CHECK_RECENT by
+ * id and by received time) are checked against their files — a row whose file is missing or of
+ * another size (a crash between a group commit's index write and its flush, a disk restored
+ * from an older backup) is dropped with an ERROR line. *n_dropped (may be NULL) = rows dropped.
+ * SN_EBUSY: another process owns the store (the message names its pid); SN_EIO: lock file. */
+int store_claim(store *st, int *n_dropped, char *err, size_t errlen);
 
 /* Close the handle; accepts NULL. Waits for in-flight commits. */
 void store_close(store *st);

@@ -14,12 +14,12 @@
 #define STORE__NSTRIPES 256       /* per-SOP-UID locks (hashed) serialising rename + index */
 #define STORE__POOL_KEEP 8        /* idle read connections kept open */
 #define STORE__BUSY_MS 10000      /* busy_timeout for every connection */
-#define STORE__CHECK_RECENT 512   /* newest instance files verified on open */
+#define STORE__CHECK_RECENT 512   /* newest instance files verified by store_claim */
 /* Rows per page read by store_check (store_check.c; tests make it small to page often). */
 extern int store__check_page_rows;
 #define STORE__BATCH_MAX 256      /* instances per group commit: at most one batch is indexed but
                                      not yet flushed at any time, so a crash leaves at most this
-                                     many rows ahead of their files; the open-time check covers
+                                     many rows ahead of their files; store_claim's check covers
                                      twice as many (store_commit.c) */
 
 /* Prepared statements of the writer connection (persistent, reset after each use). */
@@ -86,6 +86,7 @@ struct store {
     pthread_mutex_t stripe[STORE__NSTRIPES];
     atomic_uint_fast64_t tmp_seq;
 
+    int lock_fd;                       /* STORAGE/segnode.lock, held by store_claim; -1 */
 };
 
 /* ---- schema (store_schema.c) ---- */

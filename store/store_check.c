@@ -1,6 +1,6 @@
 /* store/store_check.c — `segnode store check`: the index against files/, both ways.
  *
- * store_open verifies only the newest rows (store.c, open__check_recent): enough for what a
+ * store_claim verifies only the newest rows at the daemon's start (store.c): enough for what a
  * crash of the node can do to them. What it cannot see is the rest of the archive — a disk
  * restored from an old backup, a file removed by hand — and the other half of a crash: a file
  * renamed into files/ whose batch was never indexed (store_commit.c). Such a file was never

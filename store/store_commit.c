@@ -15,7 +15,7 @@
  * function returns only after file and row are durable: the caller may then send Success. A
  * crash before 2 completes leaves at most one batch of unacknowledged instances: files without
  * rows (a resend replaces them; `segnode store check` finds and removes them, store_check.c) or
- * rows whose files did not survive (dropped by the open-time check, store.c). syncfs flushes the whole file system: give the store its own file system
+ * rows whose files did not survive (dropped by the daemon's start-up check, store_claim in store.c). syncfs flushes the whole file system: give the store its own file system
  * where other heavy writers would slow it. If the index fails after the rename: a NEW
  * instance's file is unlinked (nothing indexed, nothing left); for a REPLACEMENT the old row
  * keeps pointing at the same path, which now holds the new bytes of the same SOP Instance —
@@ -233,7 +233,7 @@ static void commit__fail_all(store__gc_req *batch, int status, const char *e, in
  * A replacement keeps its updated row: the rename already put the new (fsynced) bytes under the
  * old name. If even this transaction fails, the rows stay and so do their files (keep_file): a
  * complete instance indexed without its Success is harmless (the sender resends: a replacement),
- * and the open-time check drops any row whose file did not survive. */
+ * and the start-up check (store_claim) drops any row whose file did not survive. */
 static void commit__undo_new_rows(store *st, store__gc_req *batch)
 {
     int rc;
@@ -255,7 +255,7 @@ static void commit__undo_new_rows(store *st, store__gc_req *batch)
     }
     if (rc != SQLITE_DONE) {
         store__dberr(st->wdb, rc, "remove the rows of an unflushed batch", e, sizeof e);
-        SN_LOG_ERROR("store", "%s; their files stay (the open-time check verifies them)", e);
+        SN_LOG_ERROR("store", "%s; their files stay (the check at the next start verifies them)", e);
         for (store__gc_req *r = batch; r; r = r->next)
             if (r->status == SN_OK && r->needs_sync)
                 r->keep_file = 1;
@@ -270,7 +270,7 @@ static void commit__undo_new_rows(store *st, store__gc_req *batch)
  *     synchronous=NORMAL (the WAL is written, not flushed), then ONE syncfs flushes files,
  *     folders and WAL together: one cache flush per batch. Until it returns nobody has been
  *     told Success; a crash in between can leave rows of this batch whose files are not durable
- *     — at most STORE__BATCH_MAX of them, all among the newest ids, which the open-time check
+ *     — at most STORE__BATCH_MAX of them, all among the newest ids, which the start-up check
  *     (store.c) verifies and drops.
  *   otherwise: syncfs of the files first, then commit with synchronous=FULL (its own WAL
  *     fsync): two flushes, and never a row before its file. */

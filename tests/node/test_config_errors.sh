@@ -1,7 +1,8 @@
 #!/bin/bash
 # tests/node/test_config_errors.sh — `segnode serve` refuses to start on a bad configuration,
 # exits non-zero and names the problem: an unknown key (file:line), a peer AE title used twice,
-# the DICOM port already in use (by a first node), the HTTP port in use (by a python socket).
+# the DICOM port already in use (by a first node), its storage in use (by the same first node),
+# the HTTP port in use (by a python socket).
 # Ports 11480-11489.
 # usage: test_config_errors.sh SEGNODE_BINARY
 SEGNODE=$1
@@ -49,6 +50,13 @@ node_section 11480 B >"$TMP/port_in_use.conf"
 serve_fails port_in_use "cannot listen on 127.0.0.1:11480: port already in use"
 run echoscu -aet X -aec SEGNODE 127.0.0.1 11480
 expect_in "$OUT$ERR" "Calling AE Title Not Recognized" "the first node still answers"
+# its storage, by a second node on another port: one daemon per store (store_claim)
+node_section 11481 A >"$TMP/storage_in_use.conf"
+serve_fails storage_in_use "storageA is in use by another segnode serve (pid $NODE)"
+if port_free 11481; then ok "storage_in_use: the second node's port was released"; else fail "port 11481 still bound"; fi
+# admin commands still open it beside the daemon
+run "$SEGNODE" -c "$TMP/first.conf" series --json
+expect_rc 0 "an admin command opens the store the daemon owns"
 stop_node
 expect_rc 0 "first node exits 0 on SIGTERM"
 

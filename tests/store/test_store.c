@@ -234,6 +234,7 @@ static void sql_exec(const char *dir, const char *sql)
 #define SER_B "1.2.826.0.1.3680043.3.2"
 #define SOP_1 "1.2.826.0.1.3680043.4.1"
 #define SOP_2 "1.2.826.0.1.3680043.4.2"
+#define SOP_3 "1.2.826.0.1.3680043.4.3"
 
 /* ---- schema ------------------------------------------------------------------------------ */
 
@@ -479,7 +480,9 @@ static void test_commit_db_failure(void **state)
     assert_int_equal(instances_of(f, SER_B), 1);
 }
 
-static void test_tmp_cleaned_on_open(void **state)
+/* Temp files are the owner's to clean (store_claim), not every opener's: an admin command
+ * opening the store beside a receiving daemon must not touch them. */
+static void test_tmp_cleaned_on_claim(void **state)
 {
     fx *f = *state;
     char tmp[4096], tmpdir[512];
@@ -490,6 +493,8 @@ static void test_tmp_cleaned_on_open(void **state)
     assert_int_equal(count_dir(tmpdir), 2);
     store_close(f->st);
     assert_int_equal(store_open(f->dir, &f->st, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(count_dir(tmpdir), 2);
+    assert_int_equal(store_claim(f->st, NULL, f->err, sizeof f->err), SN_OK);
     assert_int_equal(count_dir(tmpdir), 0);
     store_tmp_discard(f->st, NULL);
     assert_int_equal(store_tmp_create(f->st, tmp, sizeof tmp, f->err, sizeof f->err), SN_OK);
@@ -497,23 +502,54 @@ static void test_tmp_cleaned_on_open(void **state)
     assert_int_equal(count_dir(tmpdir), 0);
 }
 
-static void test_missing_file_dropped_on_open(void **state)
+/* The owner's start-up check drops a row whose file is gone and one whose file has another
+ * size; a plain open (an admin command beside the daemon) drops nothing: in the daemon a
+ * replacement's new file is renamed in before its row is updated, and such a row is good. */
+static void test_missing_file_dropped_on_claim(void **state)
 {
     fx *f = *state;
-    store_instance_meta m = meta_of(STUDY, SER_A, SOP_1), m2 = meta_of(STUDY, SER_A, SOP_2);
+    store_instance_meta m = meta_of(STUDY, SER_A, SOP_1), m2 = meta_of(STUDY, SER_A, SOP_2),
+                        m3 = meta_of(STUDY, SER_A, SOP_3);
     char path[512];
+    int nd = -1;
     assert_int_equal(commit_bytes(f, &m, "one", NULL, NULL), SN_OK);
     assert_int_equal(commit_bytes(f, &m2, "two", NULL, NULL), SN_OK);
+    assert_int_equal(commit_bytes(f, &m3, "three", NULL, NULL), SN_OK);
     store_close(f->st);
     hash_path(f, SOP_2, path, sizeof path);
     assert_int_equal(unlink(path), 0);
+    hash_path(f, SOP_3, path, sizeof path);
+    write_file(path, "3", 1);
     assert_int_equal(store_open(f->dir, &f->st, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(instances_of(f, SER_A), 3);
+    assert_int_equal(store_claim(f->st, &nd, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(nd, 2);
     assert_int_equal(instances_of(f, SER_A), 1);
     assert_int_equal(get_series(f, SER_A).row.instances, 1);
+    assert_int_equal(get_series(f, SER_A).row.bytes, 3);
+}
+
+/* One owner at a time: a second claim fails with SN_EBUSY naming the owner's pid, until the
+ * owner closes (or dies: the kernel drops a dead process's flock). */
+static void test_claim_exclusive(void **state)
+{
+    fx *f = *state;
+    store *other = NULL;
+    char want[64];
+    assert_int_equal(store_claim(f->st, NULL, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(store_open(f->dir, &other, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(store_claim(other, NULL, f->err, sizeof f->err), SN_EBUSY);
+    snprintf(want, sizeof want, "(pid %ld)", (long)getpid());
+    assert_non_null(strstr(f->err, want));
+    assert_non_null(strstr(f->err, "in use by another segnode serve"));
+    store_close(f->st);
+    f->st = NULL;
+    assert_int_equal(store_claim(other, NULL, f->err, sizeof f->err), SN_OK);
+    f->st = other;
 }
 
 /* A crash between a batch's index commit and its flush (store_commit.c) leaves rows among the
- * newest ids whose files may be gone; the open-time check must find them by id even when their
+ * newest ids whose files may be gone; the start-up check must find them by id even when their
  * received time is not the newest (a clock stepped back), past hundreds of good rows. */
 static void test_unflushed_rows_dropped_by_id(void **state)
 {
@@ -539,6 +575,7 @@ static void test_unflushed_rows_dropped_by_id(void **state)
     hash_path(f, SOP_1, path, sizeof path);
     assert_int_equal(unlink(path), 0);
     assert_int_equal(store_open(f->dir, &f->st, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(store_claim(f->st, NULL, f->err, sizeof f->err), SN_OK);
     assert_int_equal(instances_of(f, SER_A), 600);
     assert_int_equal(get_series(f, SER_A).row.instances, 600);
 }
@@ -1241,8 +1278,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_move_series, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_invalid_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_db_failure, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tmp_cleaned_on_open, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_missing_file_dropped_on_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tmp_cleaned_on_claim, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_file_dropped_on_claim, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_exclusive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unflushed_rows_dropped_by_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_both_ways, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),

@@ -283,6 +283,17 @@ int segnode_serve(int argc, char **argv)
     char err[1024] = "";
     if (cli_open_store(s.cfg, &st) != SN_OK)
         goto out;
+    {
+        /* One daemon per store: a second would recover the first one's running jobs and
+         * sending SEGs as if it had died. */
+        int rc = store_claim(st, NULL, err, sizeof err);
+        if (rc != SN_OK) {
+            fprintf(stderr, "segnode serve: %s\n", err);
+            SN_LOG_ERROR(SERVE_LOG, "%s", err);
+            exit_code = rc == SN_EBUSY ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+            goto out;
+        }
+    }
     store_set_fsync(st, s.cfg->node.fsync);
     if (!s.cfg->node.fsync)
         SN_LOG_WARN(SERVE_LOG, "[node] fsync = no: an acknowledged instance may be lost on power failure");
