@@ -117,7 +117,10 @@ if [ "$n" = 0 ]; then ok "the untrusted peer received nothing"; else fail "recei
 kill "$SCP" 2>/dev/null; wait "$SCP" 2>/dev/null
 
 # ---- a private key that does not match the certificate: serve refuses at start ---------------
+# (a storage of its own: the running node owns $TMP/storage, and a second serve there would be
+# refused for that first)
 sed -e "s#^tls_private_key = .*#tls_private_key = $P/modality.key#" -e "s#^port = $PORT#port = 11804#" \
+    -e "s#^storage = .*#storage = $TMP/storage-bad#" \
     -e "s#^tls_port = .*#tls_port = 11805#" -e "s#^http_port = .*#http_port = 0#" "$C" >"$TMP/bad.conf"
 run "$SEGNODE" -c "$TMP/bad.conf" serve
 expect_nonzero "serve with a mismatched key fails"
