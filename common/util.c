@@ -3,6 +3,8 @@
 #include "common/status.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -166,4 +168,53 @@ void sn_format_time(int64_t ms, char out[32])
     gmtime_r(&s, &tm);
     size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(out + n, 32 - n, ".%03dZ", (int)(ms % 1000));
+}
+
+#ifndef SEGNODE_SOURCE_DIR
+#define SEGNODE_SOURCE_DIR "."
+#endif
+#ifndef SEGNODE_BIN_TO_DATA
+#define SEGNODE_BIN_TO_DATA "../share/segnode"
+#endif
+#ifndef SEGNODE_BIN_TO_CONF
+#define SEGNODE_BIN_TO_CONF "../etc/segnode"
+#endif
+
+/* `rel` under the folder of this program's binary, resolved, into out: SN_OK when it exists. */
+static int util__beside_exe(const char *rel, char *out, size_t n)
+{
+    char exe[PATH_MAX], cand[PATH_MAX + 256], real[PATH_MAX];
+    struct stat sb;
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *slash = len > 0 ? (exe[len] = '\0', strrchr(exe, '/')) : NULL;
+    if (!slash) {
+        sn_strlcpy(out, rel, n);
+        return SN_ENOENT;
+    }
+    *slash = '\0';
+    snprintf(cand, sizeof cand, "%s/%s", exe, rel);
+    if (stat(cand, &sb) != 0) {
+        sn_strlcpy(out, cand, n);
+        return SN_ENOENT;
+    }
+    return sn_strlcpy(out, realpath(cand, real) ? real : cand, n) < n ? SN_OK : SN_EINVAL;
+}
+
+int sn_shipped_path(const char *installed, const char *source, char *out, size_t n)
+{
+    char rel[1024], cand[PATH_MAX + 256], src[PATH_MAX];
+    struct stat sb;
+    snprintf(rel, sizeof rel, "%s/%s", SEGNODE_BIN_TO_DATA, installed);
+    if (util__beside_exe(rel, cand, sizeof cand) == SN_OK)
+        return sn_strlcpy(out, cand, n) < n ? SN_OK : SN_EINVAL;
+    snprintf(src, sizeof src, "%s/%s", SEGNODE_SOURCE_DIR, source);
+    if (stat(src, &sb) == 0)
+        return sn_strlcpy(out, src, n) < n ? SN_OK : SN_EINVAL;
+    sn_strlcpy(out, cand, n);
+    return SN_ENOENT;
+}
+
+int sn_installed_config(char *out, size_t n)
+{
+    return util__beside_exe(SEGNODE_BIN_TO_CONF "/segnode.conf", out, n);
 }

@@ -46,4 +46,15 @@ struct timespec sn_mono_deadline(int ms);
 /* Format `ms` since the epoch as ISO 8601 UTC "YYYY-MM-DDTHH:MM:SS.mmmZ" into out[32]. */
 void sn_format_time(int64_t ms, char out[32]);
 
+/* A file or folder segnode ships (the label code table, model bundles) into out[n]: under
+ * PREFIX/share/segnode/`installed` when this program runs from an installation (found from its
+ * own path, /proc/self/exe, so a relocated prefix works too), else under the source tree it was
+ * built from, `source` (a build tree's binaries and tests read the sources they were built
+ * from). SN_ENOENT when neither exists (out then holds the installed candidate). */
+int sn_shipped_path(const char *installed, const char *source, char *out, size_t n);
+
+/* The config file of this program's installation (SYSCONFDIR/segnode/segnode.conf, found the
+ * same way) into out[n]; SN_ENOENT when there is none (a build tree, or not installed). */
+int sn_installed_config(char *out, size_t n);
+
 #endif

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct pipeline_labels {
     size_t count;
@@ -198,4 +199,22 @@ void pipeline_labels_rgb_to_dicom_lab(const unsigned char rgb[3], unsigned short
             v[i] = 65535;
         lab[i] = (unsigned short)lround(v[i]);
     }
+}
+
+int pipeline_labels_default_path(const char *config_path, char *out, size_t n)
+{
+    const char *env = getenv("SEGNODE_LABELS");
+    if (env && *env)
+        return sn_strlcpy(out, env, n) < n ? SN_OK : SN_EINVAL;
+    const char *slash = config_path ? strrchr(config_path, '/') : NULL;
+    if (config_path && *config_path) {
+        char beside[4096];
+        if (slash)
+            snprintf(beside, sizeof beside, "%.*s/labels.tsv", (int)(slash - config_path), config_path);
+        else
+            snprintf(beside, sizeof beside, "labels.tsv");
+        if (access(beside, R_OK) == 0)
+            return sn_strlcpy(out, beside, n) < n ? SN_OK : SN_EINVAL;
+    }
+    return sn_shipped_path("labels.tsv", "etc/labels.tsv", out, n);
 }

@@ -37,6 +37,13 @@ typedef struct pipeline_labels pipeline_labels; /* opaque, immutable once loaded
  * or name, number out of range) with `err` naming the line. */
 int pipeline_labels_load(const char *path, pipeline_labels **out, char *err, size_t errlen);
 
+/* Which table the node and its commands use, into out[n]: $SEGNODE_LABELS when set; else
+ * labels.tsv in the folder of the config file `config_path` (NULL or "" for none) when present
+ * there (an admin's own table beside segnode.conf); else the shipped one (PREFIX/share/segnode/
+ * labels.tsv when installed, the source tree's etc/labels.tsv in a build tree). SN_ENOENT when
+ * none exists; out then names the shipped candidate, for the error. */
+int pipeline_labels_default_path(const char *config_path, char *out, size_t n);
+
 /* Free a table; NULL is accepted. */
 void pipeline_labels_free(pipeline_labels *labels);
 

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/status.h"
 #include "common/util.h"
@@ -116,7 +117,14 @@ int pipeline_method_model_path(const sn_config *cfg, const char *model, char *ou
         n = (size_t)snprintf(out, outlen, "%s", model);
     else
         n = (size_t)snprintf(out, outlen, "%.*s/%s", (int)(slash - cfg->path), cfg->path, model);
-    return n < outlen ? SN_OK : SN_EINVAL;
+    if (n >= outlen)
+        return SN_EINVAL;
+    struct stat sb;
+    char shipped[4096];
+    /* not beside the config: a bundle segnode ships (models/NAME) */
+    if (model[0] != '/' && stat(out, &sb) != 0 && sn_shipped_path(model, model, shipped, sizeof shipped) == SN_OK)
+        return sn_strlcpy(out, shipped, outlen) < outlen ? SN_OK : SN_EINVAL;
+    return SN_OK;
 }
 
 int pipeline_method_should_stop(const pipeline_method_ctx *ctx)

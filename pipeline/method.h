@@ -85,7 +85,10 @@ int pipeline_method_find(const char *name, pipeline_method *out);
 void pipeline_method_register_builtin(void);
 
 /* The folder of a route's `model = DIR` into out: DIR itself when absolute, else DIR relative to
- * the folder of the config file (cfg->path; the working directory for the embedded defaults).
+ * the folder of the config file (cfg->path; the working directory for the embedded defaults),
+ * and when nothing is there, DIR among the files segnode ships (sn_shipped_path: `models/mr-t1`
+ * is PREFIX/share/segnode/models/mr-t1 when installed). Existence is not checked beyond that:
+ * out is the config-relative path when neither exists, for the error the load then reports.
  * SN_EINVAL when `model` is empty or the result does not fit in outlen. */
 int pipeline_method_model_path(const sn_config *cfg, const char *model, char *out, size_t outlen);
 

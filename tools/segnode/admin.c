@@ -26,6 +26,8 @@
 #include "tools/segnode/cli.h"
 #include "tools/segnode/http.h"
 #ifdef SEGNODE_HAVE_WORKER
+#include "pipeline/labels.h"
+#include "pipeline/method.h"
 #include "tools/segnode/worker.h"
 #endif
 
@@ -1687,6 +1689,45 @@ static int config_explain(const sn_config *cfg, const char *what)
         printf("result  %d job(s); complete after %d s without new instances\n", nmatch, quiet);
     return CLI_EXIT_OK;
 }
+#ifdef SEGNODE_HAVE_WORKER
+/* The files jobs will read: the label code table (pipeline_labels_default_path for this config:
+ * its path into table_path, its number of labels into *ntable, -1 if it cannot be loaded), every
+ * route's labels in it, and the bundle of every net/both route (its folder into models[i]).
+ * One message per problem into errors[0..max); returns how many. */
+static int check_job_files(const sn_config *cfg, char *table_path, size_t tn, int *ntable,
+                           char models[][1024], char (*errors)[2048], int max)
+{
+    int n = 0;
+    char e[512] = "";
+    pipeline_labels *table = NULL;
+    pipeline_labels_default_path(cfg->path, table_path, tn);
+    if (pipeline_labels_load(table_path, &table, e, sizeof e) != SN_OK) {
+        if (n < max)
+            snprintf(errors[n++], sizeof errors[0], "label table %s: %s", table_path, e);
+    } else {
+        *ntable = (int)pipeline_labels_count(table);
+    }
+    for (int i = 0; i < cfg->nroutes; i++) {
+        const sn_route *r = &cfg->routes[i];
+        models[i][0] = '\0';
+        for (int k = 0; table && k < r->labels.n; k++)
+            if (!pipeline_labels_by_name(table, r->labels.item[k]) && n < max)
+                snprintf(errors[n++], sizeof errors[0], "[route %s] label %s is not in the label table %s",
+                         r->name, r->labels.item[k], table_path);
+        if ((r->method != SN_METHOD_NET && r->method != SN_METHOD_BOTH) || !r->model[0])
+            continue;
+        char json[1100];
+        struct stat sb;
+        pipeline_method_model_path(cfg, r->model, models[i], sizeof models[0]);
+        snprintf(json, sizeof json, "%s/model.json", models[i]);
+        if (stat(json, &sb) != 0 && n < max)
+            snprintf(errors[n++], sizeof errors[0], "[route %s] model = %s: no model bundle at %s (%s)",
+                     r->name, r->model, models[i], strerror(errno));
+    }
+    pipeline_labels_free(table);
+    return n;
+}
+#endif
 
 int cli_cmd_config(int argc, char **argv)
 {
@@ -1737,7 +1778,7 @@ int cli_cmd_config(int argc, char **argv)
     }
 
     /* Problems that make the node unable to run are errors; the rest are warnings. */
-    char errors[4][512];
+    char errors[16][2048];
     int nerr = 0;
     char warns[8][512];
     int nwarn = 0;
@@ -1763,6 +1804,19 @@ int cli_cmd_config(int argc, char **argv)
     if (cfg->npeers == 0 && !cfg->node.accept_unknown)
         snprintf(warns[nwarn++], sizeof warns[0],
                  "no [peer] sections and accept_unknown is off: every association will be refused");
+    char table_path[4096] = "";
+    int ntable = -1;
+    char (*models)[1024] = calloc((size_t)cfg->nroutes + 1, sizeof *models);
+    if (!models) {
+        sn_config_unref(cfg);
+        fprintf(stderr, "segnode config check: out of memory\n");
+        return CLI_EXIT_FAIL;
+    }
+#ifdef SEGNODE_HAVE_WORKER
+    /* What jobs will read, so that a missing file fails here and not in the first job. */
+    nerr += check_job_files(cfg, table_path, sizeof table_path, &ntable, models, errors + nerr,
+                            (int)(sizeof errors / sizeof errors[0]) - nerr);
+#endif
 
     if (cli_g.json) {
         cJSON *o = cJSON_CreateObject();
@@ -1784,6 +1838,12 @@ int cli_cmd_config(int argc, char **argv)
         cJSON *ra = cJSON_AddArrayToObject(o, "routes");
         for (int i = 0; i < cfg->nroutes; i++)
             cJSON_AddItemToArray(ra, cJSON_CreateString(cfg->routes[i].name));
+        if (table_path[0])
+            cJSON_AddStringToObject(o, "label_table", table_path);
+        cJSON *ma = cJSON_AddObjectToObject(o, "route_models");
+        for (int i = 0; i < cfg->nroutes; i++)
+            if (models[i][0])
+                cJSON_AddStringToObject(ma, cfg->routes[i].name, models[i]);
         cJSON *ea = cJSON_AddArrayToObject(o, "errors");
         for (int i = 0; i < nerr; i++)
             cJSON_AddItemToArray(ea, cJSON_CreateString(errors[i]));
@@ -1814,14 +1874,21 @@ int cli_cmd_config(int argc, char **argv)
                 for (int k = 0; k < r->send_to.n; k++)
                     printf("%s%s", k ? "+" : "", r->send_to.item[k]);
             }
+            if (models[i][0])
+                printf(", model %s", models[i]);
             printf(")");
         }
         printf("\n");
+        if (table_path[0])
+            printf("labels  %s%s", table_path, ntable >= 0 ? "" : " (unreadable)\n");
+        if (ntable >= 0)
+            printf(": %d labels\n", ntable);
         for (int i = 0; i < nwarn; i++)
             printf("warning: %s\n", warns[i]);
         for (int i = 0; i < nerr; i++)
             fprintf(stderr, "segnode config check: %s\n", errors[i]);
     }
+    free(models);
     sn_config_unref(cfg);
     return nerr ? CLI_EXIT_USAGE : CLI_EXIT_OK;
 }

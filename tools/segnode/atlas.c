@@ -119,8 +119,9 @@ out:
 
 static const char *table_default(void)
 {
-    const char *t = getenv("SEGNODE_LABELS");
-    return t && *t ? t : SEGNODE_LABELS_DEFAULT;
+    static char path[4096];
+    pipeline_labels_default_path(cli_config_source(cli_g.config_path), path, sizeof path);
+    return path;
 }
 
 typedef struct list_ctx {

@@ -24,6 +24,10 @@ const char *cli_config_source(const char *path_or_null)
         return env;
     if (access(CLI_DEFAULT_CONFIG, F_OK) == 0)
         return CLI_DEFAULT_CONFIG;
+    /* an installation under another prefix (/usr/local, /opt/segnode): its own etc/ */
+    static char installed[4096];
+    if (sn_installed_config(installed, sizeof installed) == SN_OK)
+        return installed;
     return NULL;
 }
 

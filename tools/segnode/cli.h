@@ -46,8 +46,9 @@ int cli_cmd_store(int argc, char **argv);     /* storecheck.c */
 /* ---- config and store ------------------------------------------------------------------------ */
 
 /* Which config file applies: `path_or_null` if non-NULL, else $SEGNODE_CONFIG if set and
- * non-empty, else CLI_DEFAULT_CONFIG if it exists, else NULL (= the embedded defaults).
- * Returns a borrowed string (from the arguments or the environment) or NULL. */
+ * non-empty, else CLI_DEFAULT_CONFIG if it exists, else the installation's own
+ * SYSCONFDIR/segnode/segnode.conf if this binary is installed under another prefix and it
+ * exists, else NULL (= the embedded defaults). Returns a borrowed string or NULL. */
 const char *cli_config_source(const char *path_or_null);
 
 /* Load the config chosen by cli_config_source (the embedded defaults via sn_config_defaults when

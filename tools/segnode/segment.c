@@ -21,10 +21,6 @@
 #include "tools/segnode/atlas.h"
 #endif
 
-#ifndef SEGNODE_LABELS_DEFAULT
-#define SEGNODE_LABELS_DEFAULT "/etc/segnode/labels.tsv"
-#endif
-
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -40,8 +36,7 @@ static void usage(FILE *f)
             "  --series UID               the series to read when the folder holds several\n"
             "  --fusion M                 atlas label fusion (default local, as routes use it)\n"
             "  --label-table FILE         label code table (default: $SEGNODE_LABELS, else\n"
-            "                             %s)\n",
-            SEGNODE_LABELS_DEFAULT);
+            "                             labels.tsv beside the config file, else the shipped one)\n");
 }
 
 static int ends_with(const char *s, const char *suf)
@@ -168,8 +163,11 @@ int segnode_segment(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     cli_apply_log_level();
-    if (!table_path) table_path = getenv("SEGNODE_LABELS");
-    if (!table_path || !*table_path) table_path = SEGNODE_LABELS_DEFAULT;
+    char table_buf[4096];
+    if (!table_path) {
+        pipeline_labels_default_path(cli_config_source(cli_g.config_path), table_buf, sizeof table_buf);
+        table_path = table_buf;
+    }
 
     char err[1024] = "", tmp_table[64] = "";
     pipeline_labels *table = NULL;

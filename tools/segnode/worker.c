@@ -30,10 +30,6 @@
 #include "nn/nn.h"
 #endif
 
-#ifndef SEGNODE_LABELS_DEFAULT
-#define SEGNODE_LABELS_DEFAULT "/etc/segnode/labels.tsv"
-#endif
-
 #define WORKER_LOG "worker"
 #define WORKER_DEVICES 16          /* GPU locks; cuda:N uses lock N % WORKER_DEVICES */
 #define WORKER_DB_ERROR_MS 2000
@@ -590,14 +586,11 @@ int worker_start(store *st, worker_config_fn get_config, void *ctx, const worker
     int max_attempts = cfg->node.job_max_attempts;
     worker_device_resolve(cfg->node.device, w->stats.device, sizeof w->stats.device);
     int timeout = cfg->node.job_timeout;
+    if (w->opts.labels_path && *w->opts.labels_path)
+        sn_strlcpy(w->labels_path, w->opts.labels_path, sizeof w->labels_path);
+    else
+        pipeline_labels_default_path(cfg->path, w->labels_path, sizeof w->labels_path);
     sn_config_unref(cfg);
-
-    const char *lp = w->opts.labels_path;
-    if (!lp || !*lp)
-        lp = getenv("SEGNODE_LABELS");
-    if (!lp || !*lp)
-        lp = SEGNODE_LABELS_DEFAULT;
-    sn_strlcpy(w->labels_path, lp, sizeof w->labels_path);
     w->opts.labels_path = w->labels_path;
     if (pipeline_labels_load(w->labels_path, &w->table, w->table_err, sizeof w->table_err) != SN_OK)
         SN_LOG_ERROR(WORKER_LOG, "label table %s: %s; jobs will fail until it is fixed", w->labels_path,

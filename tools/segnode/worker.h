@@ -41,8 +41,8 @@ typedef struct worker_opts {
     int threads;                   /* job threads; 0 = [node] workers of the config at start */
     int64_t lease_ms;              /* lease of a claimed job; 0 = WORKER_LEASE_MS */
     int poll_ms;                   /* idle poll for new jobs; 0 = WORKER_POLL_MS */
-    const char *labels_path;       /* label code table; NULL = $SEGNODE_LABELS, else the
-                                      installed etc/labels.tsv */
+    const char *labels_path;       /* label code table; NULL = pipeline_labels_default_path
+                                      for the config's file */
     const char *worker_id;         /* prefix of the runner id recorded in jobs; NULL = host:pid */
     /* Called (from a worker thread) after a job finished, so the sender can start at once. */
     void (*on_finished)(void *ctx, int64_t job_id);
