@@ -488,4 +488,20 @@ typedef int (*store_check_cb)(void *ctx, const store_check_item *it);
 int store_check(store *st, const store_check_opts *opts, store_check_cb cb, void *ctx,
                 store_check_result *res, char *err, size_t errlen);
 
+/* ---- backup (`segnode store backup`) ------------------------------------------------------- */
+
+typedef struct store_backup_result {
+    int64_t bytes;                     /* size of the copy */
+    int64_t patients, studies, series, instances, jobs, outbox;   /* rows in the copy */
+} store_backup_result;
+
+/* A consistent copy of the index as of one moment into `dest`, safe while the daemon runs:
+ * `VACUUM INTO` on a read-only connection (one read transaction; in WAL mode the daemon's
+ * writers go on), so the copy is compact, needs no -wal file and opens with store_open. It is
+ * written as dest.partial, synced, checked (PRAGMA quick_check, row counts into *res, may be
+ * NULL), renamed to dest and its folder synced. The instance files are not copied: copy
+ * files/ after this, so every row of the copy finds its file (a file is always in place before
+ * its row is). SN_EEXIST: dest exists; SN_EIO: its folder; SN_EDB: SQLite (reason in err). */
+int store_backup(store *st, const char *dest, store_backup_result *res, char *err, size_t errlen);
+
 #endif

@@ -2,7 +2,9 @@
 # tests/cli/test_http.sh — the daemon's HTTP status server: start `segnode serve`, check
 # GET /metrics (Prometheus text 0.0.4: content type, HELP/TYPE per family, every reject reason,
 # series/jobs/outbox by state, queue depth), GET /status (JSON), 404 and 405, `segnode status`
-# seeing the live daemon, and the figures moving after a storescu push. Ports 11310-11319.
+# seeing the live daemon, the figures moving after a storescu push, and `store backup` of the
+# running daemon's index restored into a second storage that `store check` finds clean.
+# Ports 11310-11319.
 # Exits 77 (skipped) while `segnode serve` is not built.
 # usage: test_http.sh SEGNODE_BINARY DICOM_DATA_DIR SOURCE_DIR
 set -u
@@ -138,6 +140,26 @@ run curl -s "$BASE/metrics"
 expect_in "$OUT" 'segnode_associations_rejected_total{reason="unknown_calling_ae"} 1' "unknown caller counted as a reject"
 run "$SEGNODE" $C --json series
 py_check "series lists what arrived" "len(d) >= 1 and sum(s['instances'] for s in d) == 3 and all(s['source_ae']=='MODALITY' for s in d)"
+
+# ---- backup of the index while the daemon runs, restored beside it (README: Backup) ----------------
+run "$SEGNODE" $C --json store backup "$TMP/backup/index.sqlite"
+expect_rc 1 "store backup into a folder that does not exist fails"
+mkdir -p "$TMP/backup"
+run "$SEGNODE" $C --json store backup "$TMP/backup/index.sqlite"
+expect_rc 0 "store backup while the daemon runs"
+py_check "the copy holds the 3 instances" "d['instances'] == 3 and d['series'] >= 1 and d['bytes'] > 0"
+run "$SEGNODE" $C store backup "$TMP/backup/index.sqlite"
+expect_rc 1 "a second backup to the same file is refused"
+expect_in "$ERR" "never overwrites" "and says why"
+run "$SEGNODE" $C store backup
+expect_rc 2 "store backup without DEST"
+mkdir -p "$TMP/restored"
+cp "$TMP/backup/index.sqlite" "$TMP/restored/index.sqlite"
+cp -a "$TMP/storage/files" "$TMP/restored/"
+sed "s#^storage = .*#storage = $TMP/restored#" "$TMP/node.conf" >"$TMP/restored.conf"
+run "$SEGNODE" -c "$TMP/restored.conf" --json store check
+expect_rc 0 "store check of the restored copy: clean"
+py_check "every row of the copy finds its file" "d['rows'] == 3 and d['ok'] == 3 and d['files'] == 3"
 
 # ---- clean stop ------------------------------------------------------------------------------------
 kill -TERM $SERVE

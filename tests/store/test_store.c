@@ -908,6 +908,49 @@ static void test_concurrent_writers(void **state)
 }
 
 /* Same UID from many threads at once: always one row, one file, counts consistent. */
+/* store_backup while four threads commit: the copy is one snapshot (every series' counters
+ * agree with its instance rows), opens as a store, holds what it says, and is never
+ * overwritten; nothing is left beside it. */
+static void test_backup_while_writing(void **state)
+{
+    fx *f = *state;
+    pthread_t th[4];
+    cw_arg args[4];
+    char dir2[] = "/tmp/sn-test-store-bak-XXXXXX", dest[600], part[620];
+    assert_non_null(mkdtemp(dir2));
+    snprintf(dest, sizeof dest, "%s/index.sqlite", dir2);
+    for (int t = 0; t < 4; t++) {
+        args[t] = (cw_arg){.f = f, .t = t};
+        pthread_create(&th[t], NULL, cw_worker, &args[t]);
+    }
+    usleep(20000);
+    store_backup_result r;
+    int rc = store_backup(f->st, dest, &r, f->err, sizeof f->err);
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(args[t].errors, 0);
+    }
+    assert_int_equal(rc, SN_OK);
+    assert_true(r.instances >= 0 && r.instances <= 4 * CW_PER);
+    assert_true(r.bytes > 0);
+    assert_int_equal(sql_int(dir2, "SELECT count(*) FROM instances"), r.instances);
+    assert_int_equal(sql_int(dir2, "SELECT coalesce(sum(instances), 0) FROM series"), r.instances);
+    assert_int_equal(sql_int(dir2, "SELECT count(*) FROM series"), r.series);
+    snprintf(part, sizeof part, "%s.partial", dest);
+    assert_int_not_equal(access(part, F_OK), 0);
+
+    assert_int_equal(store_backup(f->st, dest, NULL, f->err, sizeof f->err), SN_EEXIST);
+    assert_non_null(strstr(f->err, "never overwrites"));
+
+    store *copy = NULL;
+    store_counts c;
+    assert_int_equal(store_open(dir2, &copy, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(store_counts_get(copy, &c, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(c.instances, r.instances);
+    store_close(copy);
+    rm_rf(dir2);
+}
+
 static void *same_uid_worker(void *p)
 {
     cw_arg *a = p;
@@ -1281,6 +1324,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tmp_cleaned_on_claim, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file_dropped_on_claim, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_exclusive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backup_while_writing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unflushed_rows_dropped_by_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_both_ways, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),

@@ -1,6 +1,7 @@
 /* tools/segnode/storecheck.c — `segnode store check`: the index against the instance files,
  * both ways (store_check in store/store_check.c), for an admin after a crash, a restore from
- * backup or a disk problem. Safe while the node runs. */
+ * backup or a disk problem; and `segnode store backup`: a consistent copy of the index
+ * (store_backup in store/store_backup.c). Both safe while the node runs. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,12 +9,22 @@
 #include <cjson/cJSON.h>
 
 #include "common/status.h"
+#include "common/util.h"
 #include "store/store.h"
 #include "tools/segnode/cli.h"
 
 static const char STORE_HELP[] =
     "usage: segnode [-c FILE] [--json] store check [--remove-orphans] [--orphan-age SECONDS]\n"
+    "       segnode [-c FILE] [--json] store backup DEST.sqlite\n"
     "\n"
+    "store backup: a consistent copy of the index (index.sqlite) as of one moment, written to\n"
+    "DEST.sqlite (never overwritten), checked (quick_check) and synced; safe while the node\n"
+    "runs. The instance files are not copied: copy <storage>/files and <storage>/atlases\n"
+    "AFTER it (rsync), so that every row of the copy finds its file. To restore: stop the\n"
+    "node, put the copy in place as index.sqlite (no -wal/-shm beside it), the files back, start\n"
+    "it, then run store check.\n"
+    "\n"
+    "store check:\n"
     "Compare the index with the instance files under <storage>/files, both ways: every indexed\n"
     "instance against its file (present, of the size indexed), every file against the index.\n"
     "One stat per file; safe while the node runs. Findings:\n"
@@ -148,9 +159,53 @@ static int check_cmd(int remove, int64_t age)
     return exit_code;
 }
 
+static int backup_cmd(const char *dest)
+{
+    sn_config *cfg;
+    store *st;
+    char err[1024] = "";
+    int rc0 = cli_open_config_store(&cfg, &st);
+    if (rc0)
+        return rc0;
+    store_backup_result r;
+    int64_t t0 = sn_mono_ms();
+    int rc = store_backup(st, dest, &r, err, sizeof err);
+    double s = (double)(sn_mono_ms() - t0) / 1000.0;
+    int exit_code = CLI_EXIT_OK;
+    if (rc != SN_OK) {
+        fprintf(stderr, "segnode store backup: %s\n", err[0] ? err : sn_strerror(rc));
+        exit_code = CLI_EXIT_FAIL;
+    } else if (cli_g.json) {
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "storage", cfg->node.storage);
+        cJSON_AddStringToObject(doc, "backup", dest);
+        cJSON_AddNumberToObject(doc, "bytes", (double)r.bytes);
+        cJSON_AddNumberToObject(doc, "seconds", s);
+        cJSON_AddNumberToObject(doc, "patients", (double)r.patients);
+        cJSON_AddNumberToObject(doc, "studies", (double)r.studies);
+        cJSON_AddNumberToObject(doc, "series", (double)r.series);
+        cJSON_AddNumberToObject(doc, "instances", (double)r.instances);
+        cJSON_AddNumberToObject(doc, "jobs", (double)r.jobs);
+        cJSON_AddNumberToObject(doc, "outbox", (double)r.outbox);
+        exit_code = cli_json_out(doc);
+    } else {
+        char b[32];
+        printf("%s: index of %s backed up in %.2f s (%s, quick_check ok)\n", dest, cfg->node.storage, s,
+               cli_human_bytes(r.bytes, b, sizeof b));
+        printf("  %lld patient(s), %lld stud(y/ies), %lld series, %lld instance(s), %lld job(s), "
+               "%lld outbox row(s)\n",
+               (long long)r.patients, (long long)r.studies, (long long)r.series, (long long)r.instances,
+               (long long)r.jobs, (long long)r.outbox);
+        printf("now copy %s/files and %s/atlases (e.g. rsync -a)\n", cfg->node.storage, cfg->node.storage);
+    }
+    store_close(st);
+    sn_config_unref(cfg);
+    return exit_code;
+}
+
 int cli_cmd_store(int argc, char **argv)
 {
-    const char *action = NULL;
+    const char *action = NULL, *dest = NULL;
     int remove = 0;
     int64_t age = 0;
     for (int i = 1; i < argc; i++) {
@@ -181,16 +236,27 @@ int cli_cmd_store(int argc, char **argv)
             return -g;
         if (g == 1)
             continue;
-        if (a[0] == '-' || action) {
+        if (a[0] == '-' || (action && (strcmp(action, "backup") != 0 || dest))) {
             fprintf(stderr, "segnode store: unexpected argument %s\n%s", a, STORE_HELP);
             return CLI_EXIT_USAGE;
         }
-        action = a;
+        if (action)
+            dest = a;
+        else
+            action = a;
     }
     cli_apply_log_level();
+    if (action && strcmp(action, "backup") == 0) {
+        if (!dest || remove || age) {
+            fprintf(stderr, "segnode store backup: %s\n%s",
+                    dest ? "--remove-orphans and --orphan-age belong to check" : "needs DEST", STORE_HELP);
+            return CLI_EXIT_USAGE;
+        }
+        return backup_cmd(dest);
+    }
     if (!action || strcmp(action, "check") != 0) {
         fprintf(stderr, "segnode store: %s\n%s",
-                action ? "unknown action (only: check)" : "needs an action", STORE_HELP);
+                action ? "unknown action (check or backup)" : "needs an action", STORE_HELP);
         return CLI_EXIT_USAGE;
     }
     return check_cmd(remove, age);
