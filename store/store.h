@@ -118,6 +118,16 @@ const char *store_series_state_name(store_series_state s);
 int store_series_complete(store *st, const char *series_uid, const sn_config *cfg,
                           char *err, size_t errlen);
 
+/* Route a stored, complete series again with `cfg` (an admin added or changed a route, or
+ * wants it segmented again): one pending job per matching route (file order, `continue` as at
+ * completion), or for [route `route`] alone when non-NULL, whether it matches or not. A route
+ * with a pending or running job for the series already gets no second one (*n_skipped). When a
+ * job is created the series becomes `stable` (its jobs pending); otherwise nothing changes.
+ * *n_created, *n_skipped may be NULL. SN_ENOENT: no such series or route; SN_EBUSY: the series
+ * is still receiving (it is routed when complete). */
+int store_series_route(store *st, const char *series_uid, const sn_config *cfg, const char *route,
+                       int *n_created, int *n_skipped, char *err, size_t errlen);
+
 /* The sweeper: every series still `receiving` whose last instance arrived more than its route's
  * stable_after (else the node's) seconds before `now_ms` becomes stable (+ jobs) or unrouted.
  * *n_completed (may be NULL) gets how many series changed. */

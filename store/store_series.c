@@ -1,5 +1,6 @@
 /* store/store_series.c — the series state machine's transitions out of `receiving` (sweeper and
- * association release), job creation from routes, and job retry.
+ * association release), job creation from routes, routing a complete series again (an admin's
+ * `segnode series route`), and job retry.
  *
  * Routing: routes are tried in file order; every route that matches gets one job; matching stops
  * at the first match unless that route has continue_matching. No match: the series is unrouted.
@@ -80,32 +81,46 @@ static int series__match(const sn_config *cfg, const series__cand *c, int *idx, 
     return n;
 }
 
-/* Inside the caller's write transaction: jobs for `c`, then its new state. */
-static int series__finish(store *st, const sn_config *cfg, const series__cand *c, const int *idx,
-                          int n, int64_t now_ms, char *err, size_t errlen)
+/* Inside the caller's write transaction: one pending job per route idx[0..n) for `c`, their
+ * names comma-joined into routes[cap]. With skip_queued, a route that already has a pending or
+ * running job for the series gets none (counted in *skipped). *created = jobs inserted. */
+static int series__add_jobs(store *st, const sn_config *cfg, const series__cand *c, const int *idx, int n,
+                            int64_t now_ms, int skip_queued, char *routes, size_t cap, int *created,
+                            int *skipped, char *err, size_t errlen)
 {
-    sqlite3_stmt *ins = NULL, *upd = NULL;
-    char *routes = NULL;
-    size_t cap = (size_t)n * (SN_NAME_MAX + 1) + 1, len = 0;
+    sqlite3_stmt *ins = NULL, *dup = NULL;
+    size_t len = 0;
     int rc, status = SN_OK;
-
-    if (!(routes = malloc(cap)))
-        return sn_errf(err, errlen, SN_ENOMEM, "out of memory");
     routes[0] = '\0';
+    *created = *skipped = 0;
     rc = sqlite3_prepare_v2(st->wdb,
                             "INSERT INTO jobs(series_id, route, method, state, attempts, calling_ae,"
                             " created_ms, updated_ms) VALUES(?1, ?2, ?3, 0, 0, ?4, ?5, ?5)",
                             -1, &ins, NULL);
-    if (rc == SQLITE_OK)
+    if (rc == SQLITE_OK && skip_queued)
         rc = sqlite3_prepare_v2(st->wdb,
-                                "UPDATE series SET state=?2, routes=?3, stable_ms=?4, state_changed_ms=?4"
-                                " WHERE id=?1 AND state=0", -1, &upd, NULL);
+                                "SELECT 1 FROM jobs WHERE series_id=?1 AND route=?2 AND state IN (0, 1)",
+                                -1, &dup, NULL);
     if (rc != SQLITE_OK) {
-        status = store__dberr(st->wdb, rc, "prepare series completion", err, errlen);
+        status = store__dberr(st->wdb, rc, "prepare job creation", err, errlen);
         goto out;
     }
     for (int k = 0; k < n; k++) {
         const sn_route *r = &cfg->routes[idx[k]];
+        if (dup) {
+            sqlite3_bind_int64(dup, 1, c->id);
+            sqlite3_bind_text(dup, 2, r->name, -1, SQLITE_STATIC);
+            rc = sqlite3_step(dup);
+            sqlite3_reset(dup);
+            if (rc == SQLITE_ROW) {
+                (*skipped)++;
+                continue;
+            }
+            if (rc != SQLITE_DONE) {
+                status = store__dberr(st->wdb, rc, "find queued jobs", err, errlen);
+                goto out;
+            }
+        }
         sqlite3_bind_int64(ins, 1, c->id);
         sqlite3_bind_text(ins, 2, r->name, -1, SQLITE_STATIC);
         sqlite3_bind_text(ins, 3, sn_method_name(r->method), -1, SQLITE_STATIC);
@@ -116,7 +131,35 @@ static int series__finish(store *st, const sn_config *cfg, const series__cand *c
             goto out;
         }
         sqlite3_reset(ins);
-        len += (size_t)snprintf(routes + len, cap - len, "%s%s", k ? "," : "", r->name);
+        len += (size_t)snprintf(routes + len, cap - len, "%s%s", *created ? "," : "", r->name);
+        (*created)++;
+    }
+out:
+    sqlite3_finalize(ins);
+    sqlite3_finalize(dup);
+    return status;
+}
+
+/* Inside the caller's write transaction: jobs for `c`, then its new state. */
+static int series__finish(store *st, const sn_config *cfg, const series__cand *c, const int *idx,
+                          int n, int64_t now_ms, char *err, size_t errlen)
+{
+    sqlite3_stmt *upd = NULL;
+    char *routes = NULL;
+    size_t cap = (size_t)n * (SN_NAME_MAX + 1) + 1;
+    int rc, status, created, skipped;
+
+    if (!(routes = malloc(cap)))
+        return sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+    status = series__add_jobs(st, cfg, c, idx, n, now_ms, 0, routes, cap, &created, &skipped, err, errlen);
+    if (status != SN_OK)
+        goto out;
+    rc = sqlite3_prepare_v2(st->wdb,
+                            "UPDATE series SET state=?2, routes=?3, stable_ms=?4, state_changed_ms=?4"
+                            " WHERE id=?1 AND state=0", -1, &upd, NULL);
+    if (rc != SQLITE_OK) {
+        status = store__dberr(st->wdb, rc, "prepare series completion", err, errlen);
+        goto out;
     }
     sqlite3_bind_int64(upd, 1, c->id);
     sqlite3_bind_int(upd, 2, n ? STORE_SERIES_STABLE : STORE_SERIES_UNROUTED);
@@ -129,7 +172,6 @@ static int series__finish(store *st, const sn_config *cfg, const series__cand *c
     else
         SN_LOG_INFO("store", "series %s complete, no route matched: unrouted", c->uid);
 out:
-    sqlite3_finalize(ins);
     sqlite3_finalize(upd);
     free(routes);
     return status;
@@ -361,5 +403,117 @@ err:
     sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
 unlock:
     pthread_mutex_unlock(&st->w_mu);
+    return status;
+}
+
+int store_series_route(store *st, const char *series_uid, const sn_config *cfg, const char *route,
+                       int *n_created, int *n_skipped, char *err, size_t errlen)
+{
+    sqlite3_stmt *q = NULL, *upd = NULL;
+    series__cand c;
+    int rc, status, have = 0, quiet, n = 0, created = 0, skipped = 0, *idx = NULL;
+    char *routes = NULL;
+    size_t cap = 0;
+
+    if (n_created)
+        *n_created = 0;
+    if (n_skipped)
+        *n_skipped = 0;
+    if (!st || !series_uid || !cfg)
+        return sn_errf(err, errlen, SN_EINVAL, "store_series_route: bad arguments");
+    cap = (size_t)(cfg->nroutes + 1) * (SN_NAME_MAX + 1) + 1;
+    idx = malloc(sizeof *idx * (size_t)(cfg->nroutes + 1));
+    routes = malloc(cap);
+    if (!idx || !routes) {
+        free(idx);
+        free(routes);
+        return sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+    }
+    if (route) {
+        for (int i = 0; i < cfg->nroutes && !n; i++)
+            if (strcmp(cfg->routes[i].name, route) == 0)
+                idx[n++] = i;
+        if (!n) {
+            free(idx);
+            free(routes);
+            return sn_errf(err, errlen, SN_ENOENT, "no [route %s] in the config", route);
+        }
+    }
+
+    pthread_mutex_lock(&st->w_mu);
+    if ((status = store__exec(st->wdb, "BEGIN IMMEDIATE", err, errlen)) != SN_OK)
+        goto unlock;
+    rc = sqlite3_prepare_v2(st->wdb,
+                            "SELECT " SERIES__CAND_COLS ", state FROM series WHERE series_uid=?1",
+                            -1, &q, NULL);
+    if (rc != SQLITE_OK) {
+        status = store__dberr(st->wdb, rc, "find series", err, errlen);
+        goto err;
+    }
+    sqlite3_bind_text(q, 1, series_uid, -1, SQLITE_STATIC);
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_DONE) {
+        status = sn_errf(err, errlen, SN_ENOENT, "no series %s", series_uid);
+        goto err;
+    }
+    if (rc != SQLITE_ROW) {
+        status = store__dberr(st->wdb, rc, "find series", err, errlen);
+        goto err;
+    }
+    if (sqlite3_column_int(q, 8) == STORE_SERIES_RECEIVING) {
+        status = sn_errf(err, errlen, SN_EBUSY,
+                         "series %s is still receiving; its routes are chosen when it is complete", series_uid);
+        goto err;
+    }
+    if ((status = series__cand_read(q, &c)) != SN_OK) {
+        sn_errf(err, errlen, status, "out of memory");
+        goto err;
+    }
+    have = 1;
+    sqlite3_finalize(q);
+    q = NULL;
+    if (!route)
+        n = series__match(cfg, &c, idx, &quiet);
+    int64_t now = sn_now_ms();
+    status = series__add_jobs(st, cfg, &c, idx, n, now, 1, routes, cap, &created, &skipped, err, errlen);
+    if (status != SN_OK)
+        goto err;
+    if (created) {
+        /* new pending jobs: the series is stable again until the worker takes them */
+        rc = sqlite3_prepare_v2(st->wdb, "UPDATE series SET state=?2, routes=?3, state_changed_ms=?4 WHERE id=?1",
+                                -1, &upd, NULL);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_int64(upd, 1, c.id);
+            sqlite3_bind_int(upd, 2, STORE_SERIES_STABLE);
+            sqlite3_bind_text(upd, 3, routes, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(upd, 4, now);
+            rc = sqlite3_step(upd);
+        }
+        if (rc != SQLITE_DONE) {
+            status = store__dberr(st->wdb, rc, "update series state", err, errlen);
+            goto err;
+        }
+        sqlite3_finalize(upd);
+        upd = NULL;
+    }
+    if ((status = store__exec(st->wdb, "COMMIT", err, errlen)) != SN_OK)
+        goto err;
+    if (created)
+        SN_LOG_INFO("store", "series %s routed again: %d job(s) (%s)", series_uid, created, routes);
+    if (n_created)
+        *n_created = created;
+    if (n_skipped)
+        *n_skipped = skipped;
+    goto unlock;
+err:
+    sqlite3_finalize(q);
+    sqlite3_finalize(upd);
+    sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
+unlock:
+    pthread_mutex_unlock(&st->w_mu);
+    if (have)
+        series__cand_free(&c);
+    free(idx);
+    free(routes);
     return status;
 }

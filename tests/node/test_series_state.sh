@@ -8,8 +8,9 @@
 #    series is stable right at A-RELEASE, with its job;
 #  - retention_days = 1 after the series were aged two days: at start the node deletes the
 #    unrouted series, rows and files, and keeps the two with pending jobs;
-#  - `segnode series delete` of a series with pending jobs, on the running node. Ports
-#    11495-11499.
+#  - `segnode series delete` of a series with pending jobs, on the running node;
+#  - `segnode series route` of an unrouted series: no match, a named route, no second job for a
+#    queued route, an unknown route. Ports 11495-11499.
 # usage: test_series_state.sh SEGNODE_BINARY
 SEGNODE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -118,6 +119,29 @@ run "$SEGNODE" -c "$C" series delete "$CT"
 expect_rc 1 "deleting it again"; expect_in "$ERR" "no such series" "a missing series is named"
 run "$SEGNODE" -c "$C" series delete not-a-uid
 expect_rc 2 "series delete with an invalid UID"
+
+# ---- routing a stored series again (segnode series route) ---------------------------------------
+MR2=$(gen_series "$TMP/mr2" 3 --rows 32 --patient "STATE^MR2" --modality MR --seed 94)
+run storescu -aet FASTCT -aec SEGNODE 127.0.0.1 $PORT "$TMP/mr2"/*.dcm
+expect_rc 0 "storescu of an MR series from FASTCT (complete at release)"
+if wait_until 5 is_state "$MR2" unrouted; then ok "it is unrouted"; else fail "state: $(series_state "$C" "$MR2")"; fi
+run "$SEGNODE" -c "$C" series route "$MR2"
+expect_rc 1 "series route: still no route matches"; expect_in "$OUT" "no route matches" "and it says so"
+run "$SEGNODE" -c "$C" --json series route "$MR2" ct-all
+expect_rc 0 "series route UID ct-all: the admin names a route"
+py_check "one job created" "d['jobs_created'] == 1 and d['routes_already_queued'] == 0"
+if is_state "$MR2" stable; then ok "the series is stable again, its job pending"; else fail "state: $(series_state "$C" "$MR2")"; fi
+run "$SEGNODE" -c "$C" series route "$MR2" ct-all
+expect_rc 1 "the same route again"; expect_in "$OUT" "already has a job pending or running" "is not queued twice"
+run "$SEGNODE" -c "$C" series route "$REL"
+expect_rc 1 "a series whose matching routes are all queued"
+run "$SEGNODE" -c "$C" series route "$MR2" nope
+expect_rc 1 "an unknown route"; expect_in "$ERR" "no [route nope]" "is named"
+run "$SEGNODE" -c "$C" series route not-a-uid
+expect_rc 2 "series route with an invalid UID"
+run "$SEGNODE" -c "$C" --json jobs list
+py_check "the MR series has its one ct-all job beside the two of the other" \
+    "sorted((j['series_uid'], j['route']) for j in d) == sorted([('$MR2','ct-all'), ('$REL','ct-all'), ('$REL','ct-liver')])"
 stop_node
 expect_rc 0 "SIGTERM: node exits 0 after retention"
 finish

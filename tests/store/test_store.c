@@ -1186,6 +1186,70 @@ static void test_job_retry(void **state)
     free_cfg(cfg);
 }
 
+/* Routing a complete series again: receiving is refused; an unrouted series gets the route an
+ * admin added; a route with a pending job gets no second one; a named route runs even when it
+ * does not match; a done series becomes stable again with its new job. */
+static void test_series_route_again(void **state)
+{
+    fx *f = *state;
+    int created = -1, skipped = -1;
+    sn_config *cfg = make_cfg(1, 3600);
+    list_add(&cfg->routes[0].modality, "CT");
+    store_instance_meta m = meta_of(STUDY, SER_A, SOP_1); /* modality MR */
+    assert_int_equal(commit_bytes(f, &m, "x", NULL, NULL), SN_OK);
+    assert_int_equal(store_series_route(f->st, SER_A, cfg, NULL, &created, &skipped, f->err, sizeof f->err),
+                     SN_EBUSY);
+    assert_non_null(strstr(f->err, "still receiving"));
+    assert_int_equal(store_series_complete(f->st, SER_A, cfg, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(get_series(f, SER_A).row.state, STORE_SERIES_UNROUTED);
+
+    /* nothing matches yet: no job, state unchanged */
+    assert_int_equal(store_series_route(f->st, SER_A, cfg, NULL, &created, &skipped, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(created, 0);
+    assert_int_equal(get_series(f, SER_A).row.state, STORE_SERIES_UNROUTED);
+
+    /* the admin adds an MR route (continue = yes) and a catch-all after it */
+    free_cfg(cfg);
+    cfg = make_cfg(3, 3600);
+    list_add(&cfg->routes[0].modality, "CT");
+    list_add(&cfg->routes[1].modality, "MR");
+    cfg->routes[1].continue_matching = 1;
+    cfg->routes[1].method = SN_METHOD_NET;
+    assert_int_equal(store_series_route(f->st, SER_A, cfg, NULL, &created, &skipped, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(created, 2);
+    assert_int_equal(skipped, 0);
+    assert_int_equal(get_series(f, SER_A).row.state, STORE_SERIES_STABLE);
+    assert_int_equal(get_jobs(f).n, 2);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM jobs WHERE route='route1' AND method='net'"), 1);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM jobs WHERE route='route2' AND state=0"), 1);
+
+    /* again: both routes still have pending jobs */
+    assert_int_equal(store_series_route(f->st, SER_A, cfg, NULL, &created, &skipped, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(created, 0);
+    assert_int_equal(skipped, 2);
+    assert_int_equal(get_jobs(f).n, 2);
+
+    /* the jobs finish; the named, non-matching CT route runs on request */
+    char path[512];
+    sqlite3 *db;
+    snprintf(path, sizeof path, "%s/index.sqlite", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_exec(db, "UPDATE jobs SET state=2; UPDATE series SET state=4", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(store_series_route(f->st, SER_A, cfg, "route0", &created, &skipped, f->err, sizeof f->err),
+                     SN_OK);
+    assert_int_equal(created, 1);
+    assert_int_equal(get_series(f, SER_A).row.state, STORE_SERIES_STABLE);
+    assert_int_equal(sql_int(f->dir, "SELECT count(*) FROM jobs WHERE route='route0' AND state=0"), 1);
+    assert_int_equal(store_series_route(f->st, SER_A, cfg, "nope", &created, &skipped, f->err, sizeof f->err),
+                     SN_ENOENT);
+    assert_int_equal(store_series_route(f->st, "1.2.3.4.5.6", cfg, NULL, &created, &skipped, f->err, sizeof f->err),
+                     SN_ENOENT);
+    free_cfg(cfg);
+}
+
 /* ---- C-FIND ------------------------------------------------------------------------------ */
 
 typedef struct find_get { int n; char uids[16][65]; char mods[16][32]; int64_t series, inst; } find_get;
@@ -1335,6 +1399,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sweep_route_stable_after_and_unrouted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_series_complete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_retry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_series_route_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_find, setup, teardown),
         cmocka_unit_test(test_matchers),
         cmocka_unit_test_setup_teardown(test_callback_stops, setup, teardown),

@@ -410,9 +410,15 @@ int cli_cmd_status(int argc, char **argv)
 
 static const char SERIES_HELP[] =
     "usage: segnode series [--json] [SERIES_UID]\n"
+    "       segnode series route SERIES_UID [ROUTE]\n"
     "       segnode series delete SERIES_UID\n"
     "Without a UID: one line per stored series (newest first). With a UID: that series in\n"
     "detail, its jobs and its instance files.\n"
+    "route: choose the routes of a complete series again with the current config (after adding\n"
+    "or changing a route, or to segment it again): one pending job per matching route, as at\n"
+    "completion, or for ROUTE alone, whether it matches or not; a route with a job pending or\n"
+    "running for the series gets no second one. `config check SERIES_UID` shows why routes\n"
+    "match. Exit 1 when no job was created. The running node takes the jobs within seconds.\n"
     "delete: remove the series now: its files, rows, jobs (pending ones too) and SEG deliveries\n"
     "not yet made, and its study and patient when nothing else is left in them. Refused while\n"
     "it is receiving, a job runs on it or a SEG of it is being sent.\n";
@@ -440,6 +446,42 @@ static int series_delete(const char *uid)
         char b[32];
         printf("deleted series %s: %lld instance(s), %s\n", uid, (long long)r.instances,
                cli_human_bytes(r.bytes, b, sizeof b));
+    }
+    store_close(st);
+    sn_config_unref(cfg);
+    return rc;
+}
+
+static int series_route(const char *uid, const char *route)
+{
+    sn_config *cfg;
+    store *st;
+    int rc;
+    if ((rc = cli_open_config_store(&cfg, &st)))
+        return rc;
+    char err[1024] = "";
+    int created = 0, skipped = 0;
+    int s = store_series_route(st, uid, cfg, route, &created, &skipped, err, sizeof err);
+    if (s != SN_OK) {
+        fprintf(stderr, "segnode series route: %s\n", err[0] ? err : sn_strerror(s));
+        rc = CLI_EXIT_FAIL;
+    } else {
+        rc = created ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+        if (cli_g.json) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "series_uid", uid);
+            cJSON_AddNumberToObject(o, "jobs_created", created);
+            cJSON_AddNumberToObject(o, "routes_already_queued", skipped);
+            if (cli_json_out(o) != CLI_EXIT_OK)
+                rc = CLI_EXIT_FAIL;
+        } else if (created) {
+            printf("series %s: %d job(s) queued%s\n", uid, created,
+                   skipped ? " (other matching routes already have one queued)" : "");
+        } else if (skipped) {
+            printf("series %s: every matching route already has a job pending or running\n", uid);
+        } else {
+            printf("series %s: no route matches (segnode config check %s says why)\n", uid, uid);
+        }
     }
     store_close(st);
     sn_config_unref(cfg);
@@ -706,6 +748,17 @@ int cli_cmd_series(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
         return series_delete(pos[1]);
+    }
+    if (npos >= 1 && strcmp(pos[0], "route") == 0) {
+        if (npos < 2 || npos > 3) {
+            fprintf(stderr, "segnode series route: needs a series UID and at most one route\n%s", SERIES_HELP);
+            return CLI_EXIT_USAGE;
+        }
+        if (!sn_uid_valid(pos[1])) {
+            fprintf(stderr, "segnode series route: '%s' is not a valid DICOM UID\n", pos[1]);
+            return CLI_EXIT_USAGE;
+        }
+        return series_route(pos[1], npos == 3 ? pos[2] : NULL);
     }
     if (npos > 1) {
         fprintf(stderr, "segnode series: one series UID at most\n%s", SERIES_HELP);
