@@ -149,7 +149,6 @@ static int open__folders(store *st, char *err, size_t errlen)
     return made ? sn_fsync_dir(st->files_dir, err, errlen) : SN_OK;
 }
 
-/* Partial uploads were never acknowledged: drop them. */
 /* Remove temp files of writers that are gone: they were never acknowledged. */
 static int claim__empty_tmp(store *st, char *err, size_t errlen)
 {
@@ -449,6 +448,33 @@ err:
     return rc;
 }
 
+/* The owner's pid as segnode.lock holds it (written by store_claim), or -1. */
+static long claim__read_pid(int fd)
+{
+    char owner[32] = "";
+    ssize_t n = pread(fd, owner, sizeof owner - 1, 0);
+    owner[n > 0 ? n : 0] = '\0';
+    char *end = NULL;
+    long pid = strtol(owner, &end, 10);
+    return end != owner && pid > 0 ? pid : -1;
+}
+
+long store_owner(const store *st)
+{
+    if (st->lock_fd >= 0)
+        return 0;
+    char *path = open__join(st->dir, "segnode.lock");
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    free(path);
+    if (fd < 0)
+        return 0; /* no daemon ever claimed this storage */
+    long owner = 0;
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0)
+        owner = errno == EWOULDBLOCK ? claim__read_pid(fd) : 0;
+    close(fd); /* drops the shared lock if it was taken */
+    return owner;
+}
+
 int store_claim(store *st, int *n_dropped, char *err, size_t errlen)
 {
     int nd = 0;
@@ -468,16 +494,20 @@ int store_claim(store *st, int *n_dropped, char *err, size_t errlen)
             free(path);
             return SN_EIO;
         }
-        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        /* store_owner takes the lock shared for an instant: a daemon starting just then
+         * waits it out (2 s) rather than taking that admin command for another daemon. */
+        int locked = -1;
+        for (int i = 0; i < 40 && (locked = flock(fd, LOCK_EX | LOCK_NB)) != 0 && errno == EWOULDBLOCK; i++)
+            usleep(50000);
+        if (locked != 0) {
             int e = errno;
-            char owner[32] = "";
-            ssize_t n = pread(fd, owner, sizeof owner - 1, 0);
-            owner[n > 0 ? n : 0] = '\0';
-            owner[strcspn(owner, "\n")] = '\0';
+            long owner = claim__read_pid(fd);
             close(fd);
+            char pid[24] = "unknown";
+            if (owner > 0)
+                snprintf(pid, sizeof pid, "%ld", owner);
             if (e == EWOULDBLOCK)
-                sn_errf(err, errlen, SN_EBUSY, "%s is in use by another segnode serve (pid %s)", st->dir,
-                        owner[0] ? owner : "unknown");
+                sn_errf(err, errlen, SN_EBUSY, "%s is in use by another segnode serve (pid %s)", st->dir, pid);
             else
                 sn_errf(err, errlen, SN_EIO, "lock %s: %s", path, strerror(e));
             free(path);

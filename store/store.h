@@ -36,6 +36,11 @@ int store_open(const char *dir, store **out, char *err, size_t errlen);
  * SN_EBUSY: another process owns the store (the message names its pid); SN_EIO: lock file. */
 int store_claim(store *st, int *n_dropped, char *err, size_t errlen);
 
+/* The pid of the process that owns the store (store_claim) when it is not this handle, else 0:
+ * for admin commands, whether a daemon runs on this storage, HTTP port or not. Never blocks;
+ * -1 when the owner's pid cannot be read (a daemon runs, pid unknown). */
+long store_owner(const store *st);
+
 /* Close the handle; accepts NULL. Waits for in-flight commits. */
 void store_close(store *st);
 

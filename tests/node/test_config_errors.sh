@@ -57,7 +57,13 @@ if port_free 11481; then ok "storage_in_use: the second node's port was released
 # admin commands still open it beside the daemon
 run "$SEGNODE" -c "$TMP/first.conf" series --json
 expect_rc 0 "an admin command opens the store the daemon owns"
+run "$SEGNODE" -c "$TMP/first.conf" --json status
+py_check "status sees the daemon by its lock (http_port = 0)" "d['daemon_running'] is True and d['daemon_pid'] == $NODE"
+run "$SEGNODE" -c "$TMP/first.conf" status
+expect_in "$OUT" "daemon    running (pid $NODE, http_port = 0: no live figures)" "status text names its pid"
 stop_node
+run "$SEGNODE" -c "$TMP/first.conf" --json status
+py_check "and not once it stopped" "d['daemon_running'] is False and d['daemon_pid'] is None"
 expect_rc 0 "first node exits 0 on SIGTERM"
 
 # HTTP port in use by another program

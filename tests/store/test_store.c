@@ -536,14 +536,18 @@ static void test_claim_exclusive(void **state)
     fx *f = *state;
     store *other = NULL;
     char want[64];
+    assert_int_equal(store_owner(f->st), 0);
     assert_int_equal(store_claim(f->st, NULL, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(store_owner(f->st), 0); /* itself */
     assert_int_equal(store_open(f->dir, &other, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(store_owner(other), (long)getpid());
     assert_int_equal(store_claim(other, NULL, f->err, sizeof f->err), SN_EBUSY);
     snprintf(want, sizeof want, "(pid %ld)", (long)getpid());
     assert_non_null(strstr(f->err, want));
     assert_non_null(strstr(f->err, "in use by another segnode serve"));
     store_close(f->st);
     f->st = NULL;
+    assert_int_equal(store_owner(other), 0);
     assert_int_equal(store_claim(other, NULL, f->err, sizeof f->err), SN_OK);
     f->st = other;
 }

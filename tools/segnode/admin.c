@@ -322,6 +322,7 @@ int cli_cmd_status(int argc, char **argv)
     store_job_list_detail(st, -1, STORE_JOB_RUNNING, running_cb, &run, NULL, 0);
     char where[128];
     cJSON *live = daemon_status(cfg, where, sizeof where);
+    long owner = store_owner(st); /* a daemon on this storage, HTTP port or not */
     int64_t free_b = sn_disk_free_bytes(cfg->node.storage);
 
     if (cli_g.json) {
@@ -347,7 +348,11 @@ int cli_cmd_status(int argc, char **argv)
             cJSON_AddNumberToObject(root, "disk_free_bytes", (double)free_b);
         else
             cJSON_AddNullToObject(root, "disk_free_bytes");
-        cJSON_AddBoolToObject(root, "daemon_running", live != NULL);
+        cJSON_AddBoolToObject(root, "daemon_running", live != NULL || owner != 0);
+        if (owner > 0)
+            cJSON_AddNumberToObject(root, "daemon_pid", (double)owner);
+        else
+            cJSON_AddNullToObject(root, "daemon_pid");
         if (live)
             cJSON_AddItemToObject(root, "daemon", live);
         else
@@ -359,21 +364,26 @@ int cli_cmd_status(int argc, char **argv)
         printf("node      %s on %s:%d, storage %s\n", cfg->node.ae_title,
                cfg->node.bind[0] ? cfg->node.bind : "0.0.0.0", cfg->node.port, cfg->node.storage);
         printf("config    %s\n", cfg->path[0] ? cfg->path : "(built-in defaults)");
-        if (cfg->node.http_port <= 0) {
-            printf("daemon    unknown (http_port = 0, no status endpoint)\n");
-        } else if (live) {
+        char pid[32] = "";
+        if (owner > 0)
+            snprintf(pid, sizeof pid, "pid %ld, ", owner);
+        if (!live && owner) {
+            printf("daemon    running (%s%s)\n", pid,
+                   cfg->node.http_port <= 0 ? "http_port = 0: no live figures"
+                                            : "its status endpoint does not answer");
+        } else if (!live) {
+            printf("daemon    not running on this storage\n");
+        } else {
             char up[64] = "?";
             double u = jnum(live, "uptime_s", NULL, -1);
             if (u >= 0)
                 human_duration(u, up, sizeof up);
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(live, "version");
-            printf("daemon    running (version %s, up %s), %.0f association(s) active, "
+            printf("daemon    running (%sversion %s, up %s), %.0f association(s) active, "
                    "%.0f accepted, %.0f instances received\n",
-                   cJSON_IsString(v) ? v->valuestring : "?", up,
+                   pid, cJSON_IsString(v) ? v->valuestring : "?", up,
                    jnum(live, "associations", "active", 0), jnum(live, "associations", "accepted", 0),
                    jnum(live, "dimse", "instances_received", 0));
-        } else {
-            printf("daemon    not answering on http://%s/status\n", where);
         }
         printf("store     %" PRId64 " patients, %" PRId64 " studies, %" PRId64 " series, %" PRId64
                " instances, %s (schema %d)\n",
