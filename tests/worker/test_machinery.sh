@@ -7,7 +7,8 @@
 #  - the worker runs all 20 (fake method): each done, one outbox row, timings recorded with
 #    every stage, started in arrival order; /metrics histograms count them;
 #  - CPU fallback: a GPU method failing with SN_EDEVICE on cuda:0 reruns on the CPU, recorded;
-#  - timeout: a method that overruns job_timeout fails the job "timed out after 1 s".
+#  - timeout: a method that overruns job_timeout fails the job "timed out after 1 s";
+#  - `segnode jobs cancel`: done refused, pending failed at once, running stopped by its worker.
 # Ports 11710-11719.
 # usage: test_machinery.sh SEGNODE WORKER_DRIVER SEGNODE_PHANTOM
 set -u
@@ -71,6 +72,41 @@ run "$SEGNODE" -c "$C" jobs retry "$J2"
 run "$DRIVER" "$C" run --method slow --job-timeout 1 --lease 600 --wait 30
 E=$(sql "SELECT state, error FROM jobs WHERE id=$J2")
 [ "$E" = "3|timed out after 1 s" ] && ok "overrunning job: $E" || fail "job $J2: $E"
+
+# Cancel (segnode jobs cancel): a done job is refused, a pending one fails at once, a running
+# one is stopped by its worker at the next lease renewal and stays failed with the reason
+J3=$(sql "SELECT min(id) + 1 FROM jobs")
+run "$SEGNODE" -c "$C" jobs cancel "$J3"
+expect_rc 1 "cancel a done job: refused"; expect_in "$ERR" "already done" "and says why"
+run "$SEGNODE" -c "$C" jobs retry "$J3"
+run "$SEGNODE" -c "$C" --json jobs cancel "$J3"
+expect_rc 0 "cancel a pending job"
+E=$(sql "SELECT state, error FROM jobs WHERE id=$J3")
+[ "$E" = "3|cancelled by an admin (segnode jobs cancel)" ] && ok "pending job cancelled: $E" || fail "job $J3: $E"
+run "$SEGNODE" -c "$C" jobs retry "$J3"
+J4=$((J3 + 1))
+run "$SEGNODE" -c "$C" jobs retry "$J4"
+# one worker thread, two slow jobs: the first is cancelled while it runs; the worker must drop
+# it and go on to the second (which is then cancelled too, ending the run)
+ENDED=$(sql "SELECT count(*) FROM jobs WHERE state IN (2, 3)")   # --expect counts every ended job
+"$DRIVER" "$C" run --method slow --lease 600 --wait 60 --expect $((ENDED + 2)) >"$TMP/cancel.log" 2>&1 &
+DRV=$!
+if wait_sql 20 "SELECT count(*) FROM jobs WHERE id IN ($J3, $J4) AND state=1" 1; then ok "a slow job runs"; else fail "no job ran: $(cat "$TMP/cancel.log")"; fi
+JR=$(sql "SELECT id FROM jobs WHERE id IN ($J3, $J4) AND state=1")
+JO=$(( JR == J3 ? J4 : J3 ))
+run "$SEGNODE" -c "$C" jobs cancel "$JR"
+expect_rc 0 "cancel the running job"
+if wait_sql 10 "SELECT state FROM jobs WHERE id=$JO" 1; then ok "its worker dropped it and runs the next"; else fail "job $JO did not start: $(cat "$TMP/cancel.log")"; fi
+CL=$(cat "$TMP/cancel.log"); expect_in "$CL" "job $JR: lease lost (taken over or changed by an admin); abandoned" "the worker logs why it stopped"
+E=$(sql "SELECT state, error FROM jobs WHERE id=$JR")
+[ "$E" = "3|cancelled by an admin (segnode jobs cancel)" ] && ok "the cancelled job stays failed with the reason: $E" || fail "job $JR: $E"
+run "$SEGNODE" -c "$C" jobs cancel "$JO"
+wait "$DRV"
+E=$(sql "SELECT count(*) FROM jobs WHERE id IN ($J3, $J4) AND state=3")
+[ "$E" = 2 ] && ok "both cancelled" || fail "cancelled: $E"
+run "$SEGNODE" -c "$C" jobs cancel 999999
+expect_rc 1 "cancel an unknown job"; expect_in "$ERR" "no such job" "is named"
+
 run echoscu -aet SCANNER -aec SEGNODE 127.0.0.1 $NODE_PORT
 expect_rc 0 "node still serving"
 node_stop

@@ -863,12 +863,16 @@ done:
 static const char JOBS_HELP[] =
     "usage: segnode jobs list [--json]\n"
     "       segnode jobs retry ID\n"
+    "       segnode jobs cancel ID\n"
     "list: every segmentation job (state, route, method, attempts, last error) and its outbox:\n"
     "      per destination the state (pending, sending, sent, failed), tries, and the last\n"
     "      error with the peer's DIMSE status (--json: an \"outbox\" array per job).\n"
     "retry: if the job is done and some of its destinations failed, queue those sends again\n"
     "      (fresh tries; the running node sends them within a second); otherwise put a failed\n"
-    "      or done job back to pending so the worker runs it again.\n";
+    "      or done job back to pending so the worker runs it again.\n"
+    "cancel: fail a pending or running job now (\"cancelled by an admin\"); a running one is\n"
+    "      stopped by the node at its next lease renewal (a third of the lease); its series\n"
+    "      becomes failed once none of its jobs is left to run. `jobs retry` undoes it.\n";
 
 int cli_cmd_jobs(int argc, char **argv)
 {
@@ -883,16 +887,16 @@ int cli_cmd_jobs(int argc, char **argv)
             fprintf(stderr, "segnode jobs list: unexpected argument %s\n", pos[1]);
             return CLI_EXIT_USAGE;
         }
-    } else if (strcmp(sub, "retry") == 0) {
+    } else if (strcmp(sub, "retry") == 0 || strcmp(sub, "cancel") == 0) {
         if (npos != 2) {
-            fprintf(stderr, "segnode jobs retry: needs one job ID\n%s", JOBS_HELP);
+            fprintf(stderr, "segnode jobs %s: needs one job ID\n%s", sub, JOBS_HELP);
             return CLI_EXIT_USAGE;
         }
         char *end = NULL;
         errno = 0;
         long long v = strtoll(pos[1], &end, 10);
         if (errno || !end || *end || end == pos[1] || v <= 0) {
-            fprintf(stderr, "segnode jobs retry: '%s' is not a job ID\n", pos[1]);
+            fprintf(stderr, "segnode jobs %s: '%s' is not a job ID\n", sub, pos[1]);
             return CLI_EXIT_USAGE;
         }
         id = v;
@@ -906,7 +910,21 @@ int cli_cmd_jobs(int argc, char **argv)
         return rc;
     char err[1024] = "";
     int s;
-    if (id) {
+    if (id && strcmp(sub, "cancel") == 0) {
+        s = store_job_fail(st, id, "cancelled by an admin (segnode jobs cancel)", err, sizeof err);
+        if (s != SN_OK) {
+            fprintf(stderr, "segnode jobs cancel: %s\n",
+                    s == SN_ENOENT ? "no such job" : err[0] ? err : sn_strerror(s));
+            rc = CLI_EXIT_FAIL;
+        } else if (cli_g.json) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "id", (double)id);
+            cJSON_AddStringToObject(o, "state", store_job_state_name(STORE_JOB_FAILED));
+            rc = cli_json_out(o);
+        } else {
+            printf("job %" PRId64 " cancelled (failed; a running one stops at its next lease renewal)\n", id);
+        }
+    } else if (id) {
         int requeued = 0;
         s = store_outbox_retry_job(st, id, &requeued, err, sizeof err);
         if (s == 0 && requeued > 0) {

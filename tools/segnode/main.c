@@ -33,6 +33,7 @@ static void usage(FILE *f)
         "  series delete UID     delete a series (files, rows, pending jobs and deliveries)\n"
         "  jobs list             list segmentation jobs\n"
         "  jobs retry ID         put a failed or finished job back in the queue\n"
+        "  jobs cancel ID        fail a pending or running job now (a running one stops)\n"
         "  peers                 list configured peers\n"
         "  echo PEER             C-ECHO a peer (by [peer NAME] or AE title)\n"
         "  send PEER FILE|DIR... C-STORE files (folders are walked recursively) to a peer\n"
