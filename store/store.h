@@ -406,6 +406,8 @@ typedef struct store_counts {
     int64_t jobs_by_state[STORE_JOB__COUNT];
     int64_t outbox_by_state[STORE_OUTBOX__COUNT];
     int64_t oldest_pending_job_ms;     /* created time of the oldest pending job, 0 if none */
+    int64_t last_done_job_ms;          /* newest updated time of a done job, 0 if none */
+    int64_t last_sent_ms;              /* newest sent time of an outbox row, 0 if none */
     int schema_version;
 } store_counts;
 int store_counts_get(store *st, store_counts *out, char *err, size_t errlen);

@@ -436,7 +436,9 @@ int store_counts_get(store *st, store_counts *out, char *err, size_t errlen)
     if ((status = query__prepare(st,
              "SELECT (SELECT count(*) FROM patients), (SELECT count(*) FROM studies),"
              " count(*), coalesce(sum(instances), 0), coalesce(sum(bytes), 0),"
-             " (SELECT coalesce(min(created_ms), 0) FROM jobs WHERE state=0)"
+             " (SELECT coalesce(min(created_ms), 0) FROM jobs WHERE state=0),"
+             " (SELECT coalesce(max(updated_ms), 0) FROM jobs WHERE state=2),"
+             " (SELECT coalesce(max(sent_ms), 0) FROM outbox WHERE state=2)"
              " FROM series", &db, &s, err, errlen)) != SN_OK)
         return status;
     /* One read transaction: all figures come from the same snapshot. */
@@ -452,6 +454,8 @@ int store_counts_get(store *st, store_counts *out, char *err, size_t errlen)
     out->instances = sqlite3_column_int64(s, 3);
     out->bytes = sqlite3_column_int64(s, 4);
     out->oldest_pending_job_ms = sqlite3_column_int64(s, 5);
+    out->last_done_job_ms = sqlite3_column_int64(s, 6);
+    out->last_sent_ms = sqlite3_column_int64(s, 7);
     sqlite3_reset(s);
     if ((status = counts__by_state(db, "SELECT state, count(*) FROM series GROUP BY state",
                                    out->series_by_state, STORE_SERIES__COUNT, err, errlen)) != SN_OK ||

@@ -104,6 +104,10 @@ run "$SEGNODE" -c "$C" jobs cancel "$JO"
 wait "$DRV"
 E=$(sql "SELECT count(*) FROM jobs WHERE id IN ($J3, $J4) AND state=3")
 [ "$E" = 2 ] && ok "both cancelled" || fail "cancelled: $E"
+# /metrics keeps the stage histograms between scrapes and rebuilds them when jobs end or change
+N_DONE=$(sql "SELECT count(*) FROM jobs WHERE state=2")
+run curl -sf "http://127.0.0.1:$NODE_HTTP/metrics"
+expect_in "$OUT" "segnode_job_stage_seconds_count{stage=\"load\"} $N_DONE" "/metrics: the histograms follow the jobs that are done now ($N_DONE)"
 run "$SEGNODE" -c "$C" jobs cancel 999999
 expect_rc 1 "cancel an unknown job"; expect_in "$ERR" "no such job" "is named"
 

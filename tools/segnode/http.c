@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -105,7 +106,18 @@ static int stage_job_cb(void *ctx, const store_job_detail *d)
     return 0;
 }
 
-static void prom_stages(FILE *f, store *st)
+/* Building the histogram parses the timings of every done job: ~17 us a job, 0.85 s a scrape
+ * at 50,000 jobs. It only changes when a job finishes (or is retried, retired, deleted) or a
+ * SEG is sent, so the text is kept and rebuilt when the counts that say so change: done jobs
+ * (count, newest end) and sent outbox rows (count, newest send), read with the other counts. */
+static struct {
+    pthread_mutex_t mu;
+    const store *st;
+    int64_t key[4];
+    char *text;
+} stage_cache = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void prom_stages_render(FILE *f, store *st)
 {
     stage_hist *h = calloc(1, sizeof *h);
     if (!h)
@@ -125,6 +137,32 @@ static void prom_stages(FILE *f, store *st)
                 (long long)h->count[k]);
     }
     free(h);
+}
+
+static void prom_stages(FILE *f, store *st, const store_counts *c)
+{
+    int64_t key[4] = {c->jobs_by_state[STORE_JOB_DONE], c->last_done_job_ms,
+                      c->outbox_by_state[STORE_OUTBOX_SENT], c->last_sent_ms};
+    pthread_mutex_lock(&stage_cache.mu);
+    if (!stage_cache.text || stage_cache.st != st || memcmp(stage_cache.key, key, sizeof key) != 0) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&buf, &len);
+        if (m) {
+            prom_stages_render(m, st);
+            if (fclose(m) == 0 && buf) {
+                free(stage_cache.text);
+                stage_cache.text = buf;
+                stage_cache.st = st;
+                memcpy(stage_cache.key, key, sizeof key);
+            } else {
+                free(buf);
+            }
+        }
+    }
+    if (stage_cache.text)
+        fputs(stage_cache.text, f);
+    pthread_mutex_unlock(&stage_cache.mu);
 }
 
 /* segnode_outbox_peer{peer="P",state="S"}; label values escaped as the text format wants. */
@@ -209,7 +247,7 @@ char *http_render_metrics(const sn_config *cfg, store *st, const http_live *live
                 "Age of the oldest pending job in seconds (0 when none)");
     fprintf(f, "segnode_oldest_pending_job_age_seconds %.3f\n",
             c.oldest_pending_job_ms > 0 ? (double)(now - c.oldest_pending_job_ms) / 1000.0 : 0.0);
-    prom_stages(f, st);
+    prom_stages(f, st, &c);
 
     prom_family(f, "segnode_patients_stored", "gauge", "Patients in the store");
     fprintf(f, "segnode_patients_stored %lld\n", (long long)c.patients);
