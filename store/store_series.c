@@ -177,12 +177,35 @@ out:
     return status;
 }
 
+/* Inside the caller's write transaction: series `uid` as a routing candidate (free with
+ * series__cand_free) and its state. SN_ENOENT (said in err) when there is none. */
+static int series__find(store *st, const char *uid, series__cand *c, int *state, char *err, size_t errlen)
+{
+    sqlite3_stmt *q = NULL;
+    int status, rc = sqlite3_prepare_v2(st->wdb, "SELECT " SERIES__CAND_COLS ", state FROM series WHERE series_uid=?1",
+                                        -1, &q, NULL);
+    if (rc != SQLITE_OK)
+        return store__dberr(st->wdb, rc, "find series", err, errlen);
+    sqlite3_bind_text(q, 1, uid, -1, SQLITE_STATIC);
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        *state = sqlite3_column_int(q, 8);
+        if ((status = series__cand_read(q, c)) != SN_OK)
+            sn_errf(err, errlen, status, "out of memory");
+    } else if (rc == SQLITE_DONE) {
+        status = sn_errf(err, errlen, SN_ENOENT, "no series %s", uid);
+    } else {
+        status = store__dberr(st->wdb, rc, "find series", err, errlen);
+    }
+    sqlite3_finalize(q);
+    return status;
+}
+
 int store_series_complete(store *st, const char *series_uid, const sn_config *cfg,
                           char *err, size_t errlen)
 {
-    sqlite3_stmt *q = NULL;
     series__cand c;
-    int rc, status, have = 0, quiet, n, *idx = NULL;
+    int status, state = -1, quiet, n, *idx = NULL;
 
     if (!st || !series_uid || !cfg)
         return sn_errf(err, errlen, SN_EINVAL, "store_series_complete: bad arguments");
@@ -192,45 +215,17 @@ int store_series_complete(store *st, const char *series_uid, const sn_config *cf
     pthread_mutex_lock(&st->w_mu);
     if ((status = store__exec(st->wdb, "BEGIN IMMEDIATE", err, errlen)) != SN_OK)
         goto unlock;
-    rc = sqlite3_prepare_v2(st->wdb,
-                            "SELECT " SERIES__CAND_COLS ", state FROM series WHERE series_uid=?1",
-                            -1, &q, NULL);
-    if (rc != SQLITE_OK) {
-        status = store__dberr(st->wdb, rc, "find series", err, errlen);
+    if ((status = series__find(st, series_uid, &c, &state, err, errlen)) != SN_OK)
         goto err;
-    }
-    sqlite3_bind_text(q, 1, series_uid, -1, SQLITE_STATIC);
-    rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW) {
-        if (sqlite3_column_int(q, 8) == STORE_SERIES_RECEIVING) {
-            if ((status = series__cand_read(q, &c)) != SN_OK) {
-                sn_errf(err, errlen, status, "out of memory");
-                goto err;
-            }
-            have = 1;
-        }
-    } else if (rc == SQLITE_DONE) {
-        status = sn_errf(err, errlen, SN_ENOENT, "no series %s", series_uid);
-        goto err;
-    } else {
-        status = store__dberr(st->wdb, rc, "find series", err, errlen);
-        goto err;
-    }
-    sqlite3_finalize(q);
-    q = NULL;
-    if (have) {
+    if (state == STORE_SERIES_RECEIVING) {
         n = series__match(cfg, &c, idx, &quiet);
         status = series__finish(st, cfg, &c, idx, n, sn_now_ms(), err, errlen);
-        series__cand_free(&c);
-        if (status != SN_OK)
-            goto err;
     }
-    status = store__exec(st->wdb, "COMMIT", err, errlen);
-    if (status != SN_OK)
+    series__cand_free(&c);
+    if (status != SN_OK || (status = store__exec(st->wdb, "COMMIT", err, errlen)) != SN_OK)
         goto err;
     goto unlock;
 err:
-    sqlite3_finalize(q);
     sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
 unlock:
     pthread_mutex_unlock(&st->w_mu);
@@ -409,9 +404,9 @@ unlock:
 int store_series_route(store *st, const char *series_uid, const sn_config *cfg, const char *route,
                        int *n_created, int *n_skipped, char *err, size_t errlen)
 {
-    sqlite3_stmt *q = NULL, *upd = NULL;
+    sqlite3_stmt *upd = NULL;
     series__cand c;
-    int rc, status, have = 0, quiet, n = 0, created = 0, skipped = 0, *idx = NULL;
+    int rc, status, have = 0, state = -1, quiet, n = 0, created = 0, skipped = 0, *idx = NULL;
     char *routes = NULL;
     size_t cap = 0;
 
@@ -443,35 +438,14 @@ int store_series_route(store *st, const char *series_uid, const sn_config *cfg, 
     pthread_mutex_lock(&st->w_mu);
     if ((status = store__exec(st->wdb, "BEGIN IMMEDIATE", err, errlen)) != SN_OK)
         goto unlock;
-    rc = sqlite3_prepare_v2(st->wdb,
-                            "SELECT " SERIES__CAND_COLS ", state FROM series WHERE series_uid=?1",
-                            -1, &q, NULL);
-    if (rc != SQLITE_OK) {
-        status = store__dberr(st->wdb, rc, "find series", err, errlen);
+    if ((status = series__find(st, series_uid, &c, &state, err, errlen)) != SN_OK)
         goto err;
-    }
-    sqlite3_bind_text(q, 1, series_uid, -1, SQLITE_STATIC);
-    rc = sqlite3_step(q);
-    if (rc == SQLITE_DONE) {
-        status = sn_errf(err, errlen, SN_ENOENT, "no series %s", series_uid);
-        goto err;
-    }
-    if (rc != SQLITE_ROW) {
-        status = store__dberr(st->wdb, rc, "find series", err, errlen);
-        goto err;
-    }
-    if (sqlite3_column_int(q, 8) == STORE_SERIES_RECEIVING) {
+    have = 1;
+    if (state == STORE_SERIES_RECEIVING) {
         status = sn_errf(err, errlen, SN_EBUSY,
                          "series %s is still receiving; its routes are chosen when it is complete", series_uid);
         goto err;
     }
-    if ((status = series__cand_read(q, &c)) != SN_OK) {
-        sn_errf(err, errlen, status, "out of memory");
-        goto err;
-    }
-    have = 1;
-    sqlite3_finalize(q);
-    q = NULL;
     if (!route)
         n = series__match(cfg, &c, idx, &quiet);
     int64_t now = sn_now_ms();
@@ -506,7 +480,6 @@ int store_series_route(store *st, const char *series_uid, const sn_config *cfg, 
         *n_skipped = skipped;
     goto unlock;
 err:
-    sqlite3_finalize(q);
     sqlite3_finalize(upd);
     sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
 unlock:
