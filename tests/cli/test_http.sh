@@ -141,6 +141,22 @@ expect_in "$OUT" 'segnode_associations_rejected_total{reason="unknown_calling_ae
 run "$SEGNODE" $C --json series
 py_check "series lists what arrived" "len(d) >= 1 and sum(s['instances'] for s in d) == 3 and all(s['source_ae']=='MODALITY' for s in d)"
 
+# ---- send stored series by UID (segnode send PEER SERIES_UID...) to a storescp as MODALITY ---------
+mkdir -p "$TMP/modality"
+storescp -aet MODALITY -od "$TMP/modality" 11312 >"$TMP/storescp.log" 2>&1 &
+SCP=$!
+for _ in $(seq 1 50); do port_free 11312 || break; sleep 0.1; done
+run "$SEGNODE" $C --json series
+UIDS=$(printf '%s' "$OUT" | "$PY" -c 'import json,sys; print(" ".join(s["series_uid"] for s in json.load(sys.stdin)))')
+run "$SEGNODE" $C --json send MODALITY $UIDS
+expect_rc 0 "send the stored series by UID"
+py_check "every stored instance is sent" "d['files'] == 3 and d['sent'] == 3 and d['failed'] == []"
+n=$(find "$TMP/modality" -type f | wc -l)
+if [ "$n" = 3 ]; then ok "the peer received 3 files"; else fail "the peer received $n files"; fi
+run "$SEGNODE" $C send MODALITY 1.2.3.4.5.6.7.8.9
+expect_rc 2 "send an unknown series UID"; expect_in "$ERR" "neither a file nor a stored series" "says so"
+kill $SCP 2>/dev/null; wait $SCP 2>/dev/null
+
 # ---- backup of the index while the daemon runs, restored beside it (README: Backup) ----------------
 run "$SEGNODE" $C --json store backup "$TMP/backup/index.sqlite"
 expect_rc 1 "store backup into a folder that does not exist fails"

@@ -1106,10 +1106,12 @@ int cli_cmd_echo(int argc, char **argv)
 /* ---- send ------------------------------------------------------------------------------------- */
 
 static const char SEND_HELP[] =
-    "usage: segnode send [--json] PEER FILE|DIR...\n"
+    "usage: segnode send [--json] PEER FILE|DIR|SERIES_UID...\n"
     "C-STORE the files to the peer over one association. Folders are walked recursively; files\n"
-    "found there without the DICM preamble are skipped. Prints each failure and a summary; exit\n"
-    "1 if any file was not sent.\n";
+    "found there without the DICM preamble are skipped. A Series Instance UID (not a path) sends\n"
+    "that stored series from the node's storage: a received series, or a SEG the node made\n"
+    "(its UID is in `segnode series`). Prints each failure and a summary; exit 1 if any file\n"
+    "was not sent.\n";
 
 typedef struct file_list {
     char **v;
@@ -1187,6 +1189,30 @@ static int walk_dir(file_list *fl, const char *dir, int depth)
     return rc;
 }
 
+static int fl_add_stored(void *ctx, const char *sop, const char *cls, const char *path)
+{
+    (void)sop, (void)cls;
+    return fl_add(ctx, path) == 0 ? 0 : 1;
+}
+
+/* The instance files of stored series `uid` into fl; opens the store once (*st). */
+static int fl_add_series(file_list *fl, const sn_config *cfg, store **st, const char *uid)
+{
+    char err[1024] = "";
+    if (!*st && cli_open_store(cfg, st) != SN_OK)
+        return CLI_EXIT_FAIL;
+    int before = fl->n, s = store_instance_list(*st, uid, fl_add_stored, fl, err, sizeof err);
+    if (s != SN_OK) {
+        fprintf(stderr, "segnode send: series %s: %s\n", uid, err[0] ? err : sn_strerror(s));
+        return CLI_EXIT_FAIL;
+    }
+    if (fl->n == before) {
+        fprintf(stderr, "segnode send: %s is neither a file nor a stored series\n", uid);
+        return CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
 int cli_cmd_send(int argc, char **argv)
 {
     char *pos[argc > 0 ? argc : 1];
@@ -1208,8 +1234,14 @@ int cli_cmd_send(int argc, char **argv)
     }
     file_list fl = {0};
     scp_send_status *res = NULL;
+    store *st = NULL;
     for (int i = 1; i < npos; i++) {
         struct stat sb;
+        if (stat(pos[i], &sb) != 0 && errno == ENOENT && sn_uid_valid(pos[i])) {
+            if ((rc = fl_add_series(&fl, cfg, &st, pos[i])) != 0)
+                goto done;
+            continue;
+        }
         if (stat(pos[i], &sb) != 0) {
             fprintf(stderr, "segnode send: %s: %s\n", pos[i], strerror(errno));
             rc = CLI_EXIT_USAGE;
@@ -1315,6 +1347,7 @@ int cli_cmd_send(int argc, char **argv)
 done:
     free(res);
     fl_free(&fl);
+    store_close(st);
     sn_config_unref(cfg);
     return rc;
 }

@@ -36,7 +36,7 @@ static void usage(FILE *f)
         "  jobs cancel ID        fail a pending or running job now (a running one stops)\n"
         "  peers                 list configured peers\n"
         "  echo PEER             C-ECHO a peer (by [peer NAME] or AE title)\n"
-        "  send PEER FILE|DIR... C-STORE files (folders are walked recursively) to a peer\n"
+        "  send PEER FILE|DIR|UID... C-STORE files, folders or stored series (by UID) to a peer\n"
         "  config check [FILE]   validate the configuration\n"
         "  store check           the index against the instance files, both ways\n"
         "  store backup DEST     a consistent copy of the index, safe while the node runs\n"
