@@ -10,7 +10,8 @@
 #     installed bundle, prefers an admin's labels.tsv beside a config, and `config check`
 #     rejects a missing bundle and a label the table lacks;
 #   - a reinstall keeps an edited config;
-#   - the installed `segnode serve` starts, answers C-ECHO, and owns its storage.
+#   - the installed `segnode serve` starts, answers C-ECHO, owns its storage, and tells a
+#     $NOTIFY_SOCKET receiver READY=1, RELOADING=1 / READY=1 on SIGHUP, STOPPING=1 on SIGTERM.
 # Ports 11900-11909. usage: test_install.sh CMAKE_COMMAND BUILD_DIR
 CMAKE=$1
 BUILD=$2
@@ -106,12 +107,34 @@ expect_in "$OUT" "Kept: $P/etc/segnode/segnode.conf" "reinstall says it kept the
 run tail -n 1 "$P/etc/segnode/segnode.conf"
 expect_in "$OUT" "; edited by the admin" "the edited config survives"
 
-# the installed daemon runs and owns its storage
+# the installed daemon runs, owns its storage and speaks systemd's notify protocol (Type=notify):
+# a receiver on $NOTIFY_SOCKET, as systemd would hold it, logs each datagram on one line
+"$PY" -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+while True:
+    m = s.recv(4096).decode()
+    with open(sys.argv[2], "a") as f:
+        f.write(m.replace("\n", " | ") + "\n")
+' "$TMP/notify.sock" "$TMP/notify.log" &
+PIDS="$PIDS $!"
+wait_until 5 test -S "$TMP/notify.sock" || fail "the notify receiver did not start"
+export NOTIFY_SOCKET=$TMP/notify.sock
 start_node "$TMP/cfg/net.conf" "$TMP/node.log"
+unset NOTIFY_SOCKET
 run echoscu -aet SCANNER -aec SEGNODE 127.0.0.1 "$PORT"
 expect_rc 0 "C-ECHO to the installed node"
 run cat "$TMP/storage/segnode.lock"
 expect_in "$OUT" "$NODE" "segnode.lock holds the daemon's pid"
+wait_until 5 grep -q "READY=1" "$TMP/notify.log"
+expect_in "$(cat "$TMP/notify.log" 2>/dev/null)" "READY=1 | STATUS=serving AE SEGNODE on 127.0.0.1:$PORT | MAINPID=$NODE" \
+    "notify: READY=1 with its status and pid once it listens"
+kill -HUP "$NODE"
+wait_until 5 grep -q "last SIGHUP" "$TMP/notify.log"
+expect_in "$(cat "$TMP/notify.log")" "RELOADING=1" "notify: RELOADING=1 on SIGHUP"
+expect_in "$(cat "$TMP/notify.log")" "READY=1 | STATUS=serving; last SIGHUP: configuration reloaded" "notify: READY=1 again after the reload"
 stop_node
 expect_rc 0 "the installed node exits 0 on SIGTERM"
+expect_in "$(cat "$TMP/notify.log")" "STOPPING=1 | STATUS=stopping: draining 0 association(s)" "notify: STOPPING=1 on SIGTERM"
 finish

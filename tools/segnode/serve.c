@@ -13,9 +13,13 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,6 +52,38 @@ typedef struct serve_state {
 } serve_state;
 
 static int g_signal_pipe[2] = {-1, -1};
+
+/* systemd's notification protocol (sd_notify(3)) without libsystemd: one datagram of
+ * "KEY=value" lines to the AF_UNIX socket named by $NOTIFY_SOCKET (a path, or '@name' in the
+ * abstract namespace). With Type=notify (etc/segnode.service.in) `systemctl start` returns once
+ * the node listens, and `systemctl status` shows STATUS=. A no-op when not run by systemd. */
+static void serve_notify(const char *fmt, ...)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (!path || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof msg)
+        return;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    size_t len = strlen(path);
+    memcpy(sa.sun_path, path, len);
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = '\0';
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    if (sendto(fd, msg, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&sa,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+        SN_LOG_WARN(SERVE_LOG, "cannot notify systemd at %s: %s", path, strerror(errno));
+    close(fd);
+}
 
 static void serve_on_signal(int sig)
 {
@@ -336,6 +372,8 @@ int segnode_serve(int argc, char **argv)
                 http ? s.cfg->node.http_bind : "off", http ? ":" : "", http ? http_server_port(http) : 0,
                 s.cfg->path[0] ? s.cfg->path : "(embedded defaults)");
 
+    serve_notify("READY=1\nSTATUS=serving AE %s on %s:%d\nMAINPID=%ld", s.cfg->node.ae_title,
+                 s.cfg->node.bind[0] ? s.cfg->node.bind : "0.0.0.0", s.cfg->node.port, (long)getpid());
     pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
     /* Series that went quiet while the node was down complete now. */
     serve_sweep(&s, st);
@@ -348,10 +386,17 @@ int segnode_serve(int argc, char **argv)
             unsigned char sig;
             while (!stop && read(sigfd, &sig, 1) == 1) {
                 if (sig == SIGHUP) {
+                    serve_notify("RELOADING=1\nSTATUS=reloading the configuration");
+                    int64_t last_failures = s.reload_failures;
                     serve_reload(&s);
+                    serve_notify("READY=1\nSTATUS=serving; last SIGHUP: %s",
+                                 s.reload_failures > last_failures ? "bad file, previous configuration kept"
+                                                                    : "configuration reloaded");
                 } else if (sig == SIGTERM || sig == SIGINT) {
+                    int active = scp_server_active(s.scp);
                     SN_LOG_INFO(SERVE_LOG, "%s: stopping; draining %d association(s)",
-                                sig == SIGTERM ? "SIGTERM" : "SIGINT", scp_server_active(s.scp));
+                                sig == SIGTERM ? "SIGTERM" : "SIGINT", active);
+                    serve_notify("STOPPING=1\nSTATUS=stopping: draining %d association(s)", active);
                     stop = 1;
                 }
             }
