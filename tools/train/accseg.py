@@ -212,34 +212,49 @@ def gin(x, p=0.5, layers=4, ch=4):
 IGNORE = 255        # label value that no loss sees (pseudo-label boundary band, data.py)
 
 
+DICE_ALL_CLASSES = False   # set from --dice-all-classes (the bundles trained before the fix)
+
+
 def seg_loss(logits, lab, n_classes):
-    """Cross-entropy + soft Dice (foreground classes, over the batch); pixels labelled IGNORE
-    count in neither."""
+    """Cross-entropy + soft Dice (over the batch, mean over the foreground classes present in
+    its labels); pixels labelled IGNORE count in neither.
+    Why only the present classes: with the +1 smoothing, a class absent from the batch scores
+    1 - 1/(P+1), P its summed probability, whose gradient pushes every pixel's probability of
+    it down by 1/(P+1)^2 (near 1 while P is small) against the cross-entropy's 1/N per pixel
+    (N = 16384 in a batch of four 64 x 64 crops). A class that resembles a frequent neighbour
+    is then driven to zero everywhere: PET's right kidney, against the liver that touches it,
+    was never predicted (tools/train/README.md). DICE_ALL_CLASSES restores the old mean."""
     valid = (lab != IGNORE)[:, None].float()
     ce = F.cross_entropy(logits, lab, ignore_index=IGNORE)
     p = logits.softmax(1) * valid
     oh = F.one_hot(lab.masked_fill(lab == IGNORE, 0), n_classes).permute(0, 3, 1, 2).float() * valid
     inter = (p * oh).sum((0, 2, 3))
     den = p.sum((0, 2, 3)) + oh.sum((0, 2, 3))
-    dice = 1 - ((2 * inter + 1) / (den + 1))[1:].mean()
+    per = 1 - ((2 * inter + 1) / (den + 1))[1:]
+    if DICE_ALL_CLASSES:
+        dice = per.mean()
+    else:
+        present = oh.sum((0, 2, 3))[1:] > 0
+        # no foreground in the batch: no Dice term (zero, still a tensor of the graph)
+        dice = per[present].sum() / max(1, int(present.sum()))
     return ce + dice, ce, dice
 
 
 def seg_step(S, opt, x, y, n_classes, aug, extra=None):
     """One segmenter-only step (baseline and finetune): GIN on the input with probability
-    `aug`, Dice + cross-entropy, an optimiser step. `extra` = (x2, y2, w2): a second batch
-    (finetune --pseudo: real target slices with pseudo-labels) in the same forward pass, its
-    loss (Dice over its own pixels) added with weight w2. Returns the loss tensors, and the
-    second batch's after them."""
+    `aug`, Dice + cross-entropy, an optimiser step. `extra` = (x2, y2, w2, aug2): a second batch
+    (finetune --pseudo: real target slices with pseudo-labels) in the same forward pass, GIN on
+    it with probability aug2, its loss (Dice over its own pixels) added with weight w2. Returns
+    the loss tensors, and the second batch's after them."""
     if aug:
         x = gin(x, aug)
     if extra is None:
         loss, ce, dc = seg_loss(S(x), y, n_classes)
         out = (loss, ce, dc)
     else:
-        x2, y2, w2 = extra
-        if aug:
-            x2 = gin(x2, aug)
+        x2, y2, w2, aug2 = extra
+        if aug2:
+            x2 = gin(x2, aug2)
         logits = S(torch.cat([x, x2]))
         loss, ce, dc = seg_loss(logits[:x.shape[0]], y, n_classes)
         l2, ce2, dc2 = seg_loss(logits[x.shape[0]:], y2, n_classes)
@@ -379,8 +394,9 @@ def save_config(args, manifest):
 
 
 def setup(args):
-    global PATCH
+    global PATCH, DICE_ALL_CLASSES
     PATCH = args.patch
+    DICE_ALL_CLASSES = args.dice_all_classes
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -535,8 +551,10 @@ def cmd_finetune(args):
         if args.target == "ct":
             sys.exit("--pseudo needs a stage-1 (adapt) run: its target names the modality")
         pb, pseudo_manifest = pseudo_bank(args)
-        log(lf, "pseudo-labelled: %d series, %d slices (%d with organs), band %d px, weight %g" % (
-            len(pb.manifest), len(pb.imgs), len(pb.organ), args.pseudo_band, args.pseudo_weight))
+        log(lf, "pseudo-labelled: %d series, %d slices (%d with organs), band %d px, weight %g, "
+            "GIN p %g" % (len(pb.manifest), len(pb.imgs), len(pb.organ), args.pseudo_band,
+                          args.pseudo_weight,
+                          args.aug if args.pseudo_aug is None else args.pseudo_aug))
         # its own stream: the CT crops stay those of the same run without --pseudo
         prng = random.Random(args.seed + 1)
     opt = torch.optim.Adam(S.parameters(), args.lr, betas=(0.9, 0.999))
@@ -552,7 +570,8 @@ def cmd_finetune(args):
         extra = None
         if pb is not None:
             xp, yp = pb.batch(prng, args.pseudo_batch or args.batch)
-            extra = (xp, yp, args.pseudo_weight)
+            extra = (xp, yp, args.pseudo_weight,
+                     args.aug if args.pseudo_aug is None else args.pseudo_aug)
         losses = seg_step(S, opt, x, y, n_cls, args.aug, extra)
         if it % args.log_every == 0 or it == args.iters:
             last = seg_log(lf, t0, it, losses)
@@ -594,6 +613,9 @@ def main():
         p.add_argument("--export", help="write the segmenter bundle here")
         p.add_argument("--aug", type=float, default=0.0,
                        help="GIN intensity augmentation of S's input with this probability")
+        p.add_argument("--dice-all-classes", action="store_true",
+                       help="Dice loss over every foreground class, present in the batch or "
+                       "not (the loss before the fix; reproduces the bundles trained then)")
         p.set_defaults(target="ct")
     p = sub.choices["finetune"]
     p.add_argument("--run", required=True, help="stage-1 run folder (S.pt, G.pt, config.json)")
@@ -609,6 +631,10 @@ def main():
     p.add_argument("--pseudo-weight", type=float, default=1.0,
                    help="weight of the pseudo-labelled batch's loss (the CT batch's is 1)")
     p.add_argument("--pseudo-batch", type=int, default=0, help="its batch size (0 = --batch)")
+    p.add_argument("--pseudo-aug", type=float, default=None,
+                   help="GIN probability on the pseudo-labelled batch (default: --aug). These are "
+                   "real target slices, whose contrast GIN would hide (PET uses 0, "
+                   "tools/train/README.md)")
     p = sub.choices["adapt"]
     p.add_argument("--target", required=True, choices=["mr-t1", "mr-t2", "cbct", "pet"])
     p.add_argument("--target-root", default="/work/train-data/target",

@@ -10,7 +10,8 @@
 #   CONFIG   segnode config whose storage holds the atlas library (default
 #            /work/train-data/atlas/segnode.conf)
 #   ATLASES  comma list of atlas names (default subject-001,subject-002,subject-003)
-#   FUSION   majority | local | jlf (default: the node's default, jlf)
+#   FUSION   majority | local | jlf (default: the node's default, local since commit 772df55;
+#            the MR and CBCT pseudo-labels of tools/train/README.md were made with jlf)
 # Existing outputs are kept (rerun to add subjects). Minutes per full-size series: run under
 # `nice` on a shared machine.
 set -e

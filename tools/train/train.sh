@@ -7,8 +7,10 @@
 # Runs (logs, weights) go to $RUNS/MODALITY and $RUNS/MODALITY-ft; the bundle to $MODELS/MODALITY.
 # With PSEUDO=DIR, stage 2 also trains on real target slices labelled by the atlas method
 # (CT atlases only; tools/train/pseudo.sh makes DIR): the series come from $PSEUDO_ROOTS (comma
-# list, default $TARGET_ROOT) and the run goes to $RUNS/MODALITY-pseudo-ft. REUSE_STAGE1=1 skips
-# stage 1 when $RUNS/MODALITY already holds a finished one (same command, same seed).
+# list, default $TARGET_ROOT) and the run goes to $RUNS/MODALITY-pseudo-ft; PSEUDO_AUG=P is GIN's
+# probability on those real slices (default 0.8 like the rest of stage 2; 0 for pet).
+# REUSE_STAGE1=1 skips stage 1 when $RUNS/MODALITY already holds a finished one (same command,
+# same seed).
 # Run it under `nice` on a shared machine; one thread (the default) is the fastest there.
 set -e
 m=${1:?usage: train.sh ct|mr-t1|mr-t2|cbct|pet}
@@ -30,9 +32,14 @@ else
             --out "$RUNS/$m"
     fi
     if [ -n "$PSEUDO" ]; then
+        # GIN on the real pseudo-labelled slices: stage 2's (--aug) unless PSEUDO_AUG says
+        # otherwise; none for PET (tools/train/README.md, the PET bullet)
+        pa=${PSEUDO_AUG:-}
+        [ -z "$pa" ] && [ "$m" = pet ] && pa=0
         $T finetune --ct "$CT" --run "$RUNS/$m" --iters "$FT" --aug 0.8 \
             --pseudo "$PSEUDO" --target-root "${PSEUDO_ROOTS:-$TARGET_ROOT}" \
             --pseudo-band "${PSEUDO_BAND:-1}" --pseudo-weight "${PSEUDO_WEIGHT:-1}" \
+            ${pa:+--pseudo-aug "$pa"} \
             --out "$RUNS/$m-pseudo-ft" --export "$MODELS/$m"
     else
         $T finetune --ct "$CT" --run "$RUNS/$m" --iters "$FT" --aug 0.8 --out "$RUNS/$m-ft" \
