@@ -1237,13 +1237,14 @@ int cli_cmd_send(int argc, char **argv)
     store *st = NULL;
     for (int i = 1; i < npos; i++) {
         struct stat sb;
-        if (stat(pos[i], &sb) != 0 && errno == ENOENT && sn_uid_valid(pos[i])) {
+        int missing = stat(pos[i], &sb) != 0 ? errno : 0;
+        if (missing == ENOENT && sn_uid_valid(pos[i])) {
             if ((rc = fl_add_series(&fl, cfg, &st, pos[i])) != 0)
                 goto done;
             continue;
         }
-        if (stat(pos[i], &sb) != 0) {
-            fprintf(stderr, "segnode send: %s: %s\n", pos[i], strerror(errno));
+        if (missing) {
+            fprintf(stderr, "segnode send: %s: %s\n", pos[i], strerror(missing));
             rc = CLI_EXIT_USAGE;
             goto done;
         }
