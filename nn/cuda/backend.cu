@@ -15,6 +15,7 @@
 #include "nn/cuda/linear.cuh"
 #include "nn/cuda/norm.cuh"
 #include "nn/cuda/pool.cuh"
+#include "nn/cuda/reg.cuh"
 #include "nn/cuda/softmax.cuh"
 #include "nn/cuda/unary.cuh"
 #include "nn/cuda/upsample.cuh"
@@ -179,6 +180,7 @@ static int cu_prepare(nn_backend *bb, nn_node *n, size_t *ws, char *err, size_t 
     case NN_OP_CONV_TRANSPOSE: return nn__cuda_conv_prepare(b, n, ws, err, errlen);
     case NN_OP_INSTANCE_NORM:
     case NN_OP_GROUP_NORM: *ws = nn__cuda_norm_ws(n); return 0;
+    case NN_OP_MIND_SSC: *ws = nn__cuda_reg_ws(n); return 0;
     default: return 0;
     }
 }
@@ -215,6 +217,10 @@ static int cu_run(nn_backend *bb, nn_node *n, void *ws, size_t ws_bytes, char *e
     case NN_OP_GLOBAL_AVG_POOL: return nn__cuda_pool(b, n, err, errlen);
     case NN_OP_UPSAMPLE_NEAREST:
     case NN_OP_UPSAMPLE_LINEAR: return nn__cuda_upsample(b, n, err, errlen);
+    case NN_OP_MIND_SSC:
+    case NN_OP_WARP:
+    case NN_OP_SSD_COST:
+    case NN_OP_WARP_SSD_GRAD: return nn__cuda_reg(b, n, ws, ws_bytes, err, errlen);
     default:
         return sn_errf(err, errlen, SN_EUNSUPPORTED, "cuda: op %s not implemented",
                        nn_op_name(n->op.type));
@@ -224,7 +230,8 @@ static int cu_run(nn_backend *bb, nn_node *n, void *ws, size_t ws_bytes, char *e
 static int cu_supports(nn_backend *bb, const nn_node *n, nn_precision prec)
 {
     (void)bb;
-    (void)prec;
+    if (n->op.type >= NN_OP_MIND_SSC && n->op.type <= NN_OP_WARP_SSD_GRAD)
+        return prec == NN_PREC_FP32;   /* registration ops: float32 only */
     return n->op.type < NN_OP_COUNT && (n->op.type != NN_OP_CONV || n->op.groups == 1);
 }
 
