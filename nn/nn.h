@@ -48,6 +48,10 @@ int nn_backend_cuda_new(int device, nn_backend **out, char *err, size_t errlen);
 /* 1 if this build includes the CUDA backend (a device may still be absent). */
 int nn_have_cuda(void);
 
+/* The number of usable CUDA devices: 0 when the build has no CUDA backend or the runtime finds
+ * none (no driver, no device); `why` (may be NULL) then says which. */
+int nn_cuda_devices(char *why, size_t whylen);
+
 /* "cpu" or "cuda:0" etc. plus a human description (device name, threads); borrowed strings. */
 const char *nn_backend_name(const nn_backend *b);
 const char *nn_backend_description(const nn_backend *b);

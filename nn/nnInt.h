@@ -101,6 +101,7 @@ int64_t nn__pool_out(int64_t in, int k, int s, int p, int d, int ceil_mode);
 
 /* CPU backend constructor is in nn/cpu; CUDA's in nn/cuda (nn__cuda_new). */
 int nn__cuda_new(int device, nn_backend **out, char *err, size_t errlen);
+int nn__cuda_devices(char *why, size_t whylen);
 int nn__cuda_available(void);
 
 /* ---- minimal JSON (RFC 8259 subset: no \u surrogate pairs beyond BMP) ------------------------ */

@@ -5,6 +5,12 @@
 
 int nn__cuda_available(void) { return 0; }
 
+int nn__cuda_devices(char *why, size_t whylen)
+{
+    sn_errf(why, whylen, SN_EUNSUPPORTED, "this build has no CUDA backend");
+    return 0;
+}
+
 int nn__cuda_new(int device, nn_backend **out, char *err, size_t errlen)
 {
     (void)device;

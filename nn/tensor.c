@@ -44,6 +44,12 @@ void nn_backend_free(nn_backend *b)
 
 int nn_have_cuda(void) { return nn__cuda_available(); }
 
+int nn_cuda_devices(char *why, size_t whylen)
+{
+    if (why && whylen) why[0] = '\0';
+    return nn__cuda_devices(why, whylen);
+}
+
 int nn_backend_cuda_new(int device, nn_backend **out, char *err, size_t errlen)
 {
     *out = NULL;

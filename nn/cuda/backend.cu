@@ -291,6 +291,19 @@ extern "C" {
 
 int nn__cuda_available(void) { return 1; }
 
+int nn__cuda_devices(char *why, size_t whylen)
+{
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        sn_errf(why, whylen, SN_EDEVICE, "%s", cudaGetErrorString(e));
+        return 0;
+    }
+    if (count == 0) sn_errf(why, whylen, SN_EDEVICE, "0 devices");
+    return count;
+}
+
 int nn__cuda_new(int device, nn_backend **out, char *err, size_t errlen)
 {
     *out = NULL;

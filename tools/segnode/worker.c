@@ -76,6 +76,28 @@ void worker_opts_default(worker_opts *o)
     memset(o, 0, sizeof *o);
 }
 
+/* CUDA devices the runtime finds, probed once per process (the first call starts the CUDA
+ * runtime; devices do not come and go under a running node). */
+static pthread_once_t worker__probe_once = PTHREAD_ONCE_INIT;
+static int worker__cuda_count;
+static char worker__cuda_why[160];
+
+static void worker__probe(void)
+{
+#ifdef SEGNODE_HAVE_NN
+    worker__cuda_count = nn_cuda_devices(worker__cuda_why, sizeof worker__cuda_why);
+#else
+    sn_strlcpy(worker__cuda_why, "this build has no CUDA backend", sizeof worker__cuda_why);
+#endif
+}
+
+int worker_cuda_devices(const char **why)
+{
+    pthread_once(&worker__probe_once, worker__probe);
+    if (why) *why = worker__cuda_why;
+    return worker__cuda_count;
+}
+
 void worker_device_resolve(const char *node_device, char *out, size_t outlen)
 {
     if (node_device && strncmp(node_device, "cuda:", 5) == 0) {
@@ -86,13 +108,9 @@ void worker_device_resolve(const char *node_device, char *out, size_t outlen)
         sn_strlcpy(out, "cpu", outlen);
         return;
     }
-#ifdef SEGNODE_HAVE_NN
-    if (nn_have_cuda()) {
-        sn_strlcpy(out, "cuda:0", outlen);
-        return;
-    }
-#endif
-    sn_strlcpy(out, "cpu", outlen);
+    /* auto: a CUDA build on a host without a usable device runs on the CPU from the start,
+     * instead of failing over on every job */
+    sn_strlcpy(out, worker_cuda_devices(NULL) > 0 ? "cuda:0" : "cpu", outlen);
 }
 
 /* Sleep up to ms unless woken or stopping. */
@@ -633,9 +651,16 @@ int worker_start(store *st, worker_config_fn get_config, void *ctx, const worker
         return sn_errf(err, errlen, SN_EINTERNAL, "start job supervisor: %s", strerror(rc));
     }
     w->have_supervisor = 1;
-    SN_LOG_INFO(WORKER_LOG, "%d job thread(s); GPU device %s; timeout %d s; %d run(s) per job%s",
-                n, w->stats.device, timeout, max_attempts,
-                nr || nf ? "; interrupted jobs recovered" : "");
+    char dev_line[256];
+    const char *why = NULL;
+    if (strcmp(w->stats.device, "cpu") != 0)
+        snprintf(dev_line, sizeof dev_line, "GPU device %s", w->stats.device);
+    else if (strcmp(cfg->node.device, "auto") == 0 && worker_cuda_devices(&why) == 0)
+        snprintf(dev_line, sizeof dev_line, "device cpu (auto: no CUDA device: %s)", why);
+    else
+        snprintf(dev_line, sizeof dev_line, "device cpu");
+    SN_LOG_INFO(WORKER_LOG, "%d job thread(s); %s; timeout %d s; %d run(s) per job%s", n, dev_line, timeout,
+                max_attempts, nr || nf ? "; interrupted jobs recovered" : "");
     *out = w;
     return SN_OK;
 }

@@ -8,7 +8,8 @@
  * lease/3 while the job runs. A process that dies leaves the lease to run out; the next worker
  * (this one at start, and any worker while idle) re-queues such jobs with the dead run counted,
  * and fails them after [node] job_max_attempts runs.
- * Devices: [node] device = cpu | cuda:N | auto (cuda:0 when this build has CUDA, else cpu). A
+ * Devices: [node] device = cpu | cuda:N | auto (cuda:0 when this build has CUDA and the runtime
+ * finds a device, else cpu). A
  * method with uses_gpu runs on the GPU, one job at a time per device (a mutex per device); when
  * it returns SN_EDEVICE the run is repeated on the CPU and the job's device says so
  * ("cpu (fallback from cuda:0: reason)"). CPU-only methods run in parallel up to the threads.
@@ -77,7 +78,11 @@ void worker_stats_get(worker *w, worker_stats *out);
  * (pending, run not counted). Accepts NULL. */
 void worker_stop(worker *w);
 
-/* The device GPU methods get for `node_device` ("auto", "cpu", "cuda:N") in this build. */
+/* The device GPU methods get for `node_device` ("auto", "cpu", "cuda:N"): auto is cuda:0 when
+ * this build has CUDA and the runtime finds a device, else cpu. */
 void worker_device_resolve(const char *node_device, char *out, size_t outlen);
+
+/* CUDA devices found (probed once per process); *why (may be NULL) says why there are none. */
+int worker_cuda_devices(const char **why);
 
 #endif
