@@ -127,6 +127,13 @@ int pipeline_method_model_path(const sn_config *cfg, const char *model, char *ou
     return SN_OK;
 }
 
+int pipeline_method_gpu(const pipeline_method_ctx *ctx)
+{
+    return ctx && ctx->device && strncmp(ctx->device, "cuda:", 5) == 0 && ctx->device_index >= 0
+               ? ctx->device_index
+               : -1;
+}
+
 int pipeline_method_should_stop(const pipeline_method_ctx *ctx)
 {
     if (!ctx)

@@ -92,6 +92,9 @@ void pipeline_method_register_builtin(void);
  * SN_EINVAL when `model` is empty or the result does not fit in outlen. */
 int pipeline_method_model_path(const sn_config *cfg, const char *model, char *out, size_t outlen);
 
+/* The CUDA device the run should compute on: N for device "cuda:N", -1 for the CPU. */
+int pipeline_method_gpu(const pipeline_method_ctx *ctx);
+
 /* 1 when the run must stop now: the cancel flag is set or the deadline passed. */
 int pipeline_method_should_stop(const pipeline_method_ctx *ctx);
 

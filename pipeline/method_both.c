@@ -76,6 +76,7 @@ static int both__run(pipeline_method_ctx *ctx, const pipeline_volume *target, ui
     o.labels = cls.number;
     o.n_labels = cls.n;
     o.threads = ctx->threads;
+    o.device_index = pipeline_method_gpu(ctx);
     o.probs = pa;
     int64_t t0 = sn_mono_ms();
     rc = pipeline_atlas_segment(&o, target, aout, anote, sizeof anote, err, errlen);

@@ -374,7 +374,7 @@ int pipeline_net_infer(pipeline_method_ctx *ctx, const nn_model *m, const pipeli
     if (!v->data)
         return sn_errf(err, errlen, SN_EINVAL, "the net method needs a float volume");
     const nn_model_info *info = nn_model_info_get(m);
-    const int on_gpu = ctx->device && strncmp(ctx->device, "cuda:", 5) == 0;
+    const int on_gpu = pipeline_method_gpu(ctx) >= 0;
     nn_backend *b = NULL;
     float *p = NULL;
     int rc;

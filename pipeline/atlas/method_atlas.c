@@ -43,6 +43,7 @@ static int method_run(pipeline_method_ctx *ctx, const pipeline_volume *target, u
     o.labels = nl ? labels : NULL;
     o.n_labels = nl;
     o.threads = ctx->threads;
+    o.device_index = pipeline_method_gpu(ctx);
     size_t n = (size_t)target->nx * target->ny * target->nz;
     uint16_t *out = malloc(n * sizeof *out);
     if (!out) return sn_errf(err, errlen, SN_ENOMEM, "out of memory");
@@ -59,5 +60,6 @@ static int method_run(pipeline_method_ctx *ctx, const pipeline_volume *target, u
 
 void pipeline_atlas_method_register(void)
 {
-    pipeline_method_add("atlas", "segnode multi-atlas", 0, method_run);
+    /* on the job's GPU when there is one; SN_EDEVICE makes the worker run it on the CPU */
+    pipeline_method_add("atlas", "segnode multi-atlas", 1, method_run);
 }

@@ -27,7 +27,14 @@ typedef struct pipeline_atlas_opts {
                                      are the same anatomy (equal label maps: one subject in two
                                      phases) count once, the best-matching one (atlas_distinct) */
     double work_mm;               /* working grid (default 0: automatic, see atlas_prep_new) */
+    int roi;                      /* 1: per-organ region-of-interest refinement of every
+                                     registration (atlas_reg_opts.roi; default 0), on the
+                                     requested labels that are small organs */
     int threads;                  /* CPU threads (0 = 2) */
+    int device_index;             /* -1 (the default): the CPU; N: CUDA device N. Not starting the
+                                     device, or a device failure while registering or fusing
+                                     (out of GPU memory, a kernel error), returns SN_EDEVICE: the
+                                     caller may run it again on the CPU */
     int verbose;
     /* Optional output (NULL = not wanted, the default): caller-allocated (n_labels + 1) * nx*ny*nz
      * floats, class c at voxel i in probs[c * nx*ny*nz + i] on the target grid, before
@@ -48,7 +55,8 @@ void pipeline_atlas_opts_default(pipeline_atlas_opts *o);
 /* Segment `v` into out[nx*ny*nz]. `note` (may be NULL) gets one line for the job record: atlases
  * used, fallbacks to affine, labels that came out empty (a field of view that misses an organ
  * gives an empty label, never an invented one). Errors: SN_ENOENT (an atlas is not in the
- * library), SN_EINVAL (no atlas holds any requested label), SN_ENOMEM, registration failures. */
+ * library), SN_EINVAL (no atlas holds any requested label), SN_ENOMEM, SN_EDEVICE (on a GPU,
+ * see device_index), registration failures. */
 int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *v, uint16_t *out, char *note,
                            size_t notelen, char *err, size_t errlen);
 

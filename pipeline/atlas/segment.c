@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "common/status.h"
+#include "common/util.h"
 #include "pipeline/atlas/method_atlas.h"
 
 void pipeline_atlas_opts_default(pipeline_atlas_opts *o)
@@ -15,6 +16,7 @@ void pipeline_atlas_opts_default(pipeline_atlas_opts *o)
      * mean Dice of every modality (+0.002 to +0.014; tests/atlas/README.md) and is faster */
     o->fusion = ATLAS_FUSE_LOCAL;
     o->work_mm = 0;
+    o->device_index = -1;
 }
 
 static double now_ms(void)
@@ -97,11 +99,16 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
     atlas_grid tg;
     vol_grid(v, &tg);
     double t0 = now_ms();
-    if ((rc = nn_backend_cpu_new(o->threads > 0 ? o->threads : 2, &b, err, errlen))) goto out;
+    if (o->device_index >= 0) {
+        if ((rc = nn_backend_cuda_new(o->device_index, &b, err, errlen))) goto out;
+    } else if ((rc = nn_backend_cpu_new(o->threads > 0 ? o->threads : 2, &b, err, errlen)))
+        goto out;
     if ((rc = atlas_prep_new(b, &tg, v->data, NULL, o->work_mm, &tp, err, errlen))) goto out;
     atlas_reg_opts ro;
     atlas_reg_opts_default(&ro);
     ro.verbose = o->verbose;
+    ro.roi = o->roi;
+    ro.roi_labels = restrict_labels ? want : NULL;   /* only organs asked for are refined */
     int fallbacks = 0;
     for (int a = 0; a < na; a++) {
         if ((rc = atlas_register(b, tp, atl[a], &ro, &regs[a], err, errlen))) goto out;
@@ -144,8 +151,8 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
     }
     if (note && notelen) {
         char buf[96];
-        snprintf(buf, sizeof buf, "%d of %d atlases fused (%s), %.1f s", k, na, atlas_fusion_name(o->fusion),
-                 (now_ms() - t0) / 1000.0);
+        snprintf(buf, sizeof buf, "%d of %d atlases fused (%s) on %s, %.1f s", k, na, atlas_fusion_name(o->fusion),
+                 nn_backend_name(b), (now_ms() - t0) / 1000.0);
         note_add(note, notelen, "%s", buf);
         if (nd < na) {
             snprintf(buf, sizeof buf, ", %d left out as the same anatomy as a better-matching atlas", na - nd);
@@ -164,6 +171,13 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
             }
     }
 out:
+    /* On a GPU, anything but bad input is the device's failure (no device, out of GPU memory, a
+     * kernel error): SN_EDEVICE lets the caller run it on the CPU. */
+    if (rc && o->device_index >= 0 && rc != SN_EINVAL && rc != SN_ENOENT) {
+        char why[512];
+        sn_strlcpy(why, err ? err : "", sizeof why);
+        rc = sn_errf(err, errlen, SN_EDEVICE, "cuda:%d: %s", o->device_index, why);
+    }
     free(lab);
     for (int a = 0; a < na; a++) {
         atlas_prep_free(atl[a]);

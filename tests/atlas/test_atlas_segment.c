@@ -4,7 +4,9 @@
  * labels[0], labels[1]], sum to 1 per voxel, and their argmax is the label map before
  * post-processing (so it differs from the post-processed output only where post-processing
  * acted); asking for them does not change the labels; without a label list the classes are the
- * label numbers 0..n_labels; one anatomy saved under two names is fused once, with a note.
+ * label numbers 0..n_labels; one anatomy saved under two names is fused once, with a note; on
+ * CUDA device 0 it fails with SN_EDEVICE where there is no device (the worker then runs the job
+ * on the CPU) and agrees with the CPU where there is one.
  * Needs pipeline_volume, so not in the NN_ONLY build. */
 #include <math.h>
 #include <stdio.h>
@@ -143,6 +145,29 @@ int main(void)
         CHECK(!bad_sum && differ < n / 200 && body > 10000, "label-number classes");
         CHECK(strstr(note, "1 of 2 atlases fused") && strstr(note, "1 left out as the same anatomy"),
               "same anatomy twice: note '%s'", note);
+    }
+
+    /* on the GPU: the labels of the majority run above (out0), or SN_EDEVICE without a device */
+    {
+        pipeline_atlas_opts o;
+        pipeline_atlas_opts_default(&o);
+        CHECK(o.device_index == -1, "the default device must be the CPU");
+        o.library = lib, o.atlases = names, o.n_atlases = 1;
+        o.labels = labels, o.n_labels = 2;
+        o.fusion = ATLAS_FUSE_MAJORITY;
+        o.device_index = 0;
+        char why[256];
+        int rc = pipeline_atlas_segment(&o, &v, out, note, sizeof note, err, sizeof err);
+        if (nn_cuda_devices(why, sizeof why) == 0) {
+            printf("cuda:0 (%s): %s\n", why, err);
+            CHECK(rc == SN_EDEVICE && strstr(err, "cuda:0"), "no device: SN_EDEVICE naming cuda:0 (got %d: %s)", rc, err);
+        } else {
+            CHECK(rc == SN_OK, "segment on cuda:0: %s", err);
+            size_t differ = 0;
+            for (size_t i = 0; i < n; i++) differ += out[i] != out0[i];
+            printf("cuda:0: labels differ from the CPU's at %zu of %zu voxels; note: %s\n", differ, n, note);
+            CHECK(differ < n / 500 && strstr(note, "on cuda:0"), "GPU labels against the CPU's: %zu voxels", differ);
+        }
     }
 
     char cmd[128];

@@ -11,11 +11,13 @@
 #include <sys/stat.h>
 
 #include "common/config.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "pipeline/atlas/atlas.h"
 #include "pipeline/atlas/method_atlas.h"
 #include "pipeline/labels.h"
 #include "pipeline/segread.h"
+#include "nn/nn.h"
 #include "pipeline/volume.h"
 #include "store/store.h"
 #include "tools/segnode/atlas.h"
@@ -241,7 +243,8 @@ int segnode_atlas(int argc, char **argv)
     return CLI_EXIT_USAGE;
 }
 
-int segnode_atlas_segment(const pipeline_volume *v, const char *names, const char *fusion, uint16_t *out)
+int segnode_atlas_segment(const pipeline_volume *v, const char *names, const char *fusion, const char *device,
+                          uint16_t *out)
 {
     char lib[4096], err[1024], note[1024] = "";
     cli_apply_log_level();
@@ -264,7 +267,19 @@ int segnode_atlas_segment(const pipeline_volume *v, const char *names, const cha
     if (fusion) /* else the node's default, as a route gets it */
         o.fusion = (atlas_fusion)fm;
     o.verbose = cli_g.verbose;
+    const int automatic = !device || !strcmp(device, "auto");
+    if (!automatic && strcmp(device, "cpu") && strcmp(device, "cuda")) {
+        fprintf(stderr, "segnode segment: --device must be auto, cpu or cuda\n");
+        return CLI_EXIT_USAGE;
+    }
+    if (automatic ? nn_cuda_devices(NULL, 0) > 0 : !strcmp(device, "cuda"))
+        o.device_index = 0;
     int rc = pipeline_atlas_segment(&o, v, out, note, sizeof note, err, sizeof err);
+    if (rc == SN_EDEVICE && automatic) {
+        SN_LOG_WARN("atlas", "%s; running on the CPU", err);
+        o.device_index = -1;
+        rc = pipeline_atlas_segment(&o, v, out, note, sizeof note, err, sizeof err);
+    }
     if (rc) {
         fprintf(stderr, "segnode segment: %s\n", err);
         return rc == SN_EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;

@@ -9,7 +9,9 @@
 int segnode_atlas(int argc, char **argv);
 
 /* Segment volume v with the comma-separated library atlases `names`, fusion "majority", "local"
- * or "jlf" (NULL = the node's default, pipeline_atlas_opts_default: local), into out[nx*ny*nz]
- * label values. Returns a CLI exit code. */
-int segnode_atlas_segment(const pipeline_volume *v, const char *names, const char *fusion, uint16_t *out);
+ * or "jlf" (NULL = the node's default, pipeline_atlas_opts_default: local), on `device` "auto"
+ * (NULL: the first CUDA device when there is one, else or when it fails the CPU), "cpu" or
+ * "cuda" (device 0, no fallback), into out[nx*ny*nz] label values. Returns a CLI exit code. */
+int segnode_atlas_segment(const pipeline_volume *v, const char *names, const char *fusion, const char *device,
+                          uint16_t *out);
 #endif

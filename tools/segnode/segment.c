@@ -35,6 +35,8 @@ static void usage(FILE *f)
             "  --series-number N          Series Number (default 900)\n"
             "  --series UID               the series to read when the folder holds several\n"
             "  --fusion M                 atlas label fusion (default local, as routes use it)\n"
+            "  --device D                 atlas method: auto (default: the GPU when there is one, else\n"
+            "                             or when it fails the CPU), cpu, cuda\n"
             "  --label-table FILE         label code table (default: $SEGNODE_LABELS, else\n"
             "                             labels.tsv beside the config file, else the shipped one)\n");
 }
@@ -98,7 +100,8 @@ static int extend_table(const char *table_path, const pipeline_seg *seg, char tm
 int segnode_segment(int argc, char **argv)
 {
     const char *labels_path = NULL, *out_path = NULL, *desc = NULL, *series = NULL, *method = NULL,
-               *dir = NULL, *table_path = NULL, *atlases = NULL, *fusion = NULL;
+               *dir = NULL, *table_path = NULL, *atlases = NULL, *fusion = NULL,
+               *device = NULL;
     int keep_empty = 0, series_number = 900;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -128,6 +131,8 @@ int segnode_segment(int argc, char **argv)
             fusion = argv[++i];
         } else if (!strcmp(a, "--method") && i + 1 < argc) {
             method = argv[++i];
+        } else if (!strcmp(a, "--device") && i + 1 < argc) {
+            device = argv[++i];
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "segnode segment: unknown option %s\n", a);
             usage(stderr);
@@ -193,7 +198,7 @@ int segnode_segment(int argc, char **argv)
     }
     if (method) {
 #ifdef SEGNODE_HAVE_ATLAS
-        rc = segnode_atlas_segment(v, atlases, fusion, lab);
+        rc = segnode_atlas_segment(v, atlases, fusion, device, lab);
         if (rc) {
             exit_code = rc;
             goto out;
