@@ -178,9 +178,7 @@ static void strides_for(const nn_tensor *t, int nd, int64_t *st)
 
 int nn__cpu_binary(cpu_backend *b, nn_node *n)
 {
-    bin_job j;
-    j.n = n;
-    j.nd = n->out->ndim;
+    bin_job j = {.n = n, .nd = n->out->ndim};   /* zeroed: gcc -O0 cannot see nd >= 1 */
     for (int d = 0; d < j.nd; d++) j.os[d] = n->out->shape[d];
     strides_for(n->in[0], j.nd, j.as);
     strides_for(n->in[1], j.nd, j.bs);
