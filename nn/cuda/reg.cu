@@ -1,11 +1,11 @@
 /* nn/cuda/reg.cu — the registration ops (pipeline/atlas) on the GPU: MIND-SSC, WARP, SSD_COST and
  * WARP_SSD_GRAD, float32 only. Each kernel is a grid-stride loop around a per-element function of
- * nn/cuda/reg_elem.cuh, the same functions the host test checks against the CPU backend.
+ * nn/reg_elem.h, the same functions the host test checks against the CPU backend.
  * MIND-SSC runs as: squared differences -> box mean along W, H, D (ping-pong with a workspace
  * copy) -> a per-image double sum of the per-voxel variance (block reduction, one atomicAdd per
  * block) -> normalisation, all on the stream without a host round trip. */
 #include "nn/cuda/reg.cuh"
-#include "nn/cuda/reg_elem.cuh"
+#include "nn/reg_elem.h"
 
 #define REG_THREADS 256
 

@@ -4,7 +4,7 @@
  * (0, 1], invariance to an affine intensity change).
  *   test_reg_ops [--backend cpu|cuda]
  * cpu: those checks on the CPU backend, then the CUDA kernels' per-element functions
- * (nn/cuda/reg_elem.cuh, compiled here as plain C) run on the host over every element and
+ * (nn/reg_elem.h, compiled here as plain C) run on the host over every element and
  * compared with the CPU backend, so the kernels' indexing is tested in every build. cuda: the
  * same checks on the CUDA backend plus each op against the CPU backend; exits 77 (skipped) when
  * the build has no CUDA backend or there is no device. */
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/cuda/reg_elem.cuh"
+#include "nn/reg_elem.h"
 #include "nn/nn.h"
 
 #define SKIP 77
@@ -328,7 +328,8 @@ int main(int argc, char **argv)
     }
     check_definitions(dev ? dev : cpu);
     check_against_cpu(cpu, dev);
-    printf("%s: registration ops%s\n", fails ? "FAIL" : "ok", dev ? " (CUDA against CPU)" : " (CPU; CUDA element functions on the host)");
+    printf("%s: registration ops%s\n", fails ? "FAIL" : "ok",
+           dev ? " (CUDA against CPU)" : " (CPU; CUDA element functions on the host)");
     nn_backend_free(dev);
     nn_backend_free(cpu);
     return fails ? 1 : 0;

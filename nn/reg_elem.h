@@ -1,13 +1,16 @@
-/* nn/cuda/reg_elem.cuh — the per-element bodies of the CUDA registration kernels (nn/cuda/reg.cu:
- * MIND-SSC, WARP, SSD_COST, WARP_SSD_GRAD; definitions in nn/nn.h), written once for the device
- * and the host. The kernels are a grid-stride loop around each function; the host test
- * (tests/nn/test_reg_elem.cc, built with or without CUDA) runs the same functions in loops over
- * every element and compares them with the CPU backend (nn/cpu/reg.c), so the index arithmetic
- * of the kernels is checked on machines without a GPU. Each mirrors its CPU loop in the order of
- * its float operations; the CPU's box filter keeps a running double sum where this sums the
- * 2r+1 values directly (differences ~1e-7 relative). Borders replicate (clamped coordinates). */
-#ifndef SEGNODE_NN_CUDA_REG_ELEM_CUH
-#define SEGNODE_NN_CUDA_REG_ELEM_CUH
+/* nn/reg_elem.h — private to nn/: the per-element math of the registration ops (MIND-SSC, WARP,
+ * SSD_COST, WARP_SSD_GRAD; definitions in nn/nn.h), written once for the device and the host.
+ * The CUDA kernels (nn/cuda/reg.cu) are a grid-stride loop around each function. The CPU backend
+ * (nn/cpu/reg.c) shares the MIND pairs and normalisation, trilinear sampling and the gradient,
+ * and keeps its own loops where they are faster on a CPU (row-wise shifts and running box sums
+ * for MIND-SSC and the cost volume, planes of the warp). tests/nn/test_reg_ops.c runs these
+ * functions as the kernels do, on the host over every element, against the CPU backend, so the
+ * kernels' index arithmetic is checked on machines without a GPU. The order of float operations
+ * follows the CPU's; the CPU's box filter keeps a running double sum where this sums the 2r+1
+ * values directly (differences ~1e-6 relative). Borders replicate (clamped coordinates).
+ * Plain C when not compiled by nvcc. */
+#ifndef SEGNODE_NN_REG_ELEM_H
+#define SEGNODE_NN_REG_ELEM_H
 
 #include <math.h>
 #include <stdint.h>
