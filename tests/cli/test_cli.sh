@@ -72,6 +72,15 @@ py_check "config check --json summary" "d['ok'] and d['node']['ae_title']=='SEGN
 SEGNODE_CONFIG="$TMP/good.conf" run "$SEGNODE" config check
 expect_rc 0 "config check via SEGNODE_CONFIG"; expect_in "$OUT" "$TMP/good.conf" "SEGNODE_CONFIG names the file"
 
+# the device GPU jobs get here: auto resolves (cpu without a CUDA device); a named GPU that is
+# not there is a warning (jobs fail over to the CPU), not an error
+run "$SEGNODE" --json $C config check
+py_check "config check --json: device resolved" "d['node']['device']=='auto' and d['node']['device_resolved'] in ('cpu','cuda:0')"
+sed 's/^\[node\]/[node]\ndevice = cuda:255/' "$TMP/good.conf" >"$TMP/gpu255.conf"
+run "$SEGNODE" config check "$TMP/gpu255.conf"
+expect_rc 0 "config check: a GPU that is not there is not an error"
+expect_in "$OUT" "warning: device cuda:255: " "…but a warning"; expect_in "$OUT" "fail over to the CPU" "saying what jobs do"
+
 printf '[node]\nae_title = X\nbogus_key = 1\n' >"$TMP/broken1.conf"
 run "$SEGNODE" config check "$TMP/broken1.conf"
 expect_rc 2 "config check: unknown key"; expect_re "$ERR" 'broken1\.conf:3' "unknown key reported with its line"

@@ -1919,6 +1919,18 @@ int cli_cmd_config(int argc, char **argv)
     if (cfg->npeers == 0 && !cfg->node.accept_unknown)
         snprintf(warns[nwarn++], sizeof warns[0],
                  "no [peer] sections and accept_unknown is off: every association will be refused");
+    /* The device GPU jobs get on this host: not an error when there is none (they run on the
+     * CPU), but an admin who named a GPU should hear that it is not there. */
+    char device[32];
+    status_device(cfg, device, sizeof device);
+#ifdef SEGNODE_HAVE_WORKER
+    const char *why = "";
+    const int ndev = worker_cuda_devices(&why);
+    if (strncmp(cfg->node.device, "cuda:", 5) == 0 && atoi(cfg->node.device + 5) >= ndev)
+        snprintf(warns[nwarn++], sizeof warns[0],
+                 "device %s: %d CUDA device(s) found%s%s; GPU jobs will fail over to the CPU", cfg->node.device,
+                 ndev, ndev ? "" : ": ", ndev ? "" : why);
+#endif
     char table_path[4096] = "";
     int ntable = -1;
     char (*models)[1024] = calloc((size_t)cfg->nroutes + 1, sizeof *models);
@@ -1946,6 +1958,7 @@ int cli_cmd_config(int argc, char **argv)
         cJSON_AddStringToObject(node, "http_bind", cfg->node.http_bind);
         cJSON_AddNumberToObject(node, "http_port", cfg->node.http_port);
         cJSON_AddStringToObject(node, "device", cfg->node.device);
+        cJSON_AddStringToObject(node, "device_resolved", device);
         cJSON_AddNumberToObject(node, "max_associations", cfg->node.max_associations);
         cJSON *pa = cJSON_AddArrayToObject(o, "peers");
         for (int i = 0; i < cfg->npeers; i++)
@@ -1968,9 +1981,11 @@ int cli_cmd_config(int argc, char **argv)
         cli_json_out(o);
     } else {
         printf("config  %s: %s\n", shown, nerr ? "INVALID" : "OK");
-        printf("node    %s on %s:%d, storage %s%s, device %s\n", cfg->node.ae_title,
+        printf("node    %s on %s:%d, storage %s%s, device %s%s%s%s\n", cfg->node.ae_title,
                cfg->node.bind[0] ? cfg->node.bind : "0.0.0.0", cfg->node.port, cfg->node.storage,
-               exists ? "" : " (will be created)", cfg->node.device);
+               exists ? "" : " (will be created)", cfg->node.device,
+               strcmp(device, cfg->node.device) ? " (here: " : "", strcmp(device, cfg->node.device) ? device : "",
+               strcmp(device, cfg->node.device) ? ")" : "");
         if (cfg->node.http_port)
             printf("http    %s:%d (/metrics, /status)\n",
                    cfg->node.http_bind[0] ? cfg->node.http_bind : "127.0.0.1", cfg->node.http_port);
