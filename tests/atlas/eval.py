@@ -11,7 +11,7 @@ Not run by ctest (minutes); tests/atlas/run_short.sh is the short version.
 usage: eval.py --build BUILD_DIR [--subjects 4] [--seed 7] [--out DIR] [--loo 1] [--no-baselines]
               [--skip-ours] [--baseline-atlases 1] [--modalities ct,cbct,mr-t1,mr-t2,pet]
               [--atlas-phase plain|contrast|both] [--eval-args "..."] [--tools elastix,plastimatch]
-              [--mabs-atlases N] [--summary-only]
+              [--mabs-atlases N] [--summary-only] [--targets 2,4]
 
 --atlas-phase contrast takes the atlases' CT (and its SEG) from a second phantom set of the same
 seed rendered in the portal-venous phase (--contrast: same anatomy, same ground truth), as a
@@ -24,7 +24,10 @@ library.
 atlases. Each target's atlas_eval output is kept in OUT/export-T/atlas_eval.txt; at the end a
 summary gives, per modality, fusion and label, the mean and the minimum Dice over the targets
 whose output is complete, and seconds per registration. --summary-only prints that summary
-from the files an earlier (or interrupted) run left, without running anything. With
+from the files an earlier (or interrupted) run left, without running anything. --targets N,M
+runs (and summarizes) only those subjects as targets, among the ones --loo covers (all with
+--loo 0), each in the export-T folder it has in the full run: subjects 2 and 4 of six are
+export-4 and export-2, so a partial run compares file by file with a full one. With
 --eval-args=--per-atlas (atlas_eval scores every atlas alone) it adds the mean, best and worst
 of the fused atlases per label: how far the fusion is from the best single atlas.
 """
@@ -149,12 +152,22 @@ def parse_ours(text, per_atlas=None):
     return dices, secs, kept
 
 
-def summarize(out, loo, subjects, mods, methods=SUMMARY_METHODS):
+def target_indices(loo, subjects, targets):
+    """The loo indices T (target subjects[-1 - T]) to run: the last `loo` subjects (every one for
+    loo 0), of those only the subject numbers in `targets` when given."""
+    n = len(subjects) if loo <= 0 else min(loo, len(subjects))
+    if not targets:
+        return list(range(n))
+    want = {int(x) for x in targets.split(",")}
+    return [t for t in range(n) if int(os.path.basename(subjects[-1 - t]).split("-")[-1]) in want]
+
+
+def summarize(out, loo, subjects, mods, methods=SUMMARY_METHODS, targets=None):
     """Mean and minimum Dice over the targets whose atlas_eval.txt holds every modality. With a
     both-phase library (atlas_eval --distinct, plain atlases first) it also says how many of the
     atlases fused were the contrast phase."""
     runs = []
-    for t in range(loo):
+    for t in (target_indices(loo, subjects, targets) if targets else range(loo)):
         f = os.path.join(out, f"export-{t}", "atlas_eval.txt")
         name = os.path.basename(subjects[-1 - t]) if t < len(subjects) else f"target {t}"
         if not os.path.exists(f):
@@ -361,6 +374,8 @@ def main():
     ap.add_argument("--summary-methods", default=",".join(SUMMARY_METHODS),
                     help="atlas_eval methods in the summary (with --distinct also mv-all, local-all, jlf-all)")
     ap.add_argument("--eval-args", default="", help="extra atlas_eval options, e.g. \"--work-mm 3\"")
+    ap.add_argument("--targets", default="",
+                    help="only these subject numbers as targets (comma list; export-T numbering as the full run)")
     args = ap.parse_args()
     ph = os.path.join(args.out, "phantoms")
     if not args.summary_only and not os.path.exists(os.path.join(ph, f"subject-{args.subjects:03d}", "seg", "pet.dcm")):
@@ -371,7 +386,7 @@ def main():
     subjects = sorted(glob.glob(os.path.join(ph, "subject-*")))
     mods = args.modalities.split(",")
     if args.summary_only:
-        summarize(args.out, args.loo, subjects, mods, args.summary_methods.split(","))
+        summarize(args.out, args.loo, subjects, mods, args.summary_methods.split(","), args.targets)
         return
     atlas_root = ph
     if args.atlas_phase != "plain":
@@ -381,7 +396,7 @@ def main():
             subprocess.run([os.path.join(args.build, "tools/phantom/segnode-phantom"), "--out", atlas_root,
                             "--subjects", str(args.subjects), "--modalities", "ct", "--contrast", "--size", "small",
                             "--seed", str(args.seed)], check=True, capture_output=True)
-    for t in range(min(args.loo, len(subjects))):
+    for t in target_indices(args.loo, subjects, args.targets):
         target = subjects[-1 - t]
         atlases = [os.path.join(atlas_root, os.path.basename(s)) for s in subjects if s != target]
         extra = args.eval_args.split() + ["--modalities", args.modalities]
@@ -431,8 +446,9 @@ def main():
                       " ".join(f"{LABELS[l]}={d:.3f}" for l, d in zip(LABELS, ds)) +
                       f" mean={np.mean(ds):.3f} {s:.1f} s for {k} atlases")
                 sys.stdout.flush()
-    if not args.skip_ours and args.loo > 1:
-        summarize(args.out, min(args.loo, len(subjects)), subjects, mods, args.summary_methods.split(","))
+    if not args.skip_ours and (args.loo > 1 or args.targets):
+        summarize(args.out, min(args.loo, len(subjects)) if args.loo > 0 else len(subjects), subjects, mods,
+                  args.summary_methods.split(","), args.targets)
 
 
 if __name__ == "__main__":
