@@ -81,6 +81,24 @@ typedef struct atlas_reg_opts {
     int fine_iters;            /* further Adam steps on the working grid (default 30) */
     double fold_max;           /* folding fraction above which the result falls back to affine
                                   (default 0.01) */
+    /* Per-organ region-of-interest refinement after the deformable stage (atlas_register's step
+     * 7; tests/atlas/README.md "Region-of-interest refinement"). For every small organ of the
+     * atlas, a box around it as the global field warps it (plus roi_margin_mm) is registered
+     * again on its own: a discrete search on the working grid (not the coarse one), coupled
+     * convex smoothing, then Adam with a weaker diffusion weight; the residual field, faded to 0
+     * at the box's faces inside the image, is composed with the global one. A box whose
+     * composed field folds more than the global one (0.1% of the box) is left as it was. */
+    int roi;                   /* 0: off (default) */
+    const uint8_t *roi_labels; /* [256]: labels that may be refined (NULL: any atlas label) */
+    double roi_min_ml, roi_max_ml;   /* organ volume in the atlas (default 5..600 mL) */
+    double roi_max_extent_mm;  /* and its extent along every axis (default 200 mm): no ribs,
+                                  aorta, spine, fat */
+    double roi_min_interior;   /* and its share of interior voxels (default 0.5): no shells
+                                  (the myocardium: refined, it lost 0.02-0.08 in CBCT and MR) */
+    double roi_margin_mm;      /* around the warped organ's bounding box (default 20 mm) */
+    int roi_radius;            /* discrete search radius in working voxels (default 2; 0: none) */
+    int roi_iters;             /* Adam steps (default 60) */
+    float roi_lambda;          /* diffusion weight (default 0.03) */
     int verbose;
 } atlas_reg_opts;
 
@@ -97,6 +115,8 @@ typedef struct atlas_reg {
     double jac_min, jac_max, jac_std;
     double ice_mm;             /* mean inverse-consistency error of the symmetrised coarse fields */
     int fell_back;             /* 1: deformable discarded, affine kept (warning says why) */
+    int roi_refined, roi_kept; /* organ boxes registered again / of those, kept (not folding) */
+    double roi_seconds;        /* of `seconds`, in the refinement */
     char warning[256];
     double seconds;
 } atlas_reg;

@@ -19,6 +19,11 @@ void atlas__affine_mul(const double a[12], const double b[12], double o[12]);   
 /* Trilinear value at voxel coordinates (x, y, z); `fill` more than half a voxel outside. */
 float atlas__sample(const float *v, int nx, int ny, int nz, double x, double y, double z, float fill);
 
+/* The per-organ refinement's fade of its residual field along one axis of a box of nb voxels:
+ * 0 at a face (voxel 0 or nb - 1) that is open (inside the image), rising as a half cosine to 1
+ * `ramp` voxels in; 1 throughout along a closed axis. Exposed for tests/atlas. */
+float atlas__roi_ramp(int q, int nb, int ramp, int open_lo, int open_hi);
+
 typedef struct atlas__op {
     nn_graph *g;
     nn_session *s;

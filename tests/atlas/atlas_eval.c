@@ -172,7 +172,8 @@ int main(int argc, char **argv)
     const char *mods = "ct,cbct,mr-t1,mr-t2,pet", *table_path = NULL, *labels_show = "8,9,10,11,14";
     double work_mm = 0, lambda = -1, lambda_fine = -1, lr = -1;
     int fast = 0, affine_only = 0, identity = 0, distinct = 0, iters = -1, radius = -1, fine = -1, nchk = 0, verbose = 0, fails = 0;
-    int per_atlas = 0;
+    int per_atlas = 0, roi = 0, roi_radius = -1, roi_iters = -1;
+    double roi_lambda = -1, roi_margin = -1, roi_max_ml = -1, roi_interior = -1;
     check chk[32];
     int argi = 1;
     for (; argi < argc && argv[argi][0] == '-'; argi++) {
@@ -193,6 +194,13 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--iters") && argi + 1 < argc) iters = atoi(argv[++argi]);
         else if (!strcmp(a, "--radius") && argi + 1 < argc) radius = atoi(argv[++argi]);
         else if (!strcmp(a, "--fine") && argi + 1 < argc) fine = atoi(argv[++argi]);
+        else if (!strcmp(a, "--roi")) roi = 1;   /* per-organ box refinement (atlas_reg_opts.roi) */
+        else if (!strcmp(a, "--roi-radius") && argi + 1 < argc) roi_radius = atoi(argv[++argi]);
+        else if (!strcmp(a, "--roi-iters") && argi + 1 < argc) roi_iters = atoi(argv[++argi]);
+        else if (!strcmp(a, "--roi-lambda") && argi + 1 < argc) roi_lambda = atof(argv[++argi]);
+        else if (!strcmp(a, "--roi-margin") && argi + 1 < argc) roi_margin = atof(argv[++argi]);
+        else if (!strcmp(a, "--roi-max-ml") && argi + 1 < argc) roi_max_ml = atof(argv[++argi]);
+        else if (!strcmp(a, "--roi-interior") && argi + 1 < argc) roi_interior = atof(argv[++argi]);
         else if (!strcmp(a, "-v")) verbose = 1;
         else if (!strcmp(a, "--check") && argi + 1 < argc && nchk < 32) {
             check *c = &chk[nchk++];
@@ -207,6 +215,7 @@ int main(int argc, char **argv)
     }
     if (argc - argi < 2 || !table_path) {
         fprintf(stderr, "usage: atlas_eval --label-table FILE [--modalities LIST] [--work-mm MM] [--fast] [--identity] [--distinct]\n"
+                        "                  [--roi] [--roi-radius N] [--roi-iters N] [--roi-lambda L] [--roi-margin MM] [--roi-max-ml ML] [--roi-interior F]\n"
                         "                  [--per-atlas] [--check LABEL:MOD:METHOD:MIN]... TARGET_SUBJECT ATLAS_SUBJECT...\n");
         return 2;
     }
@@ -249,8 +258,10 @@ int main(int argc, char **argv)
     }
     printf("# %d atlases prepared in %.2f s (working grid %.2f mm)\n", na, now_s() - tprep, atl[0]->grid.spacing[0]);
     int show[64], nshow = 0;
+    uint8_t shown[256] = {0};   /* the organs scored: those the refinement may pick */
     for (const char *p = labels_show; *p && nshow < 64;) {
         show[nshow++] = atoi(p);
+        if (show[nshow - 1] > 0 && show[nshow - 1] < 256) shown[show[nshow - 1]] = 1;
         p = strchr(p, ',');
         if (!p) break;
         p++;
@@ -292,6 +303,14 @@ int main(int argc, char **argv)
         if (iters >= 0) ro.adam_iters = iters;
         if (radius >= 0) ro.disp_radius = radius;
         if (fine >= 0) ro.fine_iters = fine;
+        ro.roi = roi;
+        ro.roi_labels = shown;
+        if (roi_radius >= 0) ro.roi_radius = roi_radius;
+        if (roi_iters >= 0) ro.roi_iters = roi_iters;
+        if (roi_lambda >= 0) ro.roi_lambda = (float)roi_lambda;
+        if (roi_margin >= 0) ro.roi_margin_mm = roi_margin;
+        if (roi_max_ml >= 0) ro.roi_max_ml = roi_max_ml;
+        if (roi_interior >= 0) ro.roi_min_interior = roi_interior;
         double treg = 0;
         for (int a = 0; a < na; a++) {
             if (identity) {   /* same subject, same patient space: target working voxel -> world */
@@ -308,6 +327,9 @@ int main(int argc, char **argv)
             printf("# %s atlas %d: ssd %.4f -> %.4f -> %.4f, folding %.3f%%, |J| %.2f..%.2f, ice %.2f mm, %.2f s\n",
                    mod, a, regs[a].ssd_moments, regs[a].ssd_affine, regs[a].ssd_final, 100 * regs[a].fold_fraction,
                    regs[a].jac_min, regs[a].jac_max, regs[a].ice_mm, regs[a].seconds);
+            if (roi)
+                printf("# %s atlas %d: roi %d of %d organ boxes kept, %.2f s\n", mod, a, regs[a].roi_kept,
+                       regs[a].roi_refined, regs[a].roi_seconds);
         }
         printf("# %s: target prep %.2f s, %.2f s per registration\n", mod, tprep_t, treg / na);
         size_t n = atlas_grid_voxels(&tg);
