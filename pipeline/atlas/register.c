@@ -112,6 +112,19 @@ static int smooth3(nn_backend *b, float *u, const int n[3], float *tmp, char *er
     return 0;
 }
 
+/* The SSD cost volume of 12-channel descriptors F against M over the displacements [-rad, rad]^3
+ * (nn/ SSD_COST; cost [(2 rad + 1)^3][S]). */
+static int ssd_cost(nn_backend *b, const float *F, const float *M, const int n[3], int rad, float *cost, char *err,
+                    size_t errlen)
+{
+    nn_op_desc d;
+    nn_op_desc_init(&d, NN_OP_SSD_COST);
+    d.k[0] = rad;
+    int64_t sh[2][5] = {{1, 12, n[2], n[1], n[0]}, {1, 12, n[2], n[1], n[0]}};
+    const float *ins[2] = {F, M};
+    return atlas__op_once(b, &d, 2, (const int64_t(*)[5])sh, ins, cost, err, errlen);
+}
+
 /* Coupled convex optimisation over the cost volume: argmin_d C(d) + a*|d - smooth(u)|^2 for
  * growing a, starting from the plain argmin. u is [3][S] in coarse voxels. */
 static int coupled_convex(nn_backend *b, const float *cost, int r, const int n[3], float *u, char *err,
@@ -510,12 +523,7 @@ static int roi_refine_box(nn_backend *b, const atlas_prep *target, const float *
                 memcpy(Mb + d, W + s, sizeof(float) * nb[0]);
             }
     if (rad > 0) {   /* discrete search at the working grid's spacing: twice as fine as step 3's */
-        nn_op_desc d;
-        nn_op_desc_init(&d, NN_OP_SSD_COST);
-        d.k[0] = rad;
-        int64_t sh[2][5] = {{1, 12, nb[2], nb[1], nb[0]}, {1, 12, nb[2], nb[1], nb[0]}};
-        const float *ins[2] = {Fb, Mb};
-        if ((rc = atlas__op_once(b, &d, 2, (const int64_t(*)[5])sh, ins, cost, err, errlen))) goto out;
+        if ((rc = ssd_cost(b, Fb, Mb, nb, rad, cost, err, errlen))) goto out;
         if ((rc = coupled_convex(b, cost, rad, nb, v, err, errlen))) goto out;
         /* the argmin is whole voxels: smooth before Adam, as step 5 starts from a coarse field */
         if ((rc = smooth3(b, v, nb, un, err, errlen))) goto out;
@@ -694,18 +702,11 @@ int atlas_register(nn_backend *b, const atlas_prep *target, const atlas_prep *at
         rc = sn_errf(err, errlen, SN_ENOMEM, "out of memory (cost volume %d x %zu)", L3, Sc);
         goto out;
     }
-    nn_op_desc d;
-    nn_op_desc_init(&d, NN_OP_SSD_COST);
-    d.k[0] = rad;
-    int64_t sh12[2][5] = {{1, 12, nc[2], nc[1], nc[0]}, {1, 12, nc[2], nc[1], nc[0]}};
-    {
-        const float *ins[2] = {Fc, Mc};
-        if ((rc = atlas__op_once(b, &d, 2, (const int64_t(*)[5])sh12, ins, cost, err, errlen))) goto out;
-        if ((rc = coupled_convex(b, cost, rad, nc, uf, err, errlen))) goto out;
-        const float *inb[2] = {Mc, Fc};
-        if ((rc = atlas__op_once(b, &d, 2, (const int64_t(*)[5])sh12, inb, cost, err, errlen))) goto out;
-        if ((rc = coupled_convex(b, cost, rad, nc, ub, err, errlen))) goto out;
-    }
+    if ((rc = ssd_cost(b, Fc, Mc, nc, rad, cost, err, errlen)) ||
+        (rc = coupled_convex(b, cost, rad, nc, uf, err, errlen)) ||
+        (rc = ssd_cost(b, Mc, Fc, nc, rad, cost, err, errlen)) ||
+        (rc = coupled_convex(b, cost, rad, nc, ub, err, errlen)))
+        goto out;
     if (o->verbose) fprintf(stderr, "atlas:   %-10s %.2f s\n", "discrete", now_s() - t0);
     free(cost);
     cost = NULL;
