@@ -492,6 +492,29 @@ float atlas__roi_ramp(int q, int nb, int ramp, int open_lo, int open_hi)
     return w;
 }
 
+/* Copy nc channels of the box lo.. (size nb) out of a volume of size n into box [nc][nb], and
+ * back. */
+static void box_get(const float *vol, const int n[3], const int lo[3], const int nb[3], int nc, float *box)
+{
+    const size_t S = (size_t)n[0] * n[1] * n[2], Sb = (size_t)nb[0] * nb[1] * nb[2];
+    for (int c = 0; c < nc; c++)
+        for (int k = 0; k < nb[2]; k++)
+            for (int j = 0; j < nb[1]; j++)
+                memcpy(box + (size_t)nb[0] * (j + (size_t)nb[1] * k) + c * Sb,
+                       vol + lo[0] + (size_t)n[0] * (lo[1] + j + (size_t)n[1] * (lo[2] + k)) + c * S,
+                       sizeof(float) * nb[0]);
+}
+
+static void box_put(float *vol, const int n[3], const int lo[3], const int nb[3], int nc, const float *box)
+{
+    const size_t S = (size_t)n[0] * n[1] * n[2], Sb = (size_t)nb[0] * nb[1] * nb[2];
+    for (int c = 0; c < nc; c++)
+        for (int k = 0; k < nb[2]; k++)
+            for (int j = 0; j < nb[1]; j++)
+                memcpy(vol + lo[0] + (size_t)n[0] * (lo[1] + j + (size_t)n[1] * (lo[2] + k)) + c * S,
+                       box + (size_t)nb[0] * (j + (size_t)nb[1] * k) + c * Sb, sizeof(float) * nb[0]);
+}
+
 /* One organ box lo..hi (working voxels, inclusive): the residual registration of W (the atlas
  * MIND as the current field warps it) to the target's, faded at the open faces, composed into
  * r->u when it does not fold. *kept = 1 when it was. */
@@ -514,14 +537,8 @@ static int roi_refine_box(nn_backend *b, const atlas_prep *target, const float *
         rc = sn_errf(err, errlen, SN_ENOMEM, "out of memory (organ box %d x %d x %d)", nb[0], nb[1], nb[2]);
         goto out;
     }
-    for (int c = 0; c < 12; c++)
-        for (int k = 0; k < nb[2]; k++)
-            for (int j = 0; j < nb[1]; j++) {
-                size_t s = lo[0] + (size_t)n[0] * (lo[1] + j + (size_t)n[1] * (lo[2] + k)) + c * S;
-                size_t d = (size_t)nb[0] * (j + (size_t)nb[1] * k) + c * Sb;
-                memcpy(Fb + d, target->mind + s, sizeof(float) * nb[0]);
-                memcpy(Mb + d, W + s, sizeof(float) * nb[0]);
-            }
+    box_get(target->mind, n, lo, nb, 12, Fb);
+    box_get(W, n, lo, nb, 12, Mb);
     if (rad > 0) {   /* discrete search at the working grid's spacing: twice as fine as step 3's */
         if ((rc = ssd_cost(b, Fb, Mb, nb, rad, cost, err, errlen))) goto out;
         if ((rc = coupled_convex(b, cost, rad, nb, v, err, errlen))) goto out;
@@ -556,23 +573,11 @@ static int roi_refine_box(nn_backend *b, const atlas_prep *target, const float *
     const int elo[3] = {lo[0] - 1, lo[1] - 1, lo[2] - 1}, ehi[3] = {hi[0] + 1, hi[1] + 1, hi[2] + 1};
     size_t before = folds_in(r->u, n, elo, ehi);
     /* the old values go into v (no longer needed) so the box can be put back */
-    for (int c = 0; c < 3; c++)
-        for (int k = 0; k < nb[2]; k++)
-            for (int j = 0; j < nb[1]; j++) {
-                size_t s = lo[0] + (size_t)n[0] * (lo[1] + j + (size_t)n[1] * (lo[2] + k)) + c * S;
-                size_t d = (size_t)nb[0] * (j + (size_t)nb[1] * k) + c * Sb;
-                memcpy(v + d, r->u + s, sizeof(float) * nb[0]);
-                memcpy(r->u + s, un + d, sizeof(float) * nb[0]);
-            }
+    box_get(r->u, n, lo, nb, 3, v);
+    box_put(r->u, n, lo, nb, 3, un);
     size_t after = folds_in(r->u, n, elo, ehi);
     if (after > before + Sb / 1000) {
-        for (int c = 0; c < 3; c++)
-            for (int k = 0; k < nb[2]; k++)
-                for (int j = 0; j < nb[1]; j++) {
-                    size_t s = lo[0] + (size_t)n[0] * (lo[1] + j + (size_t)n[1] * (lo[2] + k)) + c * S;
-                    size_t d = (size_t)nb[0] * (j + (size_t)nb[1] * k) + c * Sb;
-                    memcpy(r->u + s, v + d, sizeof(float) * nb[0]);
-                }
+        box_put(r->u, n, lo, nb, 3, v);
     } else {
         *kept = 1;
     }
