@@ -15,9 +15,8 @@
 
 #include "common/status.h"
 #include "pipeline/atlas/atlasInt.h"
+#include "tests/atlas/atlas_test.h"
 
-static int fails;
-#define CHECK(c, ...) do { if (!(c)) { printf("FAIL: " __VA_ARGS__); printf("\n"); fails++; } } while (0)
 
 /* Body ellipsoid (label 1), a sphere of radius `r2` (label 2), a fixed small ellipsoid (label 3)
  * and a thin spherical shell (label 4); intensities per label from val[] plus a fixed texture. */
@@ -29,7 +28,7 @@ static void make(const atlas_grid *g, double r2, const float val[5], float *img,
         for (int j = 0; j < g->ny; j++)
             for (int i = 0; i < g->nx; i++) {
                 double p[3];
-                for (int r = 0; r < 3; r++) p[r] = w[r * 4] * i + w[r * 4 + 1] * j + w[r * 4 + 2] * k + w[r * 4 + 3];
+                test_world(w, i, j, k, p);
                 int l = 0;
                 if (p[0] * p[0] / 4900 + p[1] * p[1] / 3600 + p[2] * p[2] / 4900 < 1) l = 1;
                 if ((p[0] - 22) * (p[0] - 22) + p[1] * p[1] + (p[2] - 8) * (p[2] - 8) < r2 * r2) l = 2;
@@ -40,13 +39,6 @@ static void make(const atlas_grid *g, double r2, const float val[5], float *img,
                 img[q] = val[l] + 0.02f * (float)((i * 7 + j * 13 + k * 5) % 11);
                 lab[q] = (uint8_t)l;
             }
-}
-
-static double dice(const uint8_t *a, const uint8_t *b, size_t n, int l)
-{
-    size_t x = 0, y = 0, xy = 0;
-    for (size_t i = 0; i < n; i++) x += a[i] == l, y += b[i] == l, xy += a[i] == l && b[i] == l;
-    return x + y ? 2.0 * xy / (double)(x + y) : 1.0;
 }
 
 int main(void)
@@ -120,9 +112,9 @@ int main(void)
 
     const atlas_prep *aps[1] = {ap};
     CHECK(!atlas_fuse(b, tp, aps, &r0, 1, ATLAS_FUSE_MAJORITY, &g, out, err, sizeof err), "fuse: %s", err);
-    double d0 = dice(out, tl, n, 2), d30 = dice(out, tl, n, 3);
+    double d0 = test_dice(out, tl, n, 2), d30 = test_dice(out, tl, n, 3);
     CHECK(!atlas_fuse(b, tp, aps, &r1, 1, ATLAS_FUSE_MAJORITY, &g, out, err, sizeof err), "fuse: %s", err);
-    double d1 = dice(out, tl, n, 2), d31 = dice(out, tl, n, 3);
+    double d1 = test_dice(out, tl, n, 2), d31 = test_dice(out, tl, n, 3);
     printf("organ Dice global %.3f -> refined %.3f (small organ %.3f -> %.3f), MIND SSD %.5f -> %.5f, "
            "%d of %d boxes kept, %.2f of %.2f s\n", d0, d1, d30, d31, r0.ssd_final, r1.ssd_final, r1.roi_kept,
            r1.roi_refined, r1.roi_seconds, r1.seconds);

@@ -17,9 +17,8 @@
 
 #include "common/status.h"
 #include "pipeline/atlas/method_atlas.h"
+#include "tests/atlas/atlas_test.h"
 
-static int fails;
-#define CHECK(c, ...) do { if (!(c)) { printf("FAIL: " __VA_ARGS__); printf("\n"); fails++; } } while (0)
 
 /* As test_atlas_unit.c: body ellipsoid (label 1), a sphere (2) and a small ellipsoid (3) at world
  * offset `shift` (mm), scale `s`, intensities per label from val[]. */
@@ -31,7 +30,8 @@ static void make(const atlas_grid *g, const double shift[3], double s, const flo
         for (int j = 0; j < g->ny; j++)
             for (int i = 0; i < g->nx; i++) {
                 double p[3];
-                for (int r = 0; r < 3; r++) p[r] = (w[r * 4] * i + w[r * 4 + 1] * j + w[r * 4 + 2] * k + w[r * 4 + 3] - shift[r]) / s;
+                test_world(w, i, j, k, p);
+                for (int r = 0; r < 3; r++) p[r] = (p[r] - shift[r]) / s;
                 int l = 0;
                 if (p[0] * p[0] / 3600 + p[1] * p[1] / 2500 + p[2] * p[2] / 3600 < 1) l = 1;
                 if ((p[0] - 20) * (p[0] - 20) + p[1] * p[1] + (p[2] - 10) * (p[2] - 10) < 400) l = 2;

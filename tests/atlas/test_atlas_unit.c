@@ -13,9 +13,8 @@
 
 #include "common/status.h"
 #include "pipeline/atlas/atlas.h"
+#include "tests/atlas/atlas_test.h"
 
-static int fails;
-#define CHECK(c, ...) do { if (!(c)) { printf("FAIL: " __VA_ARGS__); printf("\n"); fails++; } } while (0)
 
 /* Body ellipsoid (label 1) with two organs (2: a sphere, 3: a small ellipsoid) at world offset
  * `shift` (mm), scale `s`; intensities per label from val[]. */
@@ -27,7 +26,8 @@ static void make(const atlas_grid *g, const double shift[3], double s, const flo
         for (int j = 0; j < g->ny; j++)
             for (int i = 0; i < g->nx; i++) {
                 double p[3];
-                for (int r = 0; r < 3; r++) p[r] = (w[r * 4] * i + w[r * 4 + 1] * j + w[r * 4 + 2] * k + w[r * 4 + 3] - shift[r]) / s;
+                test_world(w, i, j, k, p);
+                for (int r = 0; r < 3; r++) p[r] = (p[r] - shift[r]) / s;
                 int l = 0;
                 if (p[0] * p[0] / 3600 + p[1] * p[1] / 2500 + p[2] * p[2] / 3600 < 1) l = 1;
                 if ((p[0] - 20) * (p[0] - 20) + p[1] * p[1] + (p[2] - 10) * (p[2] - 10) < 400) l = 2;
@@ -36,13 +36,6 @@ static void make(const atlas_grid *g, const double shift[3], double s, const flo
                 img[q] = val[l] + 0.02f * (float)((i * 7 + j * 13 + k * 5) % 11);
                 if (lab) lab[q] = (uint8_t)l;
             }
-}
-
-static double dice(const uint8_t *a, const uint8_t *b, size_t n, int l)
-{
-    size_t x = 0, y = 0, xy = 0;
-    for (size_t i = 0; i < n; i++) x += a[i] == l, y += b[i] == l, xy += a[i] == l && b[i] == l;
-    return x + y ? 2.0 * xy / (double)(x + y) : 1.0;
 }
 
 int main(void)
@@ -95,7 +88,7 @@ int main(void)
         CHECK(!atlas_fuse(b, tp, aps, r, 1, m == 2 ? ATLAS_FUSE_JLF : ATLAS_FUSE_MAJORITY, &g, out, err, sizeof err),
               "fuse: %s", err);
         atlas_postprocess(out, g.nx, g.ny, g.nz, NULL);
-        double d2 = dice(out, tl, n, 2), d3 = dice(out, tl, n, 3);
+        double d2 = test_dice(out, tl, n, 2), d3 = test_dice(out, tl, n, 3);
         printf("%s: dice organ %.3f, small organ %.3f\n", m == 0 ? "affine" : m == 1 ? "deformable" : "deformable jlf", d2, d3);
         CHECK(d2 > (m ? 0.85 : 0.7) && d3 > (m ? 0.7 : 0.5), "dice too low");
     }
@@ -117,7 +110,7 @@ int main(void)
         if (!fails) {
             CHECK(!atlas_fuse(b, bp, aps, &br, 1, ATLAS_FUSE_MAJORITY, &gb, bo, err, sizeof err), "fuse: %s", err);
             atlas_postprocess(bo, gb.nx, gb.ny, gb.nz, NULL);
-            double d1 = dice(bo, bl, nb, 1), d2 = dice(bo, bl, nb, 2);
+            double d1 = test_dice(bo, bl, nb, 1), d2 = test_dice(bo, bl, nb, 2);
             printf("wide field of view: dice body %.3f, organ %.3f\n", d1, d2);
             CHECK(d1 > 0.85 && d2 > 0.85, "a wide field of view spoils the registration");
             atlas_reg_clear(&br);
