@@ -27,9 +27,6 @@ typedef struct pipeline_atlas_opts {
                                      are the same anatomy (equal label maps: one subject in two
                                      phases) count once, the best-matching one (atlas_distinct) */
     double work_mm;               /* working grid (default 0: automatic, see atlas_prep_new) */
-    int roi;                      /* 1: per-organ region-of-interest refinement of every
-                                     registration (atlas_reg_opts.roi; default 0), on the
-                                     requested labels that are small organs */
     int threads;                  /* CPU threads (0 = 2) */
     int device_index;             /* -1 (the default): the CPU; N: CUDA device N. Not starting the
                                      device, or a device failure while registering or fusing

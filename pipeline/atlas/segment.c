@@ -107,8 +107,6 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
     atlas_reg_opts ro;
     atlas_reg_opts_default(&ro);
     ro.verbose = o->verbose;
-    ro.roi = o->roi;
-    ro.roi_labels = restrict_labels ? want : NULL;   /* only organs asked for are refined */
     int fallbacks = 0;
     for (int a = 0; a < na; a++) {
         if ((rc = atlas_register(b, tp, atl[a], &ro, &regs[a], err, errlen))) goto out;
