@@ -47,6 +47,20 @@ void store__bind_text(sqlite3_stmt *s, int i, const char *v)
         sqlite3_bind_null(s, i);
 }
 
+int store__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, const char *what, char *err,
+                   size_t errlen)
+{
+    int rc = sqlite3_prepare_v2(db, sql, -1, out, NULL);
+    return rc == SQLITE_OK ? SN_OK : store__dberr(db, rc, what, err, errlen);
+}
+
+int store__run(sqlite3 *db, sqlite3_stmt *s, const char *what, char *err, size_t errlen)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? SN_OK : store__dberr(db, rc, what, err, errlen);
+}
+
 int store__exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
 {
     char *msg = NULL;

@@ -142,6 +142,11 @@ void store__bind_str(sqlite3_stmt *s, int i, const char *v);
 /* Bind text exactly as given (NULL -> NULL). */
 void store__bind_text(sqlite3_stmt *s, int i, const char *v);
 
+/* Prepare sql into *out; on failure *out is NULL and the status names what. */
+int store__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out, const char *what, char *err,
+                   size_t errlen);
+/* Step a statement that returns no rows, then finalize it (whatever the result). */
+int store__run(sqlite3 *db, sqlite3_stmt *s, const char *what, char *err, size_t errlen);
 /* Run one statement without result rows on the writer connection. */
 int store__exec(sqlite3 *db, const char *sql, char *err, size_t errlen);
 

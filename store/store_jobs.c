@@ -23,14 +23,6 @@ static const char *jobs__str(sqlite3_stmt *s, int col)
     return (const char *)sqlite3_column_text(s, col);
 }
 
-/* Run a prepared statement with no result rows and finalize it. */
-static int jobs__run(sqlite3 *db, sqlite3_stmt *s, const char *what, char *err, size_t errlen)
-{
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? SN_OK : store__dberr(db, rc, what, err, errlen);
-}
-
 int store_job_claim(store *st, const char *worker_id, int64_t lease_ms, int64_t now_ms,
                     store_job_claimed *out, char *err, size_t errlen)
 {
@@ -44,21 +36,19 @@ int store_job_claim(store *st, const char *worker_id, int64_t lease_ms, int64_t 
      * atomic step for every thread and every process on this store. */
     if ((status = store__exec(st->wdb, "BEGIN IMMEDIATE", err, errlen)) != SN_OK)
         goto unlock;
-    rc = sqlite3_prepare_v2(st->wdb,
-        "UPDATE jobs SET state=?2, attempts=attempts+1, worker=?3, started_ms=?1,"
-        " lease_until=?1+?4, updated_ms=?1"
-        " WHERE id=(SELECT j.id FROM jobs j JOIN series s ON s.id=j.series_id"
-        "   WHERE j.state=?5 AND s.state<>?6"
-        "   ORDER BY j.created_ms, s.first_received_ms, j.id LIMIT 1)"
-        " RETURNING id, series_id, route, method, coalesce(calling_ae, ''), attempts, created_ms,"
-        "  lease_until, coalesce(replaces_job, 0),"
-        "  (SELECT series_uid FROM series WHERE id=jobs.series_id),"
-        "  (SELECT last_received_ms FROM series WHERE id=jobs.series_id),"
-        "  (SELECT coalesce(stable_ms, 0) FROM series WHERE id=jobs.series_id)", -1, &s, NULL);
-    if (rc != SQLITE_OK) {
-        status = store__dberr(st->wdb, rc, "claim job", err, errlen);
+    if ((status = store__prepare(st->wdb,
+            "UPDATE jobs SET state=?2, attempts=attempts+1, worker=?3, started_ms=?1,"
+            " lease_until=?1+?4, updated_ms=?1"
+            " WHERE id=(SELECT j.id FROM jobs j JOIN series s ON s.id=j.series_id"
+            "   WHERE j.state=?5 AND s.state<>?6"
+            "   ORDER BY j.created_ms, s.first_received_ms, j.id LIMIT 1)"
+            " RETURNING id, series_id, route, method, coalesce(calling_ae, ''), attempts, created_ms,"
+            "  lease_until, coalesce(replaces_job, 0),"
+            "  (SELECT series_uid FROM series WHERE id=jobs.series_id),"
+            "  (SELECT last_received_ms FROM series WHERE id=jobs.series_id),"
+            "  (SELECT coalesce(stable_ms, 0) FROM series WHERE id=jobs.series_id)",
+            &s, "claim job", err, errlen)) != SN_OK)
         goto rollback;
-    }
     sqlite3_bind_int64(s, 1, now_ms);
     sqlite3_bind_int(s, 2, STORE_JOB_RUNNING);
     sqlite3_bind_text(s, 3, worker_id, -1, SQLITE_STATIC);
@@ -95,18 +85,15 @@ int store_job_claim(store *st, const char *worker_id, int64_t lease_ms, int64_t 
         status = store__dberr(st->wdb, rc, "claim job", err, errlen);
         goto rollback;
     }
-    rc = sqlite3_prepare_v2(st->wdb,
-                            "UPDATE series SET state=?2, state_changed_ms=?3 WHERE id=?1 AND state=?4",
-                            -1, &s, NULL);
-    if (rc != SQLITE_OK) {
-        status = store__dberr(st->wdb, rc, "mark series processing", err, errlen);
+    if ((status = store__prepare(st->wdb,
+            "UPDATE series SET state=?2, state_changed_ms=?3 WHERE id=?1 AND state=?4",
+            &s, "mark series processing", err, errlen)) != SN_OK)
         goto rollback;
-    }
     sqlite3_bind_int64(s, 1, out->series_id);
     sqlite3_bind_int(s, 2, STORE_SERIES_PROCESSING);
     sqlite3_bind_int64(s, 3, now_ms);
     sqlite3_bind_int(s, 4, STORE_SERIES_STABLE);
-    status = jobs__run(st->wdb, s, "mark series processing", err, errlen);
+    status = store__run(st->wdb, s, "mark series processing", err, errlen);
     s = NULL;
     if (status != SN_OK)
         goto rollback;
@@ -130,18 +117,15 @@ int store_job_heartbeat(store *st, int64_t job_id, const char *worker_id, int64_
     if (!st || !worker_id)
         return sn_errf(err, errlen, SN_EINVAL, "store_job_heartbeat: bad arguments");
     pthread_mutex_lock(&st->w_mu);
-    rc = sqlite3_prepare_v2(st->wdb,
-                            "UPDATE jobs SET lease_until=?3 WHERE id=?1 AND state=?4 AND worker=?2",
-                            -1, &u, NULL);
-    if (rc != SQLITE_OK) {
-        rc = store__dberr(st->wdb, rc, "renew job lease", err, errlen);
+    if ((rc = store__prepare(st->wdb,
+            "UPDATE jobs SET lease_until=?3 WHERE id=?1 AND state=?4 AND worker=?2",
+            &u, "renew job lease", err, errlen)) != SN_OK)
         goto out;
-    }
     sqlite3_bind_int64(u, 1, job_id);
     sqlite3_bind_text(u, 2, worker_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(u, 3, now_ms + (lease_ms > 0 ? lease_ms : 30000));
     sqlite3_bind_int(u, 4, STORE_JOB_RUNNING);
-    if ((rc = jobs__run(st->wdb, u, "renew job lease", err, errlen)) == SN_OK && sqlite3_changes(st->wdb) == 0)
+    if ((rc = store__run(st->wdb, u, "renew job lease", err, errlen)) == SN_OK && sqlite3_changes(st->wdb) == 0)
         rc = sn_errf(err, errlen, SN_ENOENT, "job %lld is no longer running under %s",
                      (long long)job_id, worker_id);
 out:
@@ -166,34 +150,29 @@ int store_job_recover(store *st, int64_t now_ms, int max_attempts, int *n_requeu
     if ((status = store__exec(st->wdb, "BEGIN IMMEDIATE", err, errlen)) != SN_OK)
         goto unlock;
     /* Out of runs: failed, with the reason. */
-    rc = sqlite3_prepare_v2(st->wdb,
-        "UPDATE jobs SET state=?3, lease_until=NULL, updated_ms=?1,"
-        " error='gave up after '||attempts||' run(s): the node stopped or crashed while it ran'"
-        " WHERE state=?4 AND lease_until<?1 AND attempts>=?2", -1, &u, NULL);
-    if (rc != SQLITE_OK) {
-        status = store__dberr(st->wdb, rc, "recover jobs", err, errlen);
+    if ((status = store__prepare(st->wdb,
+            "UPDATE jobs SET state=?3, lease_until=NULL, updated_ms=?1,"
+            " error='gave up after '||attempts||' run(s): the node stopped or crashed while it ran'"
+            " WHERE state=?4 AND lease_until<?1 AND attempts>=?2",
+            &u, "recover jobs", err, errlen)) != SN_OK)
         goto rollback;
-    }
     sqlite3_bind_int64(u, 1, now_ms);
     sqlite3_bind_int(u, 2, max_attempts);
     sqlite3_bind_int(u, 3, STORE_JOB_FAILED);
     sqlite3_bind_int(u, 4, STORE_JOB_RUNNING);
-    if ((status = jobs__run(st->wdb, u, "recover jobs", err, errlen)) != SN_OK)
+    if ((status = store__run(st->wdb, u, "recover jobs", err, errlen)) != SN_OK)
         goto rollback;
     nf = sqlite3_changes(st->wdb);
     if (nf) {
         /* Their series: failed once none of its jobs is left to run (as store_job_fail). */
-        rc = sqlite3_prepare_v2(st->wdb,
-            "UPDATE series SET state=CASE WHEN EXISTS(SELECT 1 FROM jobs j WHERE j.series_id=series.id"
-            "  AND j.state=?2) THEN ?3 ELSE ?4 END, state_changed_ms=?1"
-            " WHERE state IN (?5, ?6)"
-            " AND EXISTS(SELECT 1 FROM jobs j WHERE j.series_id=series.id AND j.state=?2 AND j.updated_ms=?1)"
-            " AND NOT EXISTS(SELECT 1 FROM jobs j WHERE j.series_id=series.id AND j.state IN (?7, ?8))",
-            -1, &u, NULL);
-        if (rc != SQLITE_OK) {
-            status = store__dberr(st->wdb, rc, "recover jobs", err, errlen);
+        if ((status = store__prepare(st->wdb,
+                "UPDATE series SET state=CASE WHEN EXISTS(SELECT 1 FROM jobs j WHERE j.series_id=series.id"
+                "  AND j.state=?2) THEN ?3 ELSE ?4 END, state_changed_ms=?1"
+                " WHERE state IN (?5, ?6)"
+                " AND EXISTS(SELECT 1 FROM jobs j WHERE j.series_id=series.id AND j.state=?2 AND j.updated_ms=?1)"
+                " AND NOT EXISTS(SELECT 1 FROM jobs j WHERE j.series_id=series.id AND j.state IN (?7, ?8))",
+                &u, "recover jobs", err, errlen)) != SN_OK)
             goto rollback;
-        }
         sqlite3_bind_int64(u, 1, now_ms);
         sqlite3_bind_int(u, 2, STORE_JOB_FAILED);
         sqlite3_bind_int(u, 3, STORE_SERIES_FAILED);
@@ -202,7 +181,7 @@ int store_job_recover(store *st, int64_t now_ms, int max_attempts, int *n_requeu
         sqlite3_bind_int(u, 6, STORE_SERIES_PROCESSING);
         sqlite3_bind_int(u, 7, STORE_JOB_PENDING);
         sqlite3_bind_int(u, 8, STORE_JOB_RUNNING);
-        if ((status = jobs__run(st->wdb, u, "recover jobs", err, errlen)) != SN_OK)
+        if ((status = store__run(st->wdb, u, "recover jobs", err, errlen)) != SN_OK)
             goto rollback;
     }
     /* Runs left: pending again; the run that died stays counted in attempts. */
@@ -217,7 +196,7 @@ int store_job_recover(store *st, int64_t now_ms, int max_attempts, int *n_requeu
     sqlite3_bind_int64(u, 1, now_ms);
     sqlite3_bind_int(u, 2, STORE_JOB_PENDING);
     sqlite3_bind_int(u, 3, STORE_JOB_RUNNING);
-    if ((status = jobs__run(st->wdb, u, "recover jobs", err, errlen)) != SN_OK)
+    if ((status = store__run(st->wdb, u, "recover jobs", err, errlen)) != SN_OK)
         goto rollback;
     nr = sqlite3_changes(st->wdb);
     if ((status = store__exec(st->wdb, "COMMIT", err, errlen)) != SN_OK)
@@ -246,20 +225,17 @@ int store_job_release(store *st, int64_t job_id, const char *worker_id, char *er
     if (!st || !worker_id)
         return sn_errf(err, errlen, SN_EINVAL, "store_job_release: bad arguments");
     pthread_mutex_lock(&st->w_mu);
-    rc = sqlite3_prepare_v2(st->wdb,
-                            "UPDATE jobs SET state=?3, attempts=max(attempts-1, 0), lease_until=NULL,"
-                            " worker=NULL, updated_ms=?4 WHERE id=?1 AND state=?5 AND worker=?2",
-                            -1, &u, NULL);
-    if (rc != SQLITE_OK) {
-        rc = store__dberr(st->wdb, rc, "release job", err, errlen);
+    if ((rc = store__prepare(st->wdb,
+            "UPDATE jobs SET state=?3, attempts=max(attempts-1, 0), lease_until=NULL,"
+            " worker=NULL, updated_ms=?4 WHERE id=?1 AND state=?5 AND worker=?2",
+            &u, "release job", err, errlen)) != SN_OK)
         goto out;
-    }
     sqlite3_bind_int64(u, 1, job_id);
     sqlite3_bind_text(u, 2, worker_id, -1, SQLITE_STATIC);
     sqlite3_bind_int(u, 3, STORE_JOB_PENDING);
     sqlite3_bind_int64(u, 4, sn_now_ms());
     sqlite3_bind_int(u, 5, STORE_JOB_RUNNING);
-    if ((rc = jobs__run(st->wdb, u, "release job", err, errlen)) == SN_OK && sqlite3_changes(st->wdb) == 0)
+    if ((rc = store__run(st->wdb, u, "release job", err, errlen)) == SN_OK && sqlite3_changes(st->wdb) == 0)
         rc = sn_errf(err, errlen, SN_ENOENT, "job %lld is not running under %s", (long long)job_id,
                      worker_id);
 out:
@@ -276,14 +252,11 @@ static int jobs__set(store *st, int64_t job_id, const char *sql, const char *val
     if (!st)
         return sn_errf(err, errlen, SN_EINVAL, "store_job_set: bad arguments");
     pthread_mutex_lock(&st->w_mu);
-    rc = sqlite3_prepare_v2(st->wdb, sql, -1, &u, NULL);
-    if (rc != SQLITE_OK) {
-        rc = store__dberr(st->wdb, rc, "update job", err, errlen);
+    if ((rc = store__prepare(st->wdb, sql, &u, "update job", err, errlen)) != SN_OK)
         goto out;
-    }
     sqlite3_bind_int64(u, 1, job_id);
     store__bind_str(u, 2, value);
-    if ((rc = jobs__run(st->wdb, u, "update job", err, errlen)) == SN_OK && sqlite3_changes(st->wdb) == 0)
+    if ((rc = store__run(st->wdb, u, "update job", err, errlen)) == SN_OK && sqlite3_changes(st->wdb) == 0)
         rc = sn_errf(err, errlen, SN_ENOENT, "no job %lld", (long long)job_id);
 out:
     pthread_mutex_unlock(&st->w_mu);
@@ -313,19 +286,17 @@ int store_job_list_detail(store *st, int64_t job_id, int state_filter, store_job
     if ((status = store__reader_get(st, &db, err, errlen)) != SN_OK)
         return status;
     /* send_ms: from the job's end (updated_ms of a done job) to its last row sent. */
-    rc = sqlite3_prepare_v2(db,
-        "SELECT j.id, j.series_id, s.series_uid, j.route, j.method, j.error, j.calling_ae, j.state,"
-        " j.attempts, j.created_ms, j.updated_ms, j.timings, j.device, j.worker,"
-        " coalesce(j.started_ms, 0), coalesce(j.lease_until, 0), coalesce(j.replaces_job, 0),"
-        " CASE WHEN j.state=2 THEN (SELECT max(o.sent_ms) FROM outbox o WHERE o.job_id=j.id"
-        "   AND o.state=2) - j.updated_ms END,"
-        " s.last_received_ms, coalesce(s.stable_ms, 0)"
-        " FROM jobs j JOIN series s ON s.id=j.series_id"
-        " WHERE (?1 < 0 OR j.id=?1) AND (?2 < 0 OR j.state=?2) ORDER BY j.id DESC", -1, &s, NULL);
-    if (rc != SQLITE_OK) {
-        status = store__dberr(db, rc, "list jobs", err, errlen);
+    if ((status = store__prepare(db,
+            "SELECT j.id, j.series_id, s.series_uid, j.route, j.method, j.error, j.calling_ae, j.state,"
+            " j.attempts, j.created_ms, j.updated_ms, j.timings, j.device, j.worker,"
+            " coalesce(j.started_ms, 0), coalesce(j.lease_until, 0), coalesce(j.replaces_job, 0),"
+            " CASE WHEN j.state=2 THEN (SELECT max(o.sent_ms) FROM outbox o WHERE o.job_id=j.id"
+            "   AND o.state=2) - j.updated_ms END,"
+            " s.last_received_ms, coalesce(s.stable_ms, 0)"
+            " FROM jobs j JOIN series s ON s.id=j.series_id"
+            " WHERE (?1 < 0 OR j.id=?1) AND (?2 < 0 OR j.state=?2) ORDER BY j.id DESC",
+            &s, "list jobs", err, errlen)) != SN_OK)
         goto out;
-    }
     sqlite3_bind_int64(s, 1, job_id);
     sqlite3_bind_int(s, 2, state_filter);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {

@@ -55,14 +55,6 @@ static void outbox__row_read(const store *st, sqlite3_stmt *s, store_outbox_row 
     r->sent_ms = sqlite3_column_int64(s, 12);
 }
 
-/* Run a prepared statement to completion (no rows wanted) and finalize it. */
-static int outbox__run(sqlite3 *db, sqlite3_stmt *s, const char *what, char *err, size_t errlen)
-{
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? SN_OK : store__dberr(db, rc, what, err, errlen);
-}
-
 int64_t store_outbox_backoff_ms(int attempts, int64_t base_ms, int64_t cap_ms)
 {
     if (base_ms <= 0)
@@ -218,7 +210,7 @@ static int finish__source_series(store *st, int64_t series_id, int64_t now, char
     sqlite3_bind_int(u, 7, STORE_SERIES_PROCESSING);
     sqlite3_bind_int(u, 8, STORE_JOB_PENDING);
     sqlite3_bind_int(u, 9, STORE_JOB_RUNNING);
-    return outbox__run(st->wdb, u, "update series state", err, errlen);
+    return store__run(st->wdb, u, "update series state", err, errlen);
 }
 
 /* One outbox row per destination of the route (de-duplicated); unresolvable ones failed.
@@ -372,18 +364,16 @@ int store_job_finish(store *st, int64_t job_id, const char *seg_tmp_path,
                      "source series; a SEG must be a new series", (long long)job_id);
         goto undo;
     }
-    rc = sqlite3_prepare_v2(st->wdb,
-                            "UPDATE series SET derived_job=?2, state=?3, routes=NULL, stable_ms=?4,"
-                            " state_changed_ms=?4 WHERE id=?1", -1, &u, NULL);
-    if (rc != SQLITE_OK) {
-        rc = store__dberr(st->wdb, rc, "mark derived series", err, errlen);
+    if ((rc = store__prepare(st->wdb,
+            "UPDATE series SET derived_job=?2, state=?3, routes=NULL, stable_ms=?4,"
+            " state_changed_ms=?4 WHERE id=?1",
+            &u, "mark derived series", err, errlen)) != SN_OK)
         goto undo;
-    }
     sqlite3_bind_int64(u, 1, seg_series);
     sqlite3_bind_int64(u, 2, job_id);
     sqlite3_bind_int(u, 3, STORE_SERIES_DONE);
     sqlite3_bind_int64(u, 4, now);
-    if ((rc = outbox__run(st->wdb, u, "mark derived series", err, errlen)) != SN_OK)
+    if ((rc = store__run(st->wdb, u, "mark derived series", err, errlen)) != SN_OK)
         goto undo;
 
     const sn_route *route = finish__route(cfg, j.route);
@@ -396,18 +386,16 @@ int store_job_finish(store *st, int64_t job_id, const char *seg_tmp_path,
                  j.route);
         SN_LOG_WARN("store", "job %lld: %s", (long long)job_id, note);
     }
-    rc = sqlite3_prepare_v2(st->wdb,
-                            "UPDATE jobs SET state=?2, error=?3, lease_until=NULL, updated_ms=?4"
-                            " WHERE id=?1", -1, &u, NULL);
-    if (rc != SQLITE_OK) {
-        rc = store__dberr(st->wdb, rc, "finish job", err, errlen);
+    if ((rc = store__prepare(st->wdb,
+            "UPDATE jobs SET state=?2, error=?3, lease_until=NULL, updated_ms=?4"
+            " WHERE id=?1",
+            &u, "finish job", err, errlen)) != SN_OK)
         goto undo;
-    }
     sqlite3_bind_int64(u, 1, job_id);
     sqlite3_bind_int(u, 2, STORE_JOB_DONE);
     store__bind_str(u, 3, note);
     sqlite3_bind_int64(u, 4, now);
-    if ((rc = outbox__run(st->wdb, u, "finish job", err, errlen)) != SN_OK)
+    if ((rc = store__run(st->wdb, u, "finish job", err, errlen)) != SN_OK)
         goto undo;
     if ((rc = finish__source_series(st, j.series_id, now, err, errlen)) != SN_OK)
         goto undo;
@@ -451,18 +439,16 @@ int store_job_fail(store *st, int64_t job_id, const char *reason, char *err, siz
                      store_job_state_name((store_job_state)j.state));
         goto err;
     }
-    rc = sqlite3_prepare_v2(st->wdb,
-                            "UPDATE jobs SET state=?2, error=?3, lease_until=NULL, updated_ms=?4"
-                            " WHERE id=?1", -1, &u, NULL);
-    if (rc != SQLITE_OK) {
-        rc = store__dberr(st->wdb, rc, "fail job", err, errlen);
+    if ((rc = store__prepare(st->wdb,
+            "UPDATE jobs SET state=?2, error=?3, lease_until=NULL, updated_ms=?4"
+            " WHERE id=?1",
+            &u, "fail job", err, errlen)) != SN_OK)
         goto err;
-    }
     sqlite3_bind_int64(u, 1, job_id);
     sqlite3_bind_int(u, 2, STORE_JOB_FAILED);
     sqlite3_bind_text(u, 3, reason && *reason ? reason : "failed", -1, SQLITE_STATIC);
     sqlite3_bind_int64(u, 4, now);
-    if ((rc = outbox__run(st->wdb, u, "fail job", err, errlen)) != SN_OK ||
+    if ((rc = store__run(st->wdb, u, "fail job", err, errlen)) != SN_OK ||
         (rc = finish__source_series(st, j.series_id, now, err, errlen)) != SN_OK ||
         (rc = store__exec(st->wdb, "COMMIT", err, errlen)) != SN_OK)
         goto err;
@@ -488,16 +474,14 @@ int store_outbox_claim(store *st, int64_t now_ms, store_outbox_row *out, char *e
      * The NOT EXISTS keeps a peer to one association at a time: a dead peer holds at most one
      * sender, and one file is never in flight twice to the same peer. */
     pthread_mutex_lock(&st->w_mu);
-    rc = sqlite3_prepare_v2(st->wdb,
-        "UPDATE outbox SET state=?2, attempts=attempts+1, updated_ms=?1"
-        " WHERE id=(SELECT o.id FROM outbox o WHERE o.state=?3 AND o.next_attempt_ms<=?1"
-        "   AND NOT EXISTS(SELECT 1 FROM outbox x WHERE x.peer=o.peer AND x.state=?2)"
-        "   ORDER BY o.next_attempt_ms, o.id LIMIT 1)"
-        " RETURNING " OUTBOX__COLS, -1, &s, NULL);
-    if (rc != SQLITE_OK) {
-        status = store__dberr(st->wdb, rc, "claim outbox row", err, errlen);
+    if ((status = store__prepare(st->wdb,
+            "UPDATE outbox SET state=?2, attempts=attempts+1, updated_ms=?1"
+            " WHERE id=(SELECT o.id FROM outbox o WHERE o.state=?3 AND o.next_attempt_ms<=?1"
+            "   AND NOT EXISTS(SELECT 1 FROM outbox x WHERE x.peer=o.peer AND x.state=?2)"
+            "   ORDER BY o.next_attempt_ms, o.id LIMIT 1)"
+            " RETURNING " OUTBOX__COLS,
+            &s, "claim outbox row", err, errlen)) != SN_OK)
         goto out;
-    }
     sqlite3_bind_int64(s, 1, now_ms);
     sqlite3_bind_int(s, 2, STORE_OUTBOX_SENDING);
     sqlite3_bind_int(s, 3, STORE_OUTBOX_PENDING);
@@ -550,15 +534,13 @@ int store_outbox_complete(store *st, int64_t id, int ok, unsigned dimse_status, 
     if (!st)
         return sn_errf(err, errlen, SN_EINVAL, "store_outbox_complete: bad arguments");
     pthread_mutex_lock(&st->w_mu);
-    rc = sqlite3_prepare_v2(st->wdb,
-        "UPDATE outbox SET state=?2, dimse_status=?3, last_error=?4, updated_ms=?5,"
-        " next_attempt_ms=CASE WHEN ?2=?7 THEN ?6 ELSE next_attempt_ms END,"
-        " sent_ms=CASE WHEN ?2=?8 THEN ?5 ELSE sent_ms END"
-        " WHERE id=?1 AND state=?9", -1, &u, NULL);
-    if (rc != SQLITE_OK) {
-        rc = store__dberr(st->wdb, rc, "complete outbox row", err, errlen);
+    if ((rc = store__prepare(st->wdb,
+            "UPDATE outbox SET state=?2, dimse_status=?3, last_error=?4, updated_ms=?5,"
+            " next_attempt_ms=CASE WHEN ?2=?7 THEN ?6 ELSE next_attempt_ms END,"
+            " sent_ms=CASE WHEN ?2=?8 THEN ?5 ELSE sent_ms END"
+            " WHERE id=?1 AND state=?9",
+            &u, "complete outbox row", err, errlen)) != SN_OK)
         goto out;
-    }
     sqlite3_bind_int64(u, 1, id);
     sqlite3_bind_int(u, 2, state);
     if (dimse_status != 0xFFFFu)
@@ -584,17 +566,14 @@ int store_outbox_recover(store *st, int *n, char *err, size_t errlen)
     if (!st)
         return sn_errf(err, errlen, SN_EINVAL, "store_outbox_recover: bad arguments");
     pthread_mutex_lock(&st->w_mu);
-    rc = sqlite3_prepare_v2(st->wdb,
-                            "UPDATE outbox SET state=?1, next_attempt_ms=?3, updated_ms=?3 WHERE state=?2",
-                            -1, &u, NULL);
-    if (rc != SQLITE_OK) {
-        rc = store__dberr(st->wdb, rc, "recover outbox", err, errlen);
+    if ((rc = store__prepare(st->wdb,
+            "UPDATE outbox SET state=?1, next_attempt_ms=?3, updated_ms=?3 WHERE state=?2",
+            &u, "recover outbox", err, errlen)) != SN_OK)
         goto out;
-    }
     sqlite3_bind_int(u, 1, STORE_OUTBOX_PENDING);
     sqlite3_bind_int(u, 2, STORE_OUTBOX_SENDING);
     sqlite3_bind_int64(u, 3, sn_now_ms());
-    if ((rc = outbox__run(st->wdb, u, "recover outbox", err, errlen)) == SN_OK) {
+    if ((rc = store__run(st->wdb, u, "recover outbox", err, errlen)) == SN_OK) {
         int k = sqlite3_changes(st->wdb);
         if (n)
             *n = k;
@@ -606,16 +585,13 @@ int store_outbox_recover(store *st, int *n, char *err, size_t errlen)
         goto out;
     /* A restart is often the fix (a peer's address corrected): rows waiting out a backoff are
      * tried now rather than after up to outbox_retry_cap; their attempts still count. */
-    rc = sqlite3_prepare_v2(st->wdb,
-                            "UPDATE outbox SET next_attempt_ms=?2 WHERE state=?1 AND next_attempt_ms>?2",
-                            -1, &u, NULL);
-    if (rc != SQLITE_OK) {
-        rc = store__dberr(st->wdb, rc, "recover outbox", err, errlen);
+    if ((rc = store__prepare(st->wdb,
+            "UPDATE outbox SET next_attempt_ms=?2 WHERE state=?1 AND next_attempt_ms>?2",
+            &u, "recover outbox", err, errlen)) != SN_OK)
         goto out;
-    }
     sqlite3_bind_int(u, 1, STORE_OUTBOX_PENDING);
     sqlite3_bind_int64(u, 2, sn_now_ms());
-    if ((rc = outbox__run(st->wdb, u, "recover outbox", err, errlen)) == SN_OK && sqlite3_changes(st->wdb))
+    if ((rc = store__run(st->wdb, u, "recover outbox", err, errlen)) == SN_OK && sqlite3_changes(st->wdb))
         SN_LOG_INFO("store", "%d outbox row(s) waiting to retry are due now", sqlite3_changes(st->wdb));
 out:
     pthread_mutex_unlock(&st->w_mu);
@@ -633,11 +609,8 @@ static int outbox__list(store *st, const char *sql, int64_t param, store_outbox_
         return sn_errf(err, errlen, SN_EINVAL, "store_outbox_list: bad arguments");
     if ((status = store__reader_get(st, &db, err, errlen)) != SN_OK)
         return status;
-    rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
-    if (rc != SQLITE_OK) {
-        status = store__dberr(db, rc, "list outbox", err, errlen);
+    if ((status = store__prepare(db, sql, &s, "list outbox", err, errlen)) != SN_OK)
         goto out;
-    }
     sqlite3_bind_int64(s, 1, param);
     store_outbox_row *r = malloc(sizeof *r);
     if (!r) {
@@ -758,21 +731,19 @@ int store_outbox_peer_stats(store *st, store_outbox_peer_cb cb, void *ctx, char 
     if ((status = store__reader_get(st, &db, err, errlen)) != SN_OK)
         return status;
     /* The newest error of a row not (yet) sent is what an admin wants to see per peer. */
-    rc = sqlite3_prepare_v2(db,
-        "SELECT p.peer,"
-        " (SELECT count(*) FROM outbox x WHERE x.peer=p.peer AND x.state=0),"
-        " (SELECT count(*) FROM outbox x WHERE x.peer=p.peer AND x.state=1),"
-        " (SELECT count(*) FROM outbox x WHERE x.peer=p.peer AND x.state=2),"
-        " (SELECT count(*) FROM outbox x WHERE x.peer=p.peer AND x.state=3),"
-        " e.last_error, coalesce(e.dimse_status, 65535), coalesce(e.updated_ms, 0)"
-        " FROM (SELECT DISTINCT peer FROM outbox) p"
-        " LEFT JOIN outbox e ON e.id=(SELECT y.id FROM outbox y WHERE y.peer=p.peer"
-        "   AND y.state<>2 AND y.last_error IS NOT NULL ORDER BY y.updated_ms DESC, y.id DESC LIMIT 1)"
-        " ORDER BY p.peer", -1, &s, NULL);
-    if (rc != SQLITE_OK) {
-        status = store__dberr(db, rc, "outbox per peer", err, errlen);
+    if ((status = store__prepare(db,
+            "SELECT p.peer,"
+            " (SELECT count(*) FROM outbox x WHERE x.peer=p.peer AND x.state=0),"
+            " (SELECT count(*) FROM outbox x WHERE x.peer=p.peer AND x.state=1),"
+            " (SELECT count(*) FROM outbox x WHERE x.peer=p.peer AND x.state=2),"
+            " (SELECT count(*) FROM outbox x WHERE x.peer=p.peer AND x.state=3),"
+            " e.last_error, coalesce(e.dimse_status, 65535), coalesce(e.updated_ms, 0)"
+            " FROM (SELECT DISTINCT peer FROM outbox) p"
+            " LEFT JOIN outbox e ON e.id=(SELECT y.id FROM outbox y WHERE y.peer=p.peer"
+            "   AND y.state<>2 AND y.last_error IS NOT NULL ORDER BY y.updated_ms DESC, y.id DESC LIMIT 1)"
+            " ORDER BY p.peer",
+            &s, "outbox per peer", err, errlen)) != SN_OK)
         goto out;
-    }
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         store_outbox_peer_stat ps;
         memset(&ps, 0, sizeof ps);

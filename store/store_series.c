@@ -93,18 +93,15 @@ static int series__add_jobs(store *st, const sn_config *cfg, const series__cand 
     int rc, status = SN_OK;
     routes[0] = '\0';
     *created = *skipped = 0;
-    rc = sqlite3_prepare_v2(st->wdb,
-                            "INSERT INTO jobs(series_id, route, method, state, attempts, calling_ae,"
-                            " created_ms, updated_ms) VALUES(?1, ?2, ?3, 0, 0, ?4, ?5, ?5)",
-                            -1, &ins, NULL);
-    if (rc == SQLITE_OK && skip_queued)
-        rc = sqlite3_prepare_v2(st->wdb,
-                                "SELECT 1 FROM jobs WHERE series_id=?1 AND route=?2 AND state IN (0, 1)",
-                                -1, &dup, NULL);
-    if (rc != SQLITE_OK) {
-        status = store__dberr(st->wdb, rc, "prepare job creation", err, errlen);
+    if ((status = store__prepare(st->wdb,
+            "INSERT INTO jobs(series_id, route, method, state, attempts, calling_ae,"
+            " created_ms, updated_ms) VALUES(?1, ?2, ?3, 0, 0, ?4, ?5, ?5)",
+            &ins, "prepare job creation", err, errlen)) != SN_OK)
         goto out;
-    }
+    if (skip_queued && (status = store__prepare(st->wdb,
+            "SELECT 1 FROM jobs WHERE series_id=?1 AND route=?2 AND state IN (0, 1)",
+            &dup, "prepare job creation", err, errlen)) != SN_OK)
+        goto out;
     for (int k = 0; k < n; k++) {
         const sn_route *r = &cfg->routes[idx[k]];
         if (dup) {
@@ -154,13 +151,11 @@ static int series__finish(store *st, const sn_config *cfg, const series__cand *c
     status = series__add_jobs(st, cfg, c, idx, n, now_ms, 0, routes, cap, &created, &skipped, err, errlen);
     if (status != SN_OK)
         goto out;
-    rc = sqlite3_prepare_v2(st->wdb,
-                            "UPDATE series SET state=?2, routes=?3, stable_ms=?4, state_changed_ms=?4"
-                            " WHERE id=?1 AND state=0", -1, &upd, NULL);
-    if (rc != SQLITE_OK) {
-        status = store__dberr(st->wdb, rc, "prepare series completion", err, errlen);
+    if ((status = store__prepare(st->wdb,
+            "UPDATE series SET state=?2, routes=?3, stable_ms=?4, state_changed_ms=?4"
+            " WHERE id=?1 AND state=0",
+            &upd, "prepare series completion", err, errlen)) != SN_OK)
         goto out;
-    }
     sqlite3_bind_int64(upd, 1, c->id);
     sqlite3_bind_int(upd, 2, n ? STORE_SERIES_STABLE : STORE_SERIES_UNROUTED);
     store__bind_str(upd, 3, routes);
@@ -256,14 +251,11 @@ int store_sweep(store *st, const sn_config *cfg, int64_t now_ms, int *n_complete
         min_quiet = 0;
 
     pthread_mutex_lock(&st->w_mu);
-    rc = sqlite3_prepare_v2(st->wdb,
-                            "SELECT " SERIES__CAND_COLS " FROM series"
-                            " WHERE state=0 AND last_received_ms<=?1",
-                            -1, &q, NULL);
-    if (rc != SQLITE_OK) {
-        status = store__dberr(st->wdb, rc, "sweep", err, errlen);
+    if ((status = store__prepare(st->wdb,
+            "SELECT " SERIES__CAND_COLS " FROM series"
+            " WHERE state=0 AND last_received_ms<=?1",
+            &q, "sweep", err, errlen)) != SN_OK)
         goto out;
-    }
     sqlite3_bind_int64(q, 1, now_ms - min_quiet * 1000);
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         if (ncand == capc) {
@@ -333,11 +325,10 @@ int store_job_retry(store *st, int64_t job_id, char *err, size_t errlen)
     pthread_mutex_lock(&st->w_mu);
     if ((status = store__exec(st->wdb, "BEGIN IMMEDIATE", err, errlen)) != SN_OK)
         goto unlock;
-    rc = sqlite3_prepare_v2(st->wdb, "SELECT state, series_id FROM jobs WHERE id=?1", -1, &q, NULL);
-    if (rc != SQLITE_OK) {
-        status = store__dberr(st->wdb, rc, "find job", err, errlen);
+    if ((status = store__prepare(st->wdb,
+            "SELECT state, series_id FROM jobs WHERE id=?1",
+            &q, "find job", err, errlen)) != SN_OK)
         goto err;
-    }
     sqlite3_bind_int64(q, 1, job_id);
     rc = sqlite3_step(q);
     if (rc == SQLITE_DONE) {
