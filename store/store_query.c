@@ -377,34 +377,24 @@ int store_find_series(store *st, const store_find_query *q, store_find_cb cb, vo
 
 /* ---- jobs and counts --------------------------------------------------------------------- */
 
+/* store_job_list is store_job_list_detail without the detail: one query and one row mapping. */
+typedef struct {
+    store_job_cb cb;
+    void *ctx;
+} job_list__adapt;
+
+static int job_list__row(void *vctx, const store_job_detail *d)
+{
+    const job_list__adapt *a = vctx;
+    return a->cb(a->ctx, &d->job);
+}
+
 int store_job_list(store *st, store_job_cb cb, void *ctx, char *err, size_t errlen)
 {
-    sqlite3 *db;
-    sqlite3_stmt *s;
-    int rc = query__prepare(st,
-        "SELECT j.id, j.series_id, s.series_uid, j.route, j.method, j.error, j.calling_ae,"
-        " j.state, j.attempts, j.created_ms, j.updated_ms"
-        " FROM jobs j JOIN series s ON s.id=j.series_id ORDER BY j.id DESC", &db, &s, err, errlen);
-    if (rc != SN_OK)
-        return rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        store_job_row r = {
-            .id = sqlite3_column_int64(s, 0),
-            .series_id = sqlite3_column_int64(s, 1),
-            .series_uid = col_str(s, 2),
-            .route = col_str(s, 3),
-            .method = col_str(s, 4),
-            .error = col_str(s, 5),
-            .calling_ae = col_str(s, 6),
-            .state = (store_job_state)sqlite3_column_int(s, 7),
-            .attempts = sqlite3_column_int(s, 8),
-            .created_ms = sqlite3_column_int64(s, 9),
-            .updated_ms = sqlite3_column_int64(s, 10),
-        };
-        if (cb(ctx, &r))
-            break;
-    }
-    return query__done(st, db, s, rc, err, errlen);
+    if (!cb)
+        return sn_errf(err, errlen, SN_EINVAL, "store_job_list: bad arguments");
+    job_list__adapt a = {cb, ctx};
+    return store_job_list_detail(st, -1, -1, job_list__row, &a, err, errlen);
 }
 
 /* Fill by_state[0..n) from "SELECT state, count(*) ... GROUP BY state". */

@@ -648,12 +648,10 @@ static cJSON *job_json(const store_job_row *j)
     return o;
 }
 
-/* What the worker recorded of a job (store_job_list_detail) into its JSON object: "timings"
- * (the stage object, plus send_ms once a destination got it), device, worker, started,
- * lease_until and replaces_job. */
-static int job_detail_cb(void *vctx, const store_job_detail *d)
+/* What the worker recorded of a job into its JSON object: "timings" (the stage object, plus
+ * send_ms once a destination got it), device, worker, started, lease_until and replaces_job. */
+static void job_detail_json(cJSON *o, const store_job_detail *d)
 {
-    cJSON *o = vctx;
     cJSON *t = d->timings ? cJSON_Parse(d->timings) : NULL;
     if (!cJSON_IsObject(t)) {
         cJSON_Delete(t);
@@ -672,7 +670,6 @@ static int job_detail_cb(void *vctx, const store_job_detail *d)
         cJSON_AddNumberToObject(o, "replaces_job", (double)d->replaces_job);
     else
         cJSON_AddNullToObject(o, "replaces_job");
-    return 1;
 }
 
 /* The outbox rows of job `id`; on a read error the cell says so (the list goes on). */
@@ -683,9 +680,10 @@ static void job_outbox(store *st, int64_t id, outbox_ctx *oc)
         oc->len = (size_t)snprintf(oc->cell, sizeof oc->cell, "? (%s)", err);
 }
 
-static int job_row_cb(void *vctx, const store_job_row *j)
+static int job_row_cb(void *vctx, const store_job_detail *d)
 {
     jobs_ctx *ctx = vctx;
+    const store_job_row *j = &d->job;
     if (ctx->series_uid && (!j->series_uid || strcmp(ctx->series_uid, j->series_uid) != 0))
         return 0;
     ctx->n++;
@@ -693,8 +691,7 @@ static int job_row_cb(void *vctx, const store_job_row *j)
     memset(&oc, 0, sizeof oc);
     if (ctx->arr) {
         cJSON *o = job_json(j);
-        if (ctx->st)
-            store_job_list_detail(ctx->st, j->id, -1, job_detail_cb, o, NULL, 0);
+        job_detail_json(o, d);
         oc.arr = cJSON_AddArrayToObject(o, "outbox");
         job_outbox(ctx->st, j->id, &oc);
         cJSON_AddItemToArray(ctx->arr, o);
@@ -828,7 +825,7 @@ int cli_cmd_series(int argc, char **argv)
     } else {
         jc.t = jobs_table();
     }
-    s = store_job_list(st, job_row_cb, &jc, err, sizeof err);
+    s = store_job_list_detail(st, -1, -1, job_row_cb, &jc, err, sizeof err);
     if (s == 0 && !cli_g.json) {
         printf("jobs              %d\n", jc.n);
         if (jc.n)
@@ -963,7 +960,7 @@ int cli_cmd_jobs(int argc, char **argv)
             jc.arr = cJSON_CreateArray();
         else
             jc.t = jobs_table();
-        s = store_job_list(st, job_row_cb, &jc, err, sizeof err);
+        s = store_job_list_detail(st, -1, -1, job_row_cb, &jc, err, sizeof err);
         if (s != 0) {
             fprintf(stderr, "segnode jobs list: %s\n", err[0] ? err : sn_strerror(s));
             rc = CLI_EXIT_FAIL;
