@@ -221,6 +221,7 @@ static void write_slice(void *arg, int k)
     pipeline_dcm_ct ct;
     pipeline_dcm_mr mr;
     pipeline_dcm_pt pt;
+    char inj_dt[32];   /* pt.injection_datetime points here until the write below */
     if (c->m == R_CT || c->m == R_CBCT) {
         memset(&ct, 0, sizeof(ct));
         im.kind = PIPELINE_DCM_CT;
@@ -247,8 +248,7 @@ static void write_slice(void *arg, int k)
         im.image_type = "ORIGINAL\\PRIMARY\\OTHER";
         mr.scanning_sequence = "SE";
         mr.sequence_variant = t1 ? "SP" : "SK\\SP";
-        mr.scan_options = t1 ? "" : "FS";
-        mr.scan_options = "";
+        mr.scan_options = "";   /* no fat saturation: the T2 rendering keeps fat bright */
         mr.acquisition_type = "2D";
         mr.sequence_name = t1 ? "se2d1" : "tse2d1_16";
         mr.repetition_time_ms = t1 ? 550 : 4000;
@@ -275,7 +275,6 @@ static void write_slice(void *arg, int k)
         pt.corrected_image = "DECY\\ATTN\\SCAT\\DTIM\\RAN\\NORM";
         pt.decay_correction = "START";
         pt.radiopharmaceutical = "Fluorodeoxyglucose";
-        static char inj_dt[32];
         pt.injection_time = "083000";
         pt.total_dose_bq = RENDER_PET_DOSE_BQ;
         pt.half_life_s = RENDER_PET_HALF_LIFE_S;
@@ -286,10 +285,8 @@ static void write_slice(void *arg, int k)
         pt.number_of_slices = g->nz;
         pt.image_index = k + 1;
         pt.reconstruction_method = "OSEM 3i21s";
-        char dt[32];
-        snprintf(dt, sizeof(dt), "%s083000", c->ids->study_date);
-        (void)inj_dt;
-        pt.injection_datetime = dt;
+        snprintf(inj_dt, sizeof(inj_dt), "%s083000", c->ids->study_date);
+        pt.injection_datetime = inj_dt;
         float mx = 0;
         for (size_t i = 0; i < plane; i++)
             mx = src[i] > mx ? src[i] : mx;
@@ -303,16 +300,6 @@ static void write_slice(void *arg, int k)
             long v = lround(src[i] / slope);
             px[i] = (uint16_t)(int16_t)(v < 0 ? 0 : (v > 32767 ? 32767 : v));
         }
-        im.pixels = px;
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/IM%04d.dcm", c->dir, k + 1);
-        char err[256];
-        if (pipeline_dcm_write_image(path, &c->hdr, &im, err, sizeof(err))) {
-            if (!atomic_exchange(&c->failed, 1))
-                snprintf(c->err, sizeof(c->err), "%s", err);
-        }
-        free(px);
-        return;
     }
     im.pixels = px;
     char path[4096];
