@@ -135,6 +135,27 @@ static int errf(std::string &why, const char *fmt, ...)
 }
 
 /* Decode one frame made of `spans` into `out`. */
+/* One decoded component into every samples-th element of dst. A value outside [lo, hi] is
+ * clamped when the coding was lossy (irreversible coding rings past the range the encoder's input
+ * was in); lossless data must be exact, so there it stops and returns false with the value. */
+template <typename T>
+static bool put_component(const OPJ_INT32 *src, size_t npix, int samples, int64_t lo, int64_t hi,
+                          bool lossy, T *dst, int32_t *bad)
+{
+    for (size_t i = 0; i < npix; i++) {
+        int32_t v = src[i];
+        if (v < lo || v > hi) {
+            if (!lossy) {
+                *bad = v;
+                return false;
+            }
+            v = (int32_t)(v < lo ? lo : hi);
+        }
+        dst[i * (size_t)samples] = static_cast<T>(v);   /* the low bits: two's complement kept */
+    }
+    return true;
+}
+
 static int decode_spans(const std::vector<Span> &spans, int rows, int cols, int samples,
                         int bits_allocated, int bits_stored, int pixrep, bool lossy, void *out,
                         std::string &why)
@@ -225,10 +246,8 @@ static int decode_spans(const std::vector<Span> &spans, int rows, int cols, int 
                       bits_allocated);
             goto done;
         }
-        if (cp.sgnd && !pixrep) {
-            /* values are checked below; a signed stream with unsigned data is only fine if
-             * nothing is negative */
-        }
+        /* A signed stream with unsigned data is fine while nothing is negative: the value
+         * check below decides. */
     }
     {
         /* Every value must be representable as Bits Stored bits of the declared signedness.
@@ -240,44 +259,16 @@ static int decode_spans(const std::vector<Span> &spans, int rows, int cols, int 
         for (int c = 0; c < samples; c++) {
             const OPJ_INT32 *src = img->comps[c].data;
             const bool sgnd = img->comps[c].sgnd != 0;
-            int64_t lo, hi;
-            if (!pixrep) { lo = 0; hi = umax; }
-            else if (sgnd) { lo = smin; hi = smax; }
-            else { lo = 0; hi = umax; }
-            if (bits_allocated == 16) {
-                uint16_t *dst = static_cast<uint16_t *>(out) + c;
-                for (size_t i = 0; i < npix; i++) {
-                    int32_t v = src[i];
-                    if (v < lo || v > hi) {
-                        /* Lossy (irreversible) coding rings past the range: clamp, as the
-                         * encoder's input was in range. Lossless data must be exact. */
-                        if (lossy) {
-                            v = (int32_t)(v < lo ? lo : hi);
-                        } else {
-                            rc = errf(why, "JPEG 2000 value %d out of range for Bits Stored %d, "
-                                      "Pixel Representation %d (codestream precision %u, %s)",
-                                      v, bits_stored, pixrep, img->comps[c].prec,
-                                      sgnd ? "signed" : "unsigned");
-                            goto done;
-                        }
-                    }
-                    dst[i * (size_t)samples] = (uint16_t)(v & 0xFFFF);
-                }
-            } else {
-                uint8_t *dst = static_cast<uint8_t *>(out) + c;
-                for (size_t i = 0; i < npix; i++) {
-                    int32_t v = src[i];
-                    if (v < lo || v > hi) {
-                        if (lossy) {
-                            v = (int32_t)(v < lo ? lo : hi);
-                        } else {
-                            rc = errf(why, "JPEG 2000 value %d out of range for Bits Stored %d, "
-                                      "Pixel Representation %d", v, bits_stored, pixrep);
-                            goto done;
-                        }
-                    }
-                    dst[i * (size_t)samples] = (uint8_t)(v & 0xFF);
-                }
+            const int64_t lo = pixrep && sgnd ? smin : 0, hi = pixrep && sgnd ? smax : umax;
+            int32_t bad = 0;
+            const bool ok = bits_allocated == 16
+                ? put_component(src, npix, samples, lo, hi, lossy, static_cast<uint16_t *>(out) + c, &bad)
+                : put_component(src, npix, samples, lo, hi, lossy, static_cast<uint8_t *>(out) + c, &bad);
+            if (!ok) {
+                rc = errf(why, "JPEG 2000 value %d out of range for Bits Stored %d, "
+                          "Pixel Representation %d (codestream precision %u, %s)",
+                          bad, bits_stored, pixrep, img->comps[c].prec, sgnd ? "signed" : "unsigned");
+                goto done;
             }
         }
     }

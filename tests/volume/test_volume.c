@@ -1,6 +1,7 @@
 /* tests/volume/test_volume.c — series -> volume: decoder conformance on the real files in
  * ../shared/data/dicom (every emri_small variant and MR2_J2KR bit-identical to the uncompressed
- * file, MR2_J2KI within bounds with its error printed), geometry of synthetic series, SUV, gap
+ * file, MR2_J2KI within bounds with its error printed), a J2K value outside Bits Stored refused
+ * when lossless and clamped when lossy (8- and 16-bit output), geometry of synthetic series, SUV, gap
  * filling, and every bad-input case refused with a message naming the series and the reason.
  * Synthetic series come from make_series.py (/usr/bin/python3 + pydicom) in a temp folder. */
 #include <setjmp.h>
@@ -14,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <openjpeg.h>
 
 #include "common/status.h"
 #include "pipeline/codec_j2k.h"
@@ -135,6 +138,83 @@ static void test_j2k_decode_frame_checks(void **state)
     assert_int_equal(pipeline_j2k_decode_frame(soc_only, sizeof soc_only, 4, 4, 1, 16, 12, 0, 0,
                                                out, err, sizeof err), SN_EDICOM);
     assert_non_null(strstr(err, "truncated"));
+}
+
+/* A lossless J2K codestream of a rows x cols single-component image with precision prec
+ * (OpenJPEG, as a scanner's encoder would write it), into buf; returns its length or 0. */
+typedef struct {
+    uint8_t *buf;
+    size_t cap, len;
+} j2k_sink;
+
+static OPJ_SIZE_T j2k_sink_write(void *p, OPJ_SIZE_T n, void *user)
+{
+    j2k_sink *k = user;
+    if (k->len + n > k->cap) return (OPJ_SIZE_T)-1;
+    memcpy(k->buf + k->len, p, n);
+    k->len += n;
+    return n;
+}
+
+static size_t j2k_encode(const int32_t *v, int rows, int cols, int prec, uint8_t *buf, size_t cap)
+{
+    opj_image_cmptparm_t cp;
+    memset(&cp, 0, sizeof cp);
+    cp.dx = cp.dy = 1;
+    cp.w = (OPJ_UINT32)cols;
+    cp.h = (OPJ_UINT32)rows;
+    cp.prec = (OPJ_UINT32)prec;
+    opj_image_t *img = opj_image_create(1, &cp, OPJ_CLRSPC_GRAY);
+    img->x1 = (OPJ_UINT32)cols;
+    img->y1 = (OPJ_UINT32)rows;
+    memcpy(img->comps[0].data, v, sizeof(int32_t) * (size_t)rows * cols);
+    opj_cparameters_t par;
+    opj_set_default_encoder_parameters(&par);
+    par.numresolution = 1;   /* reversible 5/3, one layer: lossless */
+    opj_codec_t *c = opj_create_compress(OPJ_CODEC_J2K);
+    j2k_sink k = {buf, cap, 0};
+    opj_stream_t *st = opj_stream_default_create(OPJ_FALSE);
+    opj_stream_set_write_function(st, j2k_sink_write);
+    opj_stream_set_user_data(st, &k, NULL);
+    int ok = opj_setup_encoder(c, &par, img) && opj_start_compress(c, img, st) &&
+             opj_encode(c, st) && opj_end_compress(c, st);
+    opj_stream_destroy(st);
+    opj_destroy_codec(c);
+    opj_image_destroy(img);
+    return ok ? k.len : 0;
+}
+
+/* A value outside Bits Stored: lossless data is refused with the value named; lossy data
+ * (ringing past the encoder's range) is clamped. Both output widths. */
+static void test_j2k_out_of_range(void **state)
+{
+    (void)state;
+    const int32_t v[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 100};
+    uint8_t cs[4096];
+    char err[256] = "";
+    /* 16-bit output, Bits Stored 6: 100 does not fit */
+    size_t n = j2k_encode(v, 4, 4, 12, cs, sizeof cs);
+    assert_true(n > 0);
+    uint16_t o16[16];
+    assert_int_equal(pipeline_j2k_decode_frame(cs, n, 4, 4, 1, 16, 6, 0, 0, o16, err, sizeof err),
+                     SN_EDICOM);
+    assert_non_null(strstr(err, "value 100 out of range for Bits Stored 6"));
+    assert_int_equal(pipeline_j2k_decode_frame(cs, n, 4, 4, 1, 16, 6, 0, 1, o16, err, sizeof err), 0);
+    assert_int_equal(o16[15], 63);
+    assert_int_equal(o16[14], 14);
+    assert_int_equal(pipeline_j2k_decode_frame(cs, n, 4, 4, 1, 16, 12, 0, 0, o16, err, sizeof err), 0);
+    assert_int_equal(o16[15], 100);
+    /* 8-bit output, the same checks */
+    n = j2k_encode(v, 4, 4, 8, cs, sizeof cs);
+    assert_true(n > 0);
+    uint8_t o8[16];
+    assert_int_equal(pipeline_j2k_decode_frame(cs, n, 4, 4, 1, 8, 6, 0, 0, o8, err, sizeof err),
+                     SN_EDICOM);
+    assert_non_null(strstr(err, "value 100 out of range for Bits Stored 6"));
+    assert_int_equal(pipeline_j2k_decode_frame(cs, n, 4, 4, 1, 8, 6, 0, 1, o8, err, sizeof err), 0);
+    assert_int_equal(o8[15], 63);
+    assert_int_equal(pipeline_j2k_decode_frame(cs, n, 4, 4, 1, 8, 8, 0, 0, o8, err, sizeof err), 0);
+    for (int i = 0; i < 16; i++) assert_int_equal(o8[i], v[i]);
 }
 
 /* ---- synthetic series ---------------------------------------------------------------------- */
@@ -452,6 +532,7 @@ int main(void)
         cmocka_unit_test(test_mr2_j2k),
         cmocka_unit_test(test_jpeg_lossless_vs_dcmdjpeg),
         cmocka_unit_test(test_truncated_j2k_file),
+        cmocka_unit_test(test_j2k_out_of_range),
         cmocka_unit_test(test_j2k_decode_frame_checks),
         cmocka_unit_test(test_axial_ct_geometry),
         cmocka_unit_test(test_enhanced_ct_frames),
