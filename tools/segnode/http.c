@@ -542,26 +542,33 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     SN_LOG_WARN("http", "%s", msg);
 }
 
+int http_sockaddr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        *len = sizeof *a4;
+    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *a6;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
 static int listen_socket(const char *bind_addr, int port, int *out_fd, char *err, size_t errlen)
 {
     const char *host = bind_addr && *bind_addr ? bind_addr : "127.0.0.1";
     struct sockaddr_storage ss;
     socklen_t sl;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)port);
-        sl = sizeof *a4;
-    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-        sl = sizeof *a6;
-    } else {
+    if (http_sockaddr(host, port, &ss, &sl) != 0)
         return sn_errf(err, errlen, SN_EINVAL, "http_bind: '%s' is not an IPv4 or IPv6 address",
                        host);
-    }
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return sn_errf(err, errlen, SN_ENET, "http: socket: %s", strerror(errno));

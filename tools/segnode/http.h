@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <cjson/cJSON.h>
 
@@ -40,6 +41,9 @@ typedef void (*http_live_fn)(void *ctx, http_live *out);
  * err says which address failed. */
 int http_server_open(const sn_config *cfg, store *st, http_live_fn live, void *ctx,
                      http_server **out, char *err, size_t errlen);
+
+/* host (an IPv4 or IPv6 literal) and port as a socket address; -1 if host is neither. */
+int http_sockaddr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len);
 
 /* Stop the listener, finish or close open connections, join its thread, free. Accepts NULL. */
 void http_server_close(http_server *srv);
