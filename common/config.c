@@ -1049,6 +1049,11 @@ static int cfg__finish(cfg_ctx *c)
                                  "send_to: [route %s] names '%s', which is not a [peer] section",
                                  r->name, t);
         }
+        if ((r->method == SN_METHOD_ATLAS || r->method == SN_METHOD_BOTH) &&
+            r->atlases.n > SN_ROUTE_ATLASES_MAX)
+            return cfg__fail(c, m->key_line[RK_ATLASES],
+                             "atlases: [route %s] names %d atlases; the atlas method registers and "
+                             "fuses at most %d", r->name, r->atlases.n, SN_ROUTE_ATLASES_MAX);
         if ((r->method == SN_METHOD_NET || r->method == SN_METHOD_BOTH) && r->model[0] == '\0')
             return cfg__fail(c, m->key_line[RK_METHOD] ? m->key_line[RK_METHOD] : m->line,
                              "model: [route %s] uses method %s and needs a model", r->name,

@@ -13,6 +13,8 @@
 #define SN_AE_MAX 16          /* AE title length (PS3.5) */
 #define SN_NAME_MAX 64        /* section names: [peer NAME], [route NAME] */
 #define SN_LIST_MAX 32        /* entries in a comma-separated list value */
+#define SN_ROUTE_ATLASES_MAX 16  /* atlases one segmentation registers and fuses
+                                    (PIPELINE_ATLAS_MAX, pipeline/atlas/method_atlas.h) */
 #define SN_CONFIG_REGEX_MAX 1000  /* a route regex compiled to more atom copies is refused */
 #define SN_CONFIG_REGEX_DEPTH 4   /* ... and one with repetitions nested deeper */
 
@@ -60,7 +62,8 @@ typedef struct sn_route {
     /* Action (used by the pipeline and the outbox). */
     sn_method method;                /* default atlas */
     sn_strlist labels;               /* label names from the code table in etc/ */
-    sn_strlist atlases;              /* atlas names in the atlas library */
+    sn_strlist atlases;              /* atlas names in the atlas library, at most
+                                        SN_ROUTE_ATLASES_MAX for atlas and both */
     char model[1024];                /* model bundle folder */
     sn_strlist send_to;              /* peer names, or "@caller" */
     int stable_after;                /* seconds; -1 = use [node] stable_after */

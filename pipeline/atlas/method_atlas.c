@@ -10,6 +10,8 @@
 #include "pipeline/atlas/method_atlas.h"
 #include "pipeline/method.h"
 
+_Static_assert(PIPELINE_ATLAS_MAX == SN_ROUTE_ATLASES_MAX, "config.c checks routes against the same limit");
+
 static double now_ms(void)
 {
     struct timespec t;
@@ -25,11 +27,14 @@ static int method_run(pipeline_method_ctx *ctx, const pipeline_volume *target, u
     const sn_route *r = ctx->route;
     if (!r || r->atlases.n < 1)
         return sn_errf(err, errlen, SN_EINVAL, "route %s names no atlases (atlases = ...)", r ? r->name : "?");
+    if (r->atlases.n > PIPELINE_ATLAS_MAX)   /* config.c refuses such a route; never fuse a part */
+        return sn_errf(err, errlen, SN_EINVAL, "route %s names %d atlases; the atlas method takes at most %d",
+                       r->name, r->atlases.n, PIPELINE_ATLAS_MAX);
     char lib[1100];
     snprintf(lib, sizeof lib, "%s/atlases", ctx->cfg->node.storage);
-    const char *names[16];
+    const char *names[PIPELINE_ATLAS_MAX];
     int labels[SN_LIST_MAX], nl = 0;
-    for (int i = 0; i < r->atlases.n && i < 16; i++) names[i] = r->atlases.item[i];
+    for (int i = 0; i < r->atlases.n; i++) names[i] = r->atlases.item[i];
     for (int i = 0; i < r->labels.n; i++) {
         const pipeline_label *pl = ctx->table ? pipeline_labels_by_name(ctx->table, r->labels.item[i]) : NULL;
         if (!pl) return sn_errf(err, errlen, SN_EINVAL, "route %s: label %s is not in the code table", r->name, r->labels.item[i]);
@@ -39,7 +44,7 @@ static int method_run(pipeline_method_ctx *ctx, const pipeline_volume *target, u
     pipeline_atlas_opts_default(&o);
     o.library = lib;
     o.atlases = names;
-    o.n_atlases = r->atlases.n < 16 ? r->atlases.n : 16;
+    o.n_atlases = r->atlases.n;
     o.labels = nl ? labels : NULL;
     o.n_labels = nl;
     o.threads = ctx->threads;

@@ -16,9 +16,12 @@
 extern "C" {
 #endif
 
+/* The most atlases one segmentation takes (fusion solves at most 16 x 16 systems). */
+#define PIPELINE_ATLAS_MAX 16
+
 typedef struct pipeline_atlas_opts {
     const char *library;          /* folder holding one sub-folder per atlas (borrowed) */
-    const char *const *atlases;   /* names (borrowed); n_atlases of them */
+    const char *const *atlases;   /* names (borrowed); n_atlases (1..PIPELINE_ATLAS_MAX) of them */
     int n_atlases;
     const int *labels;            /* label numbers to keep (NULL = every atlas label) */
     int n_labels;

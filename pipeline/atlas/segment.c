@@ -45,11 +45,12 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
                            size_t notelen, char *err, size_t errlen)
 {
     if (note && notelen) note[0] = 0;
-    if (o->n_atlases < 1 || o->n_atlases > 16)
-        return sn_errf(err, errlen, SN_EINVAL, "the atlas method needs 1 to 16 atlases (got %d)", o->n_atlases);
+    if (o->n_atlases < 1 || o->n_atlases > PIPELINE_ATLAS_MAX)
+        return sn_errf(err, errlen, SN_EINVAL, "the atlas method needs 1 to %d atlases (got %d)", PIPELINE_ATLAS_MAX,
+                       o->n_atlases);
     if (!v->data) return sn_errf(err, errlen, SN_EINVAL, "the atlas method needs a float volume");
-    atlas_prep *atl[16] = {0}, *tp = NULL;
-    atlas_reg regs[16];
+    atlas_prep *atl[PIPELINE_ATLAS_MAX] = {0}, *tp = NULL;
+    atlas_reg regs[PIPELINE_ATLAS_MAX];
     memset(regs, 0, sizeof regs);
     nn_backend *b = NULL;
     uint8_t *lab = NULL;
@@ -118,16 +119,16 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
     /* one atlas per anatomy: of a subject given in two phases (plain and contrast-enhanced CT),
      * the one whose registered descriptors match the target best (tests/atlas/README.md: the
      * plain one for CT and CBCT targets, the contrast one for MR and PET) */
-    const atlas_prep *cap[16];
-    uint8_t kept[16];
+    const atlas_prep *cap[PIPELINE_ATLAS_MAX];
+    uint8_t kept[PIPELINE_ATLAS_MAX];
     for (int a = 0; a < na; a++) cap[a] = atl[a];
-    int nd = atlas_distinct(cap, regs, na, kept), order[16], all[16];
+    int nd = atlas_distinct(cap, regs, na, kept), order[PIPELINE_ATLAS_MAX], all[PIPELINE_ATLAS_MAX];
     atlas_select(regs, na, all);
     for (int a = 0, j = 0; a < na; a++)
         if (kept[all[a]]) order[j++] = all[a];
     int k = o->select_k > 0 && o->select_k < nd ? o->select_k : nd;
-    const atlas_prep *ap[16];
-    atlas_reg rr[16];
+    const atlas_prep *ap[PIPELINE_ATLAS_MAX];
+    atlas_reg rr[PIPELINE_ATLAS_MAX];
     for (int i = 0; i < k; i++) ap[i] = atl[order[i]], rr[i] = regs[order[i]];
     const size_t n = atlas_grid_voxels(&tg);
     if (!(lab = malloc(n))) {

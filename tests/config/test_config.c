@@ -581,6 +581,8 @@ static void test_errors(void **state)
         /* routes */
         {"[route r]\nmethod = magic\n", 2, "method: expected atlas, net or both"},
         {"[route r]\nmethod = net\n", 2, "needs a model"},
+        {"[route r]\nmethod = both\nmodel = m\natlases = a1,a2,a3,a4,a5,a6,a7,a8,a9,a10,a11,a12,a13,a14,a15,"
+         "a16,a17\n", 4, "names 17 atlases; the atlas method registers and fuses at most 16"},
         {"[route r]\nseries_description = (unclosed\n", 2, "series_description: invalid regular expression"},
         {"[route r]\nseries_description = [a-\n", 2, "invalid regular expression"},
         /* glibc's regcomp copies repeated subexpressions: these would take gigabytes (fuzz) */
@@ -612,6 +614,14 @@ static void test_errors(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         expect_error(cases[i].text, cases[i].line, cases[i].needle);
+    /* 16 atlases are the limit itself; a net route does not use its atlases, so more pass */
+    sn_config *cfg = load_ok("[route r]\nmethod = atlas\natlases = a1,a2,a3,a4,a5,a6,a7,a8,a9,a10,a11,"
+                             "a12,a13,a14,a15,a16\n");
+    assert_int_equal(cfg->routes[0].atlases.n, SN_ROUTE_ATLASES_MAX);
+    sn_config_unref(cfg);
+    cfg = load_ok("[route r]\nmethod = net\nmodel = m\natlases = a1,a2,a3,a4,a5,a6,a7,a8,a9,a10,a11,"
+                  "a12,a13,a14,a15,a16,a17\n");
+    sn_config_unref(cfg);
 }
 
 /* TLS and peer-host keys: values, profiles, and the keys that must come together. */

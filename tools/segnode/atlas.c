@@ -243,22 +243,35 @@ int segnode_atlas(int argc, char **argv)
     return CLI_EXIT_USAGE;
 }
 
+int segnode_atlas_names(const char *names, char *list, size_t listlen, const char **nm)
+{
+    int na = 0;
+    char *save = NULL;
+    snprintf(list, listlen, "%s", names);
+    for (char *s = strtok_r(list, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
+        if (na == PIPELINE_ATLAS_MAX) {
+            fprintf(stderr, "segnode segment: --atlases names more than %d atlases\n", PIPELINE_ATLAS_MAX);
+            return -1;
+        }
+        nm[na++] = s;
+    }
+    return na;
+}
+
 int segnode_atlas_segment(const pipeline_volume *v, const char *names, const char *fusion, const char *device,
                           uint16_t *out)
 {
-    char lib[4096], err[1024], note[1024] = "";
+    char lib[4096], err[1024], note[1024] = "", list[1024];
+    const char *nm[PIPELINE_ATLAS_MAX];
     cli_apply_log_level();
+    int na = segnode_atlas_names(names, list, sizeof list, nm);
+    if (na < 0) return CLI_EXIT_USAGE;
     if (library_dir(lib, sizeof lib, NULL)) return CLI_EXIT_USAGE;
     int fm = fusion ? atlas_fusion_from_name(fusion) : 0;
     if (fm < 0) {
         fprintf(stderr, "segnode segment: unknown fusion %s (majority, local, jlf)\n", fusion);
         return CLI_EXIT_USAGE;
     }
-    char list[1024];
-    const char *nm[16];
-    int na = 0;
-    snprintf(list, sizeof list, "%s", names);
-    for (char *s = strtok(list, ","); s && na < 16; s = strtok(NULL, ",")) nm[na++] = s;
     pipeline_atlas_opts o;
     pipeline_atlas_opts_default(&o);
     o.library = lib;

@@ -2,11 +2,18 @@
  * (tools/segnode/atlas.c). */
 #ifndef SEGNODE_TOOLS_ATLAS_H
 #define SEGNODE_TOOLS_ATLAS_H
+#include <stddef.h>
 #include <stdint.h>
+#include "pipeline/atlas/method_atlas.h"
 #include "pipeline/volume.h"
 
 /* `segnode atlas import|list`; returns a CLI exit code. */
 int segnode_atlas(int argc, char **argv);
+
+/* Split the comma-separated atlas names into nm[PIPELINE_ATLAS_MAX] (pointers into list, which
+ * holds a copy of names). Returns how many, or -1 with a message on stderr when there are more
+ * than PIPELINE_ATLAS_MAX (the method never fuses a part of what was asked). */
+int segnode_atlas_names(const char *names, char *list, size_t listlen, const char **nm);
 
 /* Segment volume v with the comma-separated library atlases `names`, fusion "majority", "local"
  * or "jlf" (NULL = the node's default, pipeline_atlas_opts_default: local), on `device` "auto"

@@ -158,6 +158,14 @@ int segnode_segment(int argc, char **argv)
         fprintf(stderr, "segnode segment: --method atlas needs --atlases NAME[,NAME...] (and no --labels)\n");
         return CLI_EXIT_USAGE;
     }
+#ifdef SEGNODE_HAVE_ATLAS
+    if (method) {   /* before the series is read */
+        char list[1024];
+        const char *nm[PIPELINE_ATLAS_MAX];
+        if (segnode_atlas_names(atlases, list, sizeof list, nm) < 0)
+            return CLI_EXIT_USAGE;
+    }
+#endif
     if (method) labels_path = "(atlas)";
     if (!labels_path || !out_path || !dir) {
         usage(stderr);
