@@ -3,6 +3,8 @@
  * fused by every method and compared with that subject's ground-truth SEG per modality. Prints
  * one line per (modality, method, label) with Dice and HD95 (mm), plus registration timings.
  * With --check LABEL:MODALITY:METHOD:MIN it exits 1 when a Dice is below MIN (the ctest test).
+ * --subset and --select-k fuse parts of the library from the same registrations: a smaller
+ * library, or the node's select_k, compared with the whole one without registering twice.
  * Used by tests/atlas/eval.py (the full table) and tests/bench/register. */
 #include <math.h>
 #include <stdio.h>
@@ -173,6 +175,14 @@ int main(int argc, char **argv)
     double work_mm = 0, lambda = -1, lambda_fine = -1, lr = -1;
     int fast = 0, affine_only = 0, identity = 0, distinct = 0, iters = -1, radius = -1, fine = -1, nchk = 0, verbose = 0, fails = 0;
     int per_atlas = 0, roi = 0, roi_radius = -1, roi_iters = -1;
+    /* --subset NAME=I,J,...: the atlases I, J, ... alone as a library, fused from the same
+     * registrations (rows single-NAME, mv-NAME, local-NAME, jlf-NAME); --select-k K: the K most
+     * similar after affine of those kept, as pipeline_atlas_opts.select_k (rows mv-kK, ...);
+     * --no-all: no mv-all / local-all / jlf-all rows (each costs a fusion of every atlas) */
+    enum { MAXSUB = 4 };
+    char sub_name[MAXSUB][16];
+    uint8_t sub_in[MAXSUB][16];
+    int nsub = 0, select_k = 0, no_all = 0;
     double roi_lambda = -1, roi_margin = -1, roi_max_ml = -1, roi_interior = -1;
     check chk[32];
     int argi = 1;
@@ -202,6 +212,30 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--roi-max-ml") && argi + 1 < argc) roi_max_ml = atof(argv[++argi]);
         else if (!strcmp(a, "--roi-interior") && argi + 1 < argc) roi_interior = atof(argv[++argi]);
         else if (!strcmp(a, "-v")) verbose = 1;
+        else if (!strcmp(a, "--select-k") && argi + 1 < argc) select_k = atoi(argv[++argi]);
+        else if (!strcmp(a, "--no-all")) no_all = 1;
+        else if (!strcmp(a, "--subset") && argi + 1 < argc && nsub < MAXSUB) {
+            const char *v = argv[++argi], *eq = strchr(v, '=');
+            if (!eq || eq == v || eq - v >= 16) {
+                fprintf(stderr, "bad --subset (NAME=I,J,...)\n");
+                return 2;
+            }
+            memcpy(sub_name[nsub], v, (size_t)(eq - v));
+            sub_name[nsub][eq - v] = 0;
+            memset(sub_in[nsub], 0, sizeof sub_in[nsub]);
+            for (const char *q = eq + 1; *q;) {
+                int i = atoi(q);
+                if (i < 0 || i >= 16) {
+                    fprintf(stderr, "bad --subset index %d (0..15)\n", i);
+                    return 2;
+                }
+                sub_in[nsub][i] = 1;
+                q = strchr(q, ',');
+                if (!q) break;
+                q++;
+            }
+            nsub++;
+        }
         else if (!strcmp(a, "--check") && argi + 1 < argc && nchk < 32) {
             check *c = &chk[nchk++];
             if (sscanf(argv[++argi], "%d:%15[^:]:%15[^:]:%lf", &c->label, c->mod, c->method, &c->min) != 4) {
@@ -216,7 +250,8 @@ int main(int argc, char **argv)
     if (argc - argi < 2 || !table_path) {
         fprintf(stderr, "usage: atlas_eval --label-table FILE [--modalities LIST] [--work-mm MM] [--fast] [--identity] [--distinct]\n"
                         "                  [--roi] [--roi-radius N] [--roi-iters N] [--roi-lambda L] [--roi-margin MM] [--roi-max-ml ML] [--roi-interior F]\n"
-                        "                  [--per-atlas] [--check LABEL:MOD:METHOD:MIN]... TARGET_SUBJECT ATLAS_SUBJECT...\n");
+                        "                  [--per-atlas] [--subset NAME=I,J,...]... [--select-k K] [--no-all]\n"
+                        "                  [--check LABEL:MOD:METHOD:MIN]... TARGET_SUBJECT ATLAS_SUBJECT... (at most 16)\n");
         return 2;
     }
     char err[1024], path[4096], segp[4096];
@@ -232,6 +267,10 @@ int main(int argc, char **argv)
     }
     const char *tdir = argv[argi];
     int na = argc - argi - 1;
+    if (na > 16) {   /* atlas_fuse takes 1..16, as pipeline_atlas_segment */
+        fprintf(stderr, "at most 16 atlases (got %d)\n", na);
+        return 2;
+    }
     atlas_prep **atl = calloc((size_t)na, sizeof *atl);
     double tprep = now_s();
     for (int a = 0; a < na; a++) {
@@ -363,18 +402,69 @@ int main(int argc, char **argv)
         }
         /* methods: single (best atlas after affine, affine+deformable), affine-only majority, fusions */
         /* with --distinct, also every atlas fused ("-all": what the library gives without it) */
-        const char *methods[] = {"single", "mv", "local", "jlf", "mv-all", "local-all", "jlf-all"};
+        /* rows: name, fusion, atlases (in affine-SSD order); then --select-k and --subset rows */
+        enum { MAXROW = 7 + 3 + 4 * MAXSUB };
+        char rname[MAXROW][32];
+        atlas_fusion rfus[MAXROW];
+        int ridx[MAXROW][16], rn[MAXROW], nrow = 0;
         int all[16];
         atlas_select(regs, na, all);
-        for (int m = 0; m < (distinct && nk < na ? 7 : 4); m++) {
+        static const char *const fname[] = {"mv", "local", "jlf"};
+        static const atlas_fusion fkind[] = {ATLAS_FUSE_MAJORITY, ATLAS_FUSE_LOCAL, ATLAS_FUSE_JLF};
+        snprintf(rname[nrow], sizeof rname[nrow], "single");
+        rfus[nrow] = ATLAS_FUSE_MAJORITY, rn[nrow] = 1, ridx[nrow][0] = order[0], nrow++;
+        for (int f = 0; f < 3; f++) {
+            snprintf(rname[nrow], sizeof rname[nrow], "%s", fname[f]);
+            rfus[nrow] = fkind[f], rn[nrow] = nk;
+            memcpy(ridx[nrow], order, sizeof(int) * (size_t)nk);
+            nrow++;
+        }
+        for (int f = 0; distinct && nk < na && !no_all && f < 3; f++) {
+            snprintf(rname[nrow], sizeof rname[nrow], "%s-all", fname[f]);
+            rfus[nrow] = fkind[f], rn[nrow] = na;
+            memcpy(ridx[nrow], all, sizeof(int) * (size_t)na);
+            nrow++;
+        }
+        for (int f = 0; select_k > 0 && select_k < nk && f < 3; f++) {
+            snprintf(rname[nrow], sizeof rname[nrow], "%s-k%d", fname[f], select_k);
+            rfus[nrow] = fkind[f], rn[nrow] = select_k;
+            memcpy(ridx[nrow], order, sizeof(int) * (size_t)select_k);
+            nrow++;
+        }
+        for (int u = 0; u < nsub; u++) {
+            /* the subset's atlases in affine-SSD order; with --distinct, one per anatomy among them */
+            int sel[16], ns = 0, id[16], ni = 0;
+            const atlas_prep *cap[16];
+            uint8_t keep[16];
+            for (int a = 0; a < na; a++)
+                if (sub_in[u][a]) cap[ni] = atl[a], id[ni++] = a;
+            atlas_reg sr[16];
+            for (int a = 0; a < ni; a++) sr[a] = regs[id[a]];
+            for (int a = 0; a < ni; a++) keep[a] = 1;
+            if (distinct && ni) atlas_distinct(cap, sr, ni, keep);
+            for (int a = 0; a < na; a++)
+                for (int j = 0; j < ni; j++)
+                    if (id[j] == all[a] && keep[j]) sel[ns++] = all[a];
+            if (!ns) continue;
+            printf("# %s: subset %s kept", mod, sub_name[u]);
+            for (int a = 0; a < ns; a++) printf(" %d", sel[a]);
+            printf("\n");
+            for (int f = -1; f < 3; f++) {
+                snprintf(rname[nrow], sizeof rname[nrow], "%s-%s", f < 0 ? "single" : fname[f], sub_name[u]);
+                rfus[nrow] = f < 0 ? ATLAS_FUSE_MAJORITY : fkind[f], rn[nrow] = f < 0 ? 1 : ns;
+                memcpy(ridx[nrow], sel, sizeof(int) * (size_t)ns);
+                nrow++;
+            }
+        }
+        for (int m = 0; m < nrow; m++) {
             const atlas_prep *ap[16];
             atlas_reg rr[16];
-            int k = m == 0 ? 1 : m < 4 ? nk : na;
+            int k = rn[m];
             for (int a = 0; a < k; a++) {
-                int i = m < 4 ? order[a] : all[a];
+                int i = ridx[m][a];
                 ap[a] = atl[i], rr[a] = regs[i];
             }
-            atlas_fusion f = m <= 1 || m == 4 ? ATLAS_FUSE_MAJORITY : m == 2 || m == 5 ? ATLAS_FUSE_LOCAL : ATLAS_FUSE_JLF;
+            atlas_fusion f = rfus[m];
             double tf = now_s();
             if (atlas_fuse(b, tp, ap, rr, k, f, &tg, seg, err, sizeof err)) {
                 fprintf(stderr, "fuse: %s\n", err);
@@ -386,7 +476,7 @@ int main(int argc, char **argv)
             double tfuse = now_s() - tf;
             if (export_dir) {   /* the fused labels, to look at where an organ goes wrong */
                 char nm[64];
-                snprintf(nm, sizeof nm, "seg_%s_%s", mod, methods[m]);
+                snprintf(nm, sizeof nm, "seg_%s_%s", mod, rname[m]);
                 write_mhd(export_dir, nm, &tg, seg, 1);
             }
             double dsum = 0;
@@ -400,17 +490,17 @@ int main(int argc, char **argv)
                 double h = hd95(seg, gt, &tg, l);
                 const pipeline_label *pl = pipeline_labels_by_number(table, l);
                 const char *name = pl ? pl->name : NULL;
-                printf("%-6s %-9s %-14s %7.3f %8.2f%s\n", mod, methods[m], name ? name : "?", dice, h,
+                printf("%-6s %-9s %-14s %7.3f %8.2f%s\n", mod, rname[m], name ? name : "?", dice, h,
                        ib == 0 ? "  (not in GT)" : ia == 0 ? "  (empty)" : "");
                 dsum += dice;
                 for (int c = 0; c < nchk; c++)
-                    if (chk[c].label == l && !strcmp(chk[c].mod, mod) && !strcmp(chk[c].method, methods[m]) &&
+                    if (chk[c].label == l && !strcmp(chk[c].mod, mod) && !strcmp(chk[c].method, rname[m]) &&
                         !(dice >= chk[c].min)) {
-                        printf("FAIL: %s %s %s dice %.3f < %.3f\n", mod, methods[m], name ? name : "?", dice, chk[c].min);
+                        printf("FAIL: %s %s %s dice %.3f < %.3f\n", mod, rname[m], name ? name : "?", dice, chk[c].min);
                         fails++;
                     }
             }
-            printf("%-6s %-9s %-14s %7.3f %8s  fusion %.2f s\n", mod, methods[m], "mean", dsum / nshow, "", tfuse);
+            printf("%-6s %-9s %-14s %7.3f %8s  fusion %.2f s\n", mod, rname[m], "mean", dsum / nshow, "", tfuse);
         }
         free(seg);
         for (int a = 0; a < na; a++) atlas_reg_clear(&regs[a]);
