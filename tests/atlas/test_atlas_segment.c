@@ -20,27 +20,6 @@
 #include "tests/atlas/atlas_test.h"
 
 
-/* As test_atlas_unit.c: body ellipsoid (label 1), a sphere (2) and a small ellipsoid (3) at world
- * offset `shift` (mm), scale `s`, intensities per label from val[]. */
-static void make(const atlas_grid *g, const double shift[3], double s, const float val[4], float *img, uint8_t *lab)
-{
-    double w[12];
-    atlas_grid_to_world(g, w);
-    for (int k = 0; k < g->nz; k++)
-        for (int j = 0; j < g->ny; j++)
-            for (int i = 0; i < g->nx; i++) {
-                double p[3];
-                test_world(w, i, j, k, p);
-                for (int r = 0; r < 3; r++) p[r] = (p[r] - shift[r]) / s;
-                int l = 0;
-                if (p[0] * p[0] / 3600 + p[1] * p[1] / 2500 + p[2] * p[2] / 3600 < 1) l = 1;
-                if ((p[0] - 20) * (p[0] - 20) + p[1] * p[1] + (p[2] - 10) * (p[2] - 10) < 400) l = 2;
-                if ((p[0] + 25) * (p[0] + 25) / 100 + (p[1] - 10) * (p[1] - 10) / 225 + p[2] * p[2] / 225 < 1) l = 3;
-                size_t q = i + (size_t)g->nx * (j + (size_t)g->ny * k);
-                img[q] = val[l] + 0.02f * (float)((i * 7 + j * 13 + k * 5) % 11);
-                if (lab) lab[q] = (uint8_t)l;
-            }
-}
 
 int main(void)
 {
@@ -54,8 +33,8 @@ int main(void)
     uint16_t *out = malloc(n * 2), *out0 = malloc(n * 2);
     const float ct[4] = {0, 1, 2, 3}, mr[4] = {0, 3, 1, 2};
     const double z[3] = {0, 0, 0}, sh[3] = {6, -5, 4};
-    make(&g, z, 1.0, ct, ai, al);
-    make(&g, sh, 1.08, mr, ti, tl);
+    test_make(&g, z, 1.0, ct, ai, al);
+    test_make(&g, sh, 1.08, mr, ti, tl);
 
     char lib[] = "/tmp/segnode-atlas-seg-XXXXXX", dir[128];
     CHECK(mkdtemp(lib) != NULL, "mkdtemp");

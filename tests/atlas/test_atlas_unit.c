@@ -16,27 +16,6 @@
 #include "tests/atlas/atlas_test.h"
 
 
-/* Body ellipsoid (label 1) with two organs (2: a sphere, 3: a small ellipsoid) at world offset
- * `shift` (mm), scale `s`; intensities per label from val[]. */
-static void make(const atlas_grid *g, const double shift[3], double s, const float val[4], float *img, uint8_t *lab)
-{
-    double w[12];
-    atlas_grid_to_world(g, w);
-    for (int k = 0; k < g->nz; k++)
-        for (int j = 0; j < g->ny; j++)
-            for (int i = 0; i < g->nx; i++) {
-                double p[3];
-                test_world(w, i, j, k, p);
-                for (int r = 0; r < 3; r++) p[r] = (p[r] - shift[r]) / s;
-                int l = 0;
-                if (p[0] * p[0] / 3600 + p[1] * p[1] / 2500 + p[2] * p[2] / 3600 < 1) l = 1;
-                if ((p[0] - 20) * (p[0] - 20) + p[1] * p[1] + (p[2] - 10) * (p[2] - 10) < 400) l = 2;
-                if ((p[0] + 25) * (p[0] + 25) / 100 + (p[1] - 10) * (p[1] - 10) / 225 + p[2] * p[2] / 225 < 1) l = 3;
-                size_t q = i + (size_t)g->nx * (j + (size_t)g->ny * k);
-                img[q] = val[l] + 0.02f * (float)((i * 7 + j * 13 + k * 5) % 11);
-                if (lab) lab[q] = (uint8_t)l;
-            }
-}
 
 int main(void)
 {
@@ -49,8 +28,8 @@ int main(void)
     uint8_t *al = malloc(n), *tl = malloc(n), *out = malloc(n);
     const float ct[4] = {0, 1, 2, 3}, mr[4] = {0, 3, 1, 2};   /* another contrast ordering */
     const double z[3] = {0, 0, 0}, sh[3] = {6, -5, 4};
-    make(&g, z, 1.0, ct, ai, al);
-    make(&g, sh, 1.08, mr, ti, tl);
+    test_make(&g, z, 1.0, ct, ai, al);
+    test_make(&g, sh, 1.08, mr, ti, tl);
 
     atlas_prep *ap = NULL, *tp = NULL;
     CHECK(!atlas_prep_new(b, &g, ai, al, 3.0, &ap, err, sizeof err), "atlas prep: %s", err);
@@ -104,7 +83,7 @@ int main(void)
         uint8_t *bl = malloc(nb), *bo = malloc(nb);
         atlas_prep *bp = NULL;
         atlas_reg br;
-        make(&gb, sh, 1.08, mr, bi, bl);
+        test_make(&gb, sh, 1.08, mr, bi, bl);
         CHECK(!atlas_prep_new(b, &gb, bi, NULL, 3.0, &bp, err, sizeof err), "wide target prep: %s", err);
         CHECK(bp && !atlas_register(b, bp, ap, &o, &br, err, sizeof err), "wide target: %s", err);
         if (!fails) {
@@ -134,8 +113,8 @@ int main(void)
         const float flat[4] = {0, 1, 1, 3};
         float *fi = malloc(n * 4), *bi = malloc(n * 4);
         uint8_t *l2 = malloc(n);
-        make(&g, z, 1.0, flat, fi, NULL);
-        make(&g, z, 1.0, mr, bi, NULL);
+        test_make(&g, z, 1.0, flat, fi, NULL);
+        test_make(&g, z, 1.0, mr, bi, NULL);
         memcpy(l2, al, n);
         l2[n / 2] = l2[n / 2] == 2 ? 1 : 2;
         atlas_prep *fp = NULL, *bp = NULL, *op = NULL;
@@ -218,7 +197,7 @@ int main(void)
     cut.origin[0] = -10 + 0.0;
     float *ci = malloc(atlas_grid_voxels(&cut) * 4);
     uint8_t *co = malloc(atlas_grid_voxels(&cut));
-    make(&cut, sh, 1.08, mr, ci, NULL);
+    test_make(&cut, sh, 1.08, mr, ci, NULL);
     atlas_prep *cp = NULL;
     atlas_reg cr;
     o.fold_max = 0.01;
