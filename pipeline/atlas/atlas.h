@@ -118,11 +118,22 @@ typedef struct atlas_reg {
     int roi_refined, roi_kept; /* organ boxes registered again / of those, kept (not folding) */
     double roi_seconds;        /* of `seconds`, in the refinement */
     char warning[256];
-    double seconds;
+    double seconds;            /* the whole registration */
+    double affine_seconds;     /* of `seconds`, moments and affine descent */
 } atlas_reg;
 
+/* With o->deformable 0, the affine stages alone (moments, descent): u NULL, ssd_final =
+ * ssd_affine. */
 int atlas_register(nn_backend *b, const atlas_prep *target, const atlas_prep *atlas,
                    const atlas_reg_opts *o, atlas_reg *out, char *err, size_t errlen);
+
+/* The deformable stages on top of an affine-only registration `r` of this atlas to this target
+ * (atlas_register with deformable 0), in place: the result is the one atlas_register with
+ * deformable 1 gives, bit for bit, at the cost of one extra warp. So atlases can be ranked after
+ * affine and only the ones kept registered further (pipeline_atlas_opts.select_k). SN_EINVAL if
+ * r is not affine-only on this target's grid (r unchanged); on any other error r is cleared. */
+int atlas_register_deformable(nn_backend *b, const atlas_prep *target, const atlas_prep *atlas,
+                              const atlas_reg_opts *o, atlas_reg *r, char *err, size_t errlen);
 void atlas_reg_clear(atlas_reg *r);
 
 /* The atlas MIND descriptors or image warped onto the target working grid by r. */

@@ -648,27 +648,38 @@ static int roi_refine(nn_backend *b, const atlas_prep *target, const atlas_prep 
     return rc;
 }
 
-int atlas_register(nn_backend *b, const atlas_prep *target, const atlas_prep *atlas, const atlas_reg_opts *o,
-                   atlas_reg *r, char *err, size_t errlen)
+/* Buffers both stages share: W the atlas MIND warped onto the target working grid, Fc / Mc the
+ * target's and W's descriptors pooled to the coarse grid. */
+typedef struct reg_bufs {
+    int nw[3], nc[3];
+    size_t S, Sc;
+    float *W, *Fc, *Mc;
+} reg_bufs;
+
+static int bufs_new(nn_backend *b, const atlas_grid *g, reg_bufs *q, char *err, size_t errlen)
 {
-    atlas_reg_opts def;
-    if (!o) atlas_reg_opts_default(&def), o = &def;
-    double t0 = now_s();
-    memset(r, 0, sizeof *r);
-    r->grid = target->grid;
+    memset(q, 0, sizeof *q);
+    q->nw[0] = g->nx, q->nw[1] = g->ny, q->nw[2] = g->nz;
+    pool2(b, NULL, 0, q->nw, NULL, q->nc, err, errlen);
+    q->S = atlas_grid_voxels(g);
+    q->Sc = (size_t)q->nc[0] * q->nc[1] * q->nc[2];
+    q->W = malloc(sizeof(float) * 12 * q->S);
+    q->Fc = malloc(sizeof(float) * 12 * q->Sc);
+    q->Mc = malloc(sizeof(float) * 12 * q->Sc);
+    if (!q->W || !q->Fc || !q->Mc) return sn_errf(err, errlen, SN_ENOMEM, "out of memory");
+    return 0;
+}
+
+static void bufs_free(reg_bufs *q) { free(q->W), free(q->Fc), free(q->Mc); }
+
+/* Steps 1-2: r->A, ssd_moments, ssd_affine (= ssd_final); q->W, Fc, Mc as the affine leaves them. */
+static int reg_affine(nn_backend *b, const atlas_prep *target, const atlas_prep *atlas, const atlas_reg_opts *o,
+                      atlas_reg *r, reg_bufs *q, double t0, char *err, size_t errlen)
+{
     const atlas_grid *g = &target->grid;
-    const size_t S = atlas_grid_voxels(g);
-    int nw[3] = {g->nx, g->ny, g->nz}, nc[3];
-    pool2(b, NULL, 0, nw, NULL, nc, err, errlen);
-    const size_t Sc = (size_t)nc[0] * nc[1] * nc[2];
-    float *W = malloc(sizeof(float) * 12 * S), *Fc = malloc(sizeof(float) * 12 * Sc),
-          *Mc = malloc(sizeof(float) * 12 * Sc);
-    float *cost = NULL, *uf = NULL, *ub = NULL, *tmp = NULL, *g3 = NULL;
-    int rc = 0;
-    if (!W || !Fc || !Mc) {
-        rc = sn_errf(err, errlen, SN_ENOMEM, "out of memory");
-        goto out;
-    }
+    const size_t S = q->S;
+    int *nw = q->nw, *nc = q->nc, rc;
+    float *W = q->W, *Fc = q->Fc, *Mc = q->Mc;
     /* 1. moments: translate the atlas's foreground centroid onto the target's */
     double ct[3], ca[3], tw[12];
     centroid(g, target->img, ct);
@@ -676,26 +687,39 @@ int atlas_register(nn_backend *b, const atlas_prep *target, const atlas_prep *at
     atlas_grid_to_world(g, tw);
     double M0[12] = {1, 0, 0, ca[0] - ct[0], 0, 1, 0, ca[1] - ct[1], 0, 0, 1, ca[2] - ct[2]};
     atlas__affine_mul(M0, tw, r->A);
-    if ((rc = atlas_reg_warp_mind(b, r, atlas, W, err, errlen))) goto out;
-    if ((rc = pool2(b, target->mind, 12, nw, Fc, nc, err, errlen))) goto out;
-    if ((rc = pool2(b, W, 12, nw, Mc, nc, err, errlen))) goto out;
+    if ((rc = atlas_reg_warp_mind(b, r, atlas, W, err, errlen))) return rc;
+    if ((rc = pool2(b, target->mind, 12, nw, Fc, nc, err, errlen))) return rc;
+    if ((rc = pool2(b, W, 12, nw, Mc, nc, err, errlen))) return rc;
     r->ssd_moments = mean_ssd(W, target->mind, 12 * S);
     if (o->verbose) fprintf(stderr, "atlas:   %-10s %.2f s\n", "moments", now_s() - t0);
     /* 2. affine descent on the coarse grid; compose back to working voxels */
     if (o->affine_iters > 0) {
         /* on the coarse grid (x2); pooling once more (x4) measurably loses accuracy */
         double Q[12], Sm[12] = {0.5, 0, 0, -0.25, 0, 0.5, 0, -0.25, 0, 0, 0.5, -0.25}, Si[12], Qw[12];
-        if ((rc = affine_descent(b, Fc, Mc, nc, o->affine_iters, Q, err, errlen))) goto out;
+        if ((rc = affine_descent(b, Fc, Mc, nc, o->affine_iters, Q, err, errlen))) return rc;
         atlas__affine_inverse(Sm, Si);
         atlas__affine_mul(Q, Sm, Qw);
         atlas__affine_mul(Si, Qw, Qw);
         atlas__affine_mul(r->A, Qw, r->A);
-        if ((rc = atlas_reg_warp_mind(b, r, atlas, W, err, errlen))) goto out;
-        if ((rc = pool2(b, W, 12, nw, Mc, nc, err, errlen))) goto out;
+        if ((rc = atlas_reg_warp_mind(b, r, atlas, W, err, errlen))) return rc;
+        if ((rc = pool2(b, W, 12, nw, Mc, nc, err, errlen))) return rc;
     }
     r->ssd_affine = mean_ssd(W, target->mind, 12 * S);
     r->ssd_final = r->ssd_affine;
-    if (!o->deformable) goto done;
+    r->affine_seconds = now_s() - t0;
+    return 0;
+}
+
+/* Steps 3-7 from r's affine (r->u NULL) and q as reg_affine leaves it; ssd_final, the field, its
+ * statistics. */
+static int reg_deformable(nn_backend *b, const atlas_prep *target, const atlas_prep *atlas,
+                          const atlas_reg_opts *o, atlas_reg *r, reg_bufs *q, double t0, char *err, size_t errlen)
+{
+    const atlas_grid *g = &target->grid;
+    const size_t S = q->S, Sc = q->Sc;
+    int *nw = q->nw, *nc = q->nc, rc = 0;
+    float *W = q->W, *Fc = q->Fc, *Mc = q->Mc;
+    float *cost = NULL, *uf = NULL, *ub = NULL, *tmp = NULL, *g3 = NULL;
     /* 3. discrete search both ways, coupled convex optimisation */
     const int rad = o->disp_radius, L3 = (2 * rad + 1) * (2 * rad + 1) * (2 * rad + 1);
     cost = malloc(sizeof(float) * (size_t)L3 * Sc);
@@ -783,14 +807,63 @@ int atlas_register(nn_backend *b, const atlas_prep *target, const atlas_prep *at
                                 r->roi_kept, r->roi_refined);
     }
     r->ssd_final = mean_ssd(W, target->mind, 12 * S);
-done:
-    r->seconds = now_s() - t0;
+out:
+    free(cost), free(uf), free(ub), free(tmp), free(g3);
+    return rc;
+}
+
+static void reg_report(const atlas_reg_opts *o, const atlas_reg *r)
+{
     if (o->verbose)
         fprintf(stderr, "atlas: ssd moments %.5f affine %.5f final %.5f fold %.4f%% ice %.2f mm %.2f s%s%s\n",
                 r->ssd_moments, r->ssd_affine, r->ssd_final, 100 * r->fold_fraction, r->ice_mm, r->seconds,
                 r->warning[0] ? " - " : "", r->warning);
-out:
-    free(W), free(Fc), free(Mc), free(cost), free(uf), free(ub), free(tmp), free(g3);
-    if (rc) atlas_reg_clear(r);
-    return rc;
+}
+
+int atlas_register(nn_backend *b, const atlas_prep *target, const atlas_prep *atlas, const atlas_reg_opts *o,
+                   atlas_reg *r, char *err, size_t errlen)
+{
+    atlas_reg_opts def;
+    if (!o) atlas_reg_opts_default(&def), o = &def;
+    double t0 = now_s();
+    memset(r, 0, sizeof *r);
+    r->grid = target->grid;
+    reg_bufs q;
+    int rc = bufs_new(b, &target->grid, &q, err, errlen);
+    if (!rc) rc = reg_affine(b, target, atlas, o, r, &q, t0, err, errlen);
+    if (!rc && o->deformable) rc = reg_deformable(b, target, atlas, o, r, &q, t0, err, errlen);
+    bufs_free(&q);
+    if (rc) {
+        atlas_reg_clear(r);
+        return rc;
+    }
+    r->seconds = now_s() - t0;
+    reg_report(o, r);
+    return 0;
+}
+
+int atlas_register_deformable(nn_backend *b, const atlas_prep *target, const atlas_prep *atlas,
+                              const atlas_reg_opts *o, atlas_reg *r, char *err, size_t errlen)
+{
+    atlas_reg_opts def;
+    if (!o) atlas_reg_opts_default(&def), o = &def;
+    if (r->u || r->fell_back || r->grid.nx != target->grid.nx || r->grid.ny != target->grid.ny ||
+        r->grid.nz != target->grid.nz)
+        return sn_errf(err, errlen, SN_EINVAL, "the deformable stage needs an affine-only registration to this target");
+    /* the state reg_affine leaves: W the affinely warped atlas, Fc and Mc their coarse pooling */
+    double t0 = now_s() - r->affine_seconds;
+    reg_bufs q;
+    int rc = bufs_new(b, &target->grid, &q, err, errlen);
+    if (!rc) rc = atlas_reg_warp_mind(b, r, atlas, q.W, err, errlen);
+    if (!rc) rc = pool2(b, target->mind, 12, q.nw, q.Fc, q.nc, err, errlen);
+    if (!rc) rc = pool2(b, q.W, 12, q.nw, q.Mc, q.nc, err, errlen);
+    if (!rc) rc = reg_deformable(b, target, atlas, o, r, &q, t0, err, errlen);
+    bufs_free(&q);
+    if (rc) {
+        atlas_reg_clear(r);
+        return rc;
+    }
+    r->seconds = now_s() - t0;
+    reg_report(o, r);
+    return 0;
 }

@@ -4,7 +4,8 @@
  * largest component and fills holes; a field of view that misses an organ gives an empty label;
  * a folding limit of 0 makes the deformable result fall back to affine with a warning; the
  * prepared-image cache round-trips; of two renderings of one anatomy atlas_distinct keeps the
- * better-matching one; a target with twice the atlas's field of view registers as well. */
+ * better-matching one; a target with twice the atlas's field of view registers as well; affine,
+ * then the deformable stage on it, is the whole registration bit for bit. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +61,29 @@ int main(void)
     CHECK(aff.ssd_affine < aff.ssd_moments, "affine does not lower the MIND SSD");
     CHECK(def.ssd_final < aff.ssd_affine, "deformable does not lower the MIND SSD");
     CHECK(def.fold_fraction < 0.01 && !def.fell_back, "deformable folds");
+
+    /* in two steps (affine only, then the deformable stage on it: how select_k ranks the
+     * atlases before registering the kept ones further) it is the same registration, bit for bit */
+    {
+        atlas_reg st;
+        o.deformable = 0;
+        CHECK(!atlas_register(b, tp, ap, &o, &st, err, sizeof err), "affine: %s", err);
+        o.deformable = 1;
+        CHECK(!atlas_register_deformable(b, tp, ap, &o, &st, err, sizeof err), "deformable stage: %s", err);
+        const size_t nwk = atlas_grid_voxels(&tp->grid);
+        CHECK(st.u && def.u && !memcmp(st.u, def.u, sizeof(float) * 3 * nwk) && !memcmp(st.A, def.A, sizeof st.A) &&
+                  st.ssd_final == def.ssd_final && st.ssd_affine == def.ssd_affine &&
+                  st.fold_fraction == def.fold_fraction && st.ice_mm == def.ice_mm,
+              "affine + deformable stage differs from the whole registration (ssd %.6f vs %.6f)", st.ssd_final,
+              def.ssd_final);
+        CHECK(st.affine_seconds > 0 && st.affine_seconds < st.seconds, "affine %.3f s of %.3f s", st.affine_seconds,
+              st.seconds);
+        /* the deformable stage twice: refused, the registration left as it is */
+        CHECK(atlas_register_deformable(b, tp, ap, &o, &st, err, sizeof err) == SN_EINVAL && st.u,
+              "a second deformable stage is not refused");
+        printf("two steps: %s\n", err);
+        atlas_reg_clear(&st);
+    }
 
     const atlas_prep *aps[1] = {ap};
     for (int m = 0; m < 3; m++) {
