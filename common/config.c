@@ -53,11 +53,11 @@ static const char *const peer_keys[PK__COUNT] = {
 
 enum {
     RK_MODALITY, RK_BODY_PART, RK_SERIES_DESCRIPTION, RK_CALLING_AE, RK_IMAGE_TYPE, RK_METHOD,
-    RK_LABELS, RK_ATLASES, RK_MODEL, RK_SEND_TO, RK_STABLE_AFTER, RK_CONTINUE, RK__COUNT
+    RK_LABELS, RK_ATLASES, RK_MODEL, RK_SEND_TO, RK_STABLE_AFTER, RK_CONTINUE, RK_SELECT_K, RK__COUNT
 };
 static const char *const route_keys[RK__COUNT] = {
     "modality", "body_part", "series_description", "calling_ae", "image_type", "method",
-    "labels", "atlases", "model", "send_to", "stable_after", "continue",
+    "labels", "atlases", "model", "send_to", "stable_after", "continue", "select_k",
 };
 
 #define KEYS_MAX 48
@@ -638,6 +638,7 @@ static int cfg__route_key(cfg_ctx *c, const char *name, const char *v)
     case RK_SEND_TO: return cfg__list(c, name, v, LIST_SEND_TO, &r->send_to);
     case RK_STABLE_AFTER: return cfg__int32(c, name, v, 1, STABLE_AFTER_MAX, &r->stable_after);
     case RK_CONTINUE: return cfg__bool(c, name, v, &r->continue_matching);
+    case RK_SELECT_K: return cfg__int32(c, name, v, 0, SN_ROUTE_ATLASES_MAX, &r->select_k);
     default: return 0;
     }
 }
@@ -1054,6 +1055,14 @@ static int cfg__finish(cfg_ctx *c)
             return cfg__fail(c, m->key_line[RK_ATLASES],
                              "atlases: [route %s] names %d atlases; the atlas method registers and "
                              "fuses at most %d", r->name, r->atlases.n, SN_ROUTE_ATLASES_MAX);
+        if (r->select_k && r->method == SN_METHOD_NET)
+            return cfg__fail(c, m->key_line[RK_SELECT_K],
+                             "select_k: [route %s] uses method net; select_k applies to the atlas "
+                             "method (atlas or both)", r->name);
+        if (r->select_k > r->atlases.n)
+            return cfg__fail(c, m->key_line[RK_SELECT_K],
+                             "select_k: [route %s] keeps %d atlases but names %d", r->name, r->select_k,
+                             r->atlases.n);
         if ((r->method == SN_METHOD_NET || r->method == SN_METHOD_BOTH) && r->model[0] == '\0')
             return cfg__fail(c, m->key_line[RK_METHOD] ? m->key_line[RK_METHOD] : m->line,
                              "model: [route %s] uses method %s and needs a model", r->name,

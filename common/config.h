@@ -68,6 +68,9 @@ typedef struct sn_route {
     sn_strlist send_to;              /* peer names, or "@caller" */
     int stable_after;                /* seconds; -1 = use [node] stable_after */
     int continue_matching;           /* "continue = yes": later routes may match too */
+    int select_k;                    /* atlas, both: register in full only the k atlases most
+                                        similar after affine (0 = every atlas; at most the
+                                        number of atlases) */
 } sn_route;
 
 typedef struct sn_node_config {

@@ -19,8 +19,6 @@
 #include "pipeline/atlas/method_atlas.h"
 #include "pipeline/method_net.h"
 
-#define BOTH_ATLASES_MAX 16
-
 static int both__run(pipeline_method_ctx *ctx, const pipeline_volume *target, uint16_t **labels_out, char *err,
                      size_t errlen)
 {
@@ -62,10 +60,15 @@ static int both__run(pipeline_method_ctx *ctx, const pipeline_volume *target, ui
         rc = sn_errf(err, errlen, SN_ENOMEM, "out of memory (%d class probabilities of %zu voxels)", C, S);
         goto out;
     }
-    char lib[1100], anote[256] = "";
+    char lib[1100], anote[512] = "";
     snprintf(lib, sizeof lib, "%s/atlases", ctx->cfg->node.storage);
-    const char *names[BOTH_ATLASES_MAX];
-    int na = r->atlases.n < BOTH_ATLASES_MAX ? r->atlases.n : BOTH_ATLASES_MAX;
+    const char *names[PIPELINE_ATLAS_MAX];
+    int na = r->atlases.n;
+    if (na > PIPELINE_ATLAS_MAX) {   /* config.c refuses such a route; never fuse a part */
+        rc = sn_errf(err, errlen, SN_EINVAL, "route %s names %d atlases; the atlas method takes at most %d",
+                     r->name, na, PIPELINE_ATLAS_MAX);
+        goto out;
+    }
     for (int i = 0; i < na; i++)
         names[i] = r->atlases.item[i];
     pipeline_atlas_opts o;
@@ -75,6 +78,7 @@ static int both__run(pipeline_method_ctx *ctx, const pipeline_volume *target, ui
     o.n_atlases = na;
     o.labels = cls.number;
     o.n_labels = cls.n;
+    o.select_k = r->select_k;
     o.threads = ctx->threads;
     o.device_index = pipeline_method_gpu(ctx);
     o.probs = pa;

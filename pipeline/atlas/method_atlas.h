@@ -28,7 +28,12 @@ typedef struct pipeline_atlas_opts {
     atlas_fusion fusion;          /* default ATLAS_FUSE_LOCAL */
     int select_k;                 /* keep the k most similar after affine (0 = all); atlases that
                                      are the same anatomy (equal label maps: one subject in two
-                                     phases) count once, the best-matching one (atlas_distinct) */
+                                     phases) count once, the best-matching one (atlas_distinct).
+                                     0 or >= n_atlases: every atlas is registered in full and
+                                     the phase chosen on the final MIND SSD. 1..n_atlases-1:
+                                     every atlas is registered affine only, the phase chosen and
+                                     the atlases ranked on the affine MIND SSD, and only the k
+                                     kept get the deformable stage */
     double work_mm;               /* working grid (default 0: automatic, see atlas_prep_new) */
     int threads;                  /* CPU threads (0 = 2) */
     int device_index;             /* -1 (the default): the CPU; N: CUDA device N. Not starting the

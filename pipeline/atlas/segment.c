@@ -108,17 +108,16 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
     atlas_reg_opts ro;
     atlas_reg_opts_default(&ro);
     ro.verbose = o->verbose;
-    int fallbacks = 0;
-    for (int a = 0; a < na; a++) {
+    /* with select_k below the library size: every atlas affine only, ranked, and only the k kept
+     * registered further (the deformable stage is most of the time: tests/atlas/README.md) */
+    const int rank_first = o->select_k > 0 && o->select_k < na;
+    ro.deformable = !rank_first;
+    for (int a = 0; a < na; a++)
         if ((rc = atlas_register(b, tp, atl[a], &ro, &regs[a], err, errlen))) goto out;
-        if (regs[a].fell_back) {
-            fallbacks++;
-            note_add(note, notelen, "%s; ", regs[a].warning);
-        }
-    }
     /* one atlas per anatomy: of a subject given in two phases (plain and contrast-enhanced CT),
      * the one whose registered descriptors match the target best (tests/atlas/README.md: the
-     * plain one for CT and CBCT targets, the contrast one for MR and PET) */
+     * plain one for CT and CBCT targets, the contrast one for MR and PET); ranked first, after
+     * affine */
     const atlas_prep *cap[PIPELINE_ATLAS_MAX];
     uint8_t kept[PIPELINE_ATLAS_MAX];
     for (int a = 0; a < na; a++) cap[a] = atl[a];
@@ -127,6 +126,15 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
     for (int a = 0, j = 0; a < na; a++)
         if (kept[all[a]]) order[j++] = all[a];
     int k = o->select_k > 0 && o->select_k < nd ? o->select_k : nd;
+    ro.deformable = 1;
+    for (int i = 0; rank_first && i < k; i++)
+        if ((rc = atlas_register_deformable(b, tp, atl[order[i]], &ro, &regs[order[i]], err, errlen))) goto out;
+    int fallbacks = 0;
+    for (int a = 0; a < na; a++)
+        if (regs[a].fell_back) {
+            fallbacks++;
+            note_add(note, notelen, "%s; ", regs[a].warning);
+        }
     const atlas_prep *ap[PIPELINE_ATLAS_MAX];
     atlas_reg rr[PIPELINE_ATLAS_MAX];
     for (int i = 0; i < k; i++) ap[i] = atl[order[i]], rr[i] = regs[order[i]];
@@ -153,6 +161,10 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
         snprintf(buf, sizeof buf, "%d of %d atlases fused (%s) on %s, %.1f s", k, na, atlas_fusion_name(o->fusion),
                  nn_backend_name(b), (now_ms() - t0) / 1000.0);
         note_add(note, notelen, "%s", buf);
+        if (rank_first) {
+            snprintf(buf, sizeof buf, ", the %d most similar after affine registered further", k);
+            note_add(note, notelen, "%s", buf);
+        }
         if (nd < na) {
             snprintf(buf, sizeof buf, ", %d left out as the same anatomy as a better-matching atlas", na - nd);
             note_add(note, notelen, "%s", buf);

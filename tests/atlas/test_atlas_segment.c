@@ -4,7 +4,8 @@
  * labels[0], labels[1]], sum to 1 per voxel, and their argmax is the label map before
  * post-processing (so it differs from the post-processed output only where post-processing
  * acted); asking for them does not change the labels; without a label list the classes are the
- * label numbers 0..n_labels; one anatomy saved under two names is fused once, with a note; on
+ * label numbers 0..n_labels; one anatomy saved under two names is fused once, with a note; with
+ * select_k 1 only the atlas that matches best after affine is registered in full and fused; on
  * CUDA device 0 it fails with SN_EDEVICE where there is no device (the worker then runs the job
  * on the CPU) and agrees with the CPU where there is one.
  * Needs pipeline_volume, so not in the NN_ONLY build. */
@@ -48,6 +49,22 @@ int main(void)
     CHECK(mkdir(dir, 0700) == 0, "mkdir %s", dir);
     CHECK(ap && !atlas_prep_save(ap, dir, err, sizeof err), "save: %s", err);
     atlas_prep_free(ap);
+    ap = NULL;
+    /* another anatomy (one label voxel differs) whose organs have no edge to the body: it
+     * matches the target worse after affine */
+    {
+        const float flat[4] = {0, 1, 1, 1};
+        float *fi = malloc(n * 4);
+        uint8_t *fl = malloc(n);
+        test_make(&g, z, 1.0, flat, fi, fl);
+        fl[0] = 1;
+        snprintf(dir, sizeof dir, "%s/a3", lib);
+        CHECK(mkdir(dir, 0700) == 0, "mkdir %s", dir);
+        CHECK(!atlas_prep_new(b, &g, fi, fl, 3.0, &ap, err, sizeof err), "atlas prep: %s", err);
+        CHECK(ap && !atlas_prep_save(ap, dir, err, sizeof err), "save: %s", err);
+        atlas_prep_free(ap);
+        free(fi), free(fl);
+    }
     if (fails) return 1;
 
     pipeline_volume v;
@@ -124,6 +141,25 @@ int main(void)
         CHECK(!bad_sum && differ < n / 200 && body > 10000, "label-number classes");
         CHECK(strstr(note, "1 of 2 atlases fused") && strstr(note, "1 left out as the same anatomy"),
               "same anatomy twice: note '%s'", note);
+    }
+
+    /* select_k 1 of the worse-matching a3 and a1: both registered affine only, a1 ranks first and
+     * alone gets the deformable stage; the labels are those of a1 alone (out0) */
+    {
+        const char *two[2] = {"a3", "a1"};
+        pipeline_atlas_opts o;
+        pipeline_atlas_opts_default(&o);
+        o.library = lib, o.atlases = two, o.n_atlases = 2;
+        o.labels = labels, o.n_labels = 2;
+        o.fusion = ATLAS_FUSE_MAJORITY;
+        o.select_k = 1;
+        CHECK(!pipeline_atlas_segment(&o, &v, out, note, sizeof note, err, sizeof err), "select_k 1: %s", err);
+        size_t differ = 0;
+        for (size_t i = 0; i < n; i++) differ += out[i] != out0[i];
+        printf("select_k 1 of 2: labels differ from a1 alone at %zu voxels; note: %s\n", differ, note);
+        CHECK(!differ, "select_k 1: not the better atlas registered in full (%zu voxels differ)", differ);
+        CHECK(strstr(note, "1 of 2 atlases fused") && strstr(note, "the 1 most similar after affine registered further"),
+              "select_k note: '%s'", note);
     }
 
     /* on the GPU: the labels of the majority run above (out0), or SN_EDEVICE without a device */

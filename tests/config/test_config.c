@@ -178,7 +178,7 @@ static void test_shipped_example_documents_every_key(void **state)
         "tls_trusted_certificates", "tls_require_peer_certificate", "tls_profile",
         "check_peer_host", "host", "allow",
         "stable_on_release", "tls", "modality", "body_part", "series_description", "calling_ae",
-        "image_type", "method", "labels", "atlases", "model", "send_to", "continue",
+        "image_type", "method", "labels", "atlases", "model", "send_to", "continue", "select_k",
     };
     FILE *f = fopen(SEGNODE_SOURCE_DIR "/etc/segnode.conf", "r");
     assert_non_null(f);
@@ -583,6 +583,13 @@ static void test_errors(void **state)
         {"[route r]\nmethod = net\n", 2, "needs a model"},
         {"[route r]\nmethod = both\nmodel = m\natlases = a1,a2,a3,a4,a5,a6,a7,a8,a9,a10,a11,a12,a13,a14,a15,"
          "a16,a17\n", 4, "names 17 atlases; the atlas method registers and fuses at most 16"},
+        {"[route r]\natlases = a1, a2\nselect_k = 3\n", 3, "select_k: [route r] keeps 3 atlases but names 2"},
+        {"[route r]\nselect_k = 1\n", 2, "keeps 1 atlases but names 0"},
+        {"[route r]\nmethod = net\nmodel = m\natlases = a1, a2\nselect_k = 1\n", 5,
+         "select_k: [route r] uses method net"},
+        {"[route r]\natlases = a1\nselect_k = -1\n", 3, "select_k"},
+        {"[route r]\natlases = a1\nselect_k = 17\n", 3, "select_k"},
+        {"[route r]\natlases = a1\nselect_k = two\n", 3, "select_k"},
         {"[route r]\nseries_description = (unclosed\n", 2, "series_description: invalid regular expression"},
         {"[route r]\nseries_description = [a-\n", 2, "invalid regular expression"},
         /* glibc's regcomp copies repeated subexpressions: these would take gigabytes (fuzz) */
@@ -621,6 +628,13 @@ static void test_errors(void **state)
     sn_config_unref(cfg);
     cfg = load_ok("[route r]\nmethod = net\nmodel = m\natlases = a1,a2,a3,a4,a5,a6,a7,a8,a9,a10,a11,"
                   "a12,a13,a14,a15,a16,a17\n");
+    sn_config_unref(cfg);
+    /* select_k: 0 (every atlas, the default) up to the number of atlases, for atlas and both */
+    cfg = load_ok("[route r]\natlases = a1, a2, a3\n");
+    assert_int_equal(cfg->routes[0].select_k, 0);
+    sn_config_unref(cfg);
+    cfg = load_ok("[route r]\nmethod = both\nmodel = m\natlases = a1, a2, a3\nselect_k = 3\n");
+    assert_int_equal(cfg->routes[0].select_k, 3);
     sn_config_unref(cfg);
 }
 

@@ -18,7 +18,8 @@ int segnode_atlas_names(const char *names, char *list, size_t listlen, const cha
 /* Segment volume v with the comma-separated library atlases `names`, fusion "majority", "local"
  * or "jlf" (NULL = the node's default, pipeline_atlas_opts_default: local), on `device` "auto"
  * (NULL: the first CUDA device when there is one, else or when it fails the CPU), "cpu" or
- * "cuda" (device 0, no fallback), into out[nx*ny*nz] label values. Returns a CLI exit code. */
-int segnode_atlas_segment(const pipeline_volume *v, const char *names, const char *fusion, const char *device,
-                          uint16_t *out);
+ * "cuda" (device 0, no fallback), into out[nx*ny*nz] label values. select_k: as a route's
+ * select_k (pipeline_atlas_opts.select_k; 0 = every atlas). Returns a CLI exit code. */
+int segnode_atlas_segment(const pipeline_volume *v, const char *names, const char *fusion, int select_k,
+                          const char *device, uint16_t *out);
 #endif

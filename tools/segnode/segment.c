@@ -25,7 +25,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: segnode segment --labels FILE.dcm|FILE.nii[.gz] --out SEG.dcm [options] SERIES_DIR\n"
-            "       segnode segment --method atlas --atlases NAME[,NAME...] [--fusion majority|local|jlf] --out SEG.dcm SERIES_DIR\n"
+            "       segnode segment --method atlas --atlases NAME[,NAME...] [--fusion majority|local|jlf]\n"
+            "                       [--select-k K] --out SEG.dcm SERIES_DIR\n"
             "Write a DICOM Segmentation for the series in SERIES_DIR from a label map on its grid:\n"
             "a SEG (BINARY or FRACTIONAL; segments mapped to labels by their codes) or a NIfTI-1\n"
             "label image whose affine matches the series'. The SEG joins the series' study.\n"
@@ -35,6 +36,9 @@ static void usage(FILE *f)
             "  --series-number N          Series Number (default 900)\n"
             "  --series UID               the series to read when the folder holds several\n"
             "  --fusion M                 atlas label fusion (default local, as routes use it)\n"
+            "  --select-k K               register in full only the K atlases most similar after\n"
+            "                             affine (1..number of atlases; default: every atlas), as a\n"
+            "                             route's select_k\n"
             "  --device D                 atlas method: auto (default: the GPU when there is one, else\n"
             "                             or when it fails the CPU), cpu, cuda\n"
             "  --label-table FILE         label code table (default: $SEGNODE_LABELS, else\n"
@@ -102,7 +106,8 @@ int segnode_segment(int argc, char **argv)
     const char *labels_path = NULL, *out_path = NULL, *desc = NULL, *series = NULL, *method = NULL,
                *dir = NULL, *table_path = NULL, *atlases = NULL, *fusion = NULL,
                *device = NULL;
-    int keep_empty = 0, series_number = 900;
+    int keep_empty = 0, series_number = 900, select_k = 0;
+    const char *select_k_arg = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int g = cli_take_global(argc, argv, &i);
@@ -129,6 +134,8 @@ int segnode_segment(int argc, char **argv)
             atlases = argv[++i];
         } else if (!strcmp(a, "--fusion") && i + 1 < argc) {
             fusion = argv[++i];
+        } else if (!strcmp(a, "--select-k") && i + 1 < argc) {
+            select_k_arg = argv[++i];
         } else if (!strcmp(a, "--method") && i + 1 < argc) {
             method = argv[++i];
         } else if (!strcmp(a, "--device") && i + 1 < argc) {
@@ -162,10 +169,24 @@ int segnode_segment(int argc, char **argv)
     if (method) {   /* before the series is read */
         char list[1024];
         const char *nm[PIPELINE_ATLAS_MAX];
-        if (segnode_atlas_names(atlases, list, sizeof list, nm) < 0)
-            return CLI_EXIT_USAGE;
+        int na = segnode_atlas_names(atlases, list, sizeof list, nm);
+        if (na < 0) return CLI_EXIT_USAGE;
+        if (select_k_arg) {
+            char *end;
+            long k = strtol(select_k_arg, &end, 10);
+            if (*select_k_arg == '\0' || *end || k < 1 || k > na) {
+                fprintf(stderr, "segnode segment: --select-k must be 1 to %d (the atlases named), got '%s'\n", na,
+                        select_k_arg);
+                return CLI_EXIT_USAGE;
+            }
+            select_k = (int)k;
+        }
     }
 #endif
+    if (select_k_arg && !method) {
+        fprintf(stderr, "segnode segment: --select-k applies to --method atlas\n");
+        return CLI_EXIT_USAGE;
+    }
     if (method) labels_path = "(atlas)";
     if (!labels_path || !out_path || !dir) {
         usage(stderr);
@@ -206,7 +227,7 @@ int segnode_segment(int argc, char **argv)
     }
     if (method) {
 #ifdef SEGNODE_HAVE_ATLAS
-        rc = segnode_atlas_segment(v, atlases, fusion, device, lab);
+        rc = segnode_atlas_segment(v, atlases, fusion, select_k, device, lab);
         if (rc) {
             exit_code = rc;
             goto out;
