@@ -812,12 +812,20 @@ out:
     return rc;
 }
 
-static void reg_report(const atlas_reg_opts *o, const atlas_reg *r)
+/* Both entry points end here: buffers freed, r cleared on error, else timed (and reported). */
+static int reg_finish(const atlas_reg_opts *o, atlas_reg *r, reg_bufs *q, double t0, int rc)
 {
+    bufs_free(q);
+    if (rc) {
+        atlas_reg_clear(r);
+        return rc;
+    }
+    r->seconds = now_s() - t0;
     if (o->verbose)
         fprintf(stderr, "atlas: ssd moments %.5f affine %.5f final %.5f fold %.4f%% ice %.2f mm %.2f s%s%s\n",
                 r->ssd_moments, r->ssd_affine, r->ssd_final, 100 * r->fold_fraction, r->ice_mm, r->seconds,
                 r->warning[0] ? " - " : "", r->warning);
+    return 0;
 }
 
 int atlas_register(nn_backend *b, const atlas_prep *target, const atlas_prep *atlas, const atlas_reg_opts *o,
@@ -832,14 +840,7 @@ int atlas_register(nn_backend *b, const atlas_prep *target, const atlas_prep *at
     int rc = bufs_new(b, &target->grid, &q, err, errlen);
     if (!rc) rc = reg_affine(b, target, atlas, o, r, &q, t0, err, errlen);
     if (!rc && o->deformable) rc = reg_deformable(b, target, atlas, o, r, &q, t0, err, errlen);
-    bufs_free(&q);
-    if (rc) {
-        atlas_reg_clear(r);
-        return rc;
-    }
-    r->seconds = now_s() - t0;
-    reg_report(o, r);
-    return 0;
+    return reg_finish(o, r, &q, t0, rc);
 }
 
 int atlas_register_deformable(nn_backend *b, const atlas_prep *target, const atlas_prep *atlas,
@@ -858,12 +859,5 @@ int atlas_register_deformable(nn_backend *b, const atlas_prep *target, const atl
     if (!rc) rc = pool2(b, target->mind, 12, q.nw, q.Fc, q.nc, err, errlen);
     if (!rc) rc = pool2(b, q.W, 12, q.nw, q.Mc, q.nc, err, errlen);
     if (!rc) rc = reg_deformable(b, target, atlas, o, r, &q, t0, err, errlen);
-    bufs_free(&q);
-    if (rc) {
-        atlas_reg_clear(r);
-        return rc;
-    }
-    r->seconds = now_s() - t0;
-    reg_report(o, r);
-    return 0;
+    return reg_finish(o, r, &q, t0, rc);
 }
