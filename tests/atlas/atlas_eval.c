@@ -4,7 +4,8 @@
  * one line per (modality, method, label) with Dice and HD95 (mm), plus registration timings.
  * With --check LABEL:MODALITY:METHOD:MIN it exits 1 when a Dice is below MIN (the ctest test).
  * --subset and --select-k fuse parts of the library from the same registrations: a smaller
- * library, or the node's select_k, compared with the whole one without registering twice.
+ * library, or the node's select_k, compared with the whole one without registering twice (the
+ * two-step registration select_k runs is the whole one bit for bit: test_atlas_unit).
  * Used by tests/atlas/eval.py (the full table) and tests/bench/register. */
 #include <math.h>
 #include <stdio.h>
@@ -176,13 +177,16 @@ int main(int argc, char **argv)
     int fast = 0, affine_only = 0, identity = 0, distinct = 0, iters = -1, radius = -1, fine = -1, nchk = 0, verbose = 0, fails = 0;
     int per_atlas = 0, roi = 0, roi_radius = -1, roi_iters = -1;
     /* --subset NAME=I,J,...: the atlases I, J, ... alone as a library, fused from the same
-     * registrations (rows single-NAME, mv-NAME, local-NAME, jlf-NAME); --select-k K: the K most
-     * similar after affine of those kept, as pipeline_atlas_opts.select_k (rows mv-kK, ...);
+     * registrations (rows single-NAME, mv-NAME, local-NAME, jlf-NAME); --select-k K[,K...]:
+     * what pipeline_atlas_opts.select_k = K fuses (rows mv-kK, ...: one phase per subject and
+     * the K most similar, both on the MIND SSD after affine) and the registration time it takes
+     * (every atlas affine, K deformable);
      * --no-all: no mv-all / local-all / jlf-all rows (each costs a fusion of every atlas) */
     enum { MAXSUB = 4 };
     char sub_name[MAXSUB][16];
     uint8_t sub_in[MAXSUB][16];
-    int nsub = 0, select_k = 0, no_all = 0;
+    enum { MAXK = 4 };
+    int nsub = 0, ksel[MAXK], nks = 0, no_all = 0;
     double roi_lambda = -1, roi_margin = -1, roi_max_ml = -1, roi_interior = -1;
     check chk[32];
     int argi = 1;
@@ -212,7 +216,13 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--roi-max-ml") && argi + 1 < argc) roi_max_ml = atof(argv[++argi]);
         else if (!strcmp(a, "--roi-interior") && argi + 1 < argc) roi_interior = atof(argv[++argi]);
         else if (!strcmp(a, "-v")) verbose = 1;
-        else if (!strcmp(a, "--select-k") && argi + 1 < argc) select_k = atoi(argv[++argi]);
+        else if (!strcmp(a, "--select-k") && argi + 1 < argc) {
+            for (const char *q = argv[++argi]; q && *q && nks < MAXK; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL)
+                if ((ksel[nks++] = atoi(q)) < 1) {
+                    fprintf(stderr, "bad --select-k (K[,K...], each >= 1)\n");
+                    return 2;
+                }
+        }
         else if (!strcmp(a, "--no-all")) no_all = 1;
         else if (!strcmp(a, "--subset") && argi + 1 < argc && nsub < MAXSUB) {
             const char *v = argv[++argi], *eq = strchr(v, '=');
@@ -363,9 +373,10 @@ int main(int argc, char **argv)
             }
             treg += regs[a].seconds;
             if (regs[a].warning[0]) printf("# %s atlas %d: %s\n", mod, a, regs[a].warning);
-            printf("# %s atlas %d: ssd %.4f -> %.4f -> %.4f, folding %.3f%%, |J| %.2f..%.2f, ice %.2f mm, %.2f s\n",
+            printf("# %s atlas %d: ssd %.4f -> %.4f -> %.4f, folding %.3f%%, |J| %.2f..%.2f, ice %.2f mm, %.2f s "
+                   "(affine %.2f s)\n",
                    mod, a, regs[a].ssd_moments, regs[a].ssd_affine, regs[a].ssd_final, 100 * regs[a].fold_fraction,
-                   regs[a].jac_min, regs[a].jac_max, regs[a].ice_mm, regs[a].seconds);
+                   regs[a].jac_min, regs[a].jac_max, regs[a].ice_mm, regs[a].seconds, regs[a].affine_seconds);
             if (roi)
                 printf("# %s atlas %d: roi %d of %d organ boxes kept, %.2f s\n", mod, a, regs[a].roi_kept,
                        regs[a].roi_refined, regs[a].roi_seconds);
@@ -403,7 +414,7 @@ int main(int argc, char **argv)
         /* methods: single (best atlas after affine, affine+deformable), affine-only majority, fusions */
         /* with --distinct, also every atlas fused ("-all": what the library gives without it) */
         /* rows: name, fusion, atlases (in affine-SSD order); then --select-k and --subset rows */
-        enum { MAXROW = 7 + 3 + 4 * MAXSUB };
+        enum { MAXROW = 7 + 3 * MAXK + 4 * MAXSUB };
         char rname[MAXROW][32];
         atlas_fusion rfus[MAXROW];
         int ridx[MAXROW][16], rn[MAXROW], nrow = 0;
@@ -425,11 +436,32 @@ int main(int argc, char **argv)
             memcpy(ridx[nrow], all, sizeof(int) * (size_t)na);
             nrow++;
         }
-        for (int f = 0; select_k > 0 && select_k < nk && f < 3; f++) {
-            snprintf(rname[nrow], sizeof rname[nrow], "%s-k%d", fname[f], select_k);
-            rfus[nrow] = fkind[f], rn[nrow] = select_k;
-            memcpy(ridx[nrow], order, sizeof(int) * (size_t)select_k);
-            nrow++;
+        for (int q = 0; q < nks; q++) {
+            const int kk = ksel[q];
+            if (kk >= na) continue;   /* the node registers every atlas in full: the rows above */
+            /* as pipeline_atlas_segment: the phase chosen on the affine SSD, then the top K */
+            const atlas_prep *cap[16];
+            atlas_reg ar[16];
+            uint8_t keep[16];
+            int ord[16], nka = 0;
+            for (int a = 0; a < na; a++) cap[a] = atl[a], ar[a] = regs[a], ar[a].ssd_final = regs[a].ssd_affine;
+            atlas_distinct(cap, ar, na, keep);
+            for (int a = 0; a < na; a++)
+                if (keep[all[a]]) ord[nka++] = all[a];
+            const int kq = kk < nka ? kk : nka;
+            double tk = 0;
+            for (int a = 0; a < na; a++) tk += regs[a].affine_seconds;
+            for (int i = 0; i < kq; i++) tk += regs[ord[i]].seconds - regs[ord[i]].affine_seconds;
+            printf("# %s: select_k %d kept", mod, kk);
+            for (int i = 0; i < kq; i++) printf(" %d", ord[i]);
+            printf(", registration %.1f s (every atlas affine, %d deformable) against %.1f s (all in full)\n", tk, kq,
+                   treg);
+            for (int f = 0; f < 3; f++) {
+                snprintf(rname[nrow], sizeof rname[nrow], "%s-k%d", fname[f], kk);
+                rfus[nrow] = fkind[f], rn[nrow] = kq;
+                memcpy(ridx[nrow], ord, sizeof(int) * (size_t)kq);
+                nrow++;
+            }
         }
         for (int u = 0; u < nsub; u++) {
             /* the subset's atlases in affine-SSD order; with --distinct, one per anatomy among them */
