@@ -3,7 +3,8 @@
 # atlases imported into the library, a phantom MR T1 series sent with storescu takes route
 # mr-both (the tiny bundle plus the atlases, fused), and the SEG reaches storescp as the PACS
 # with Dice against the ground truth above the floors; the job records the net's and the
-# atlases' stages and the fusion. The bundle lacks the stomach the route also asks for: the
+# atlases' stages and the fusion; the route's select_k = 1 registers both atlases affine and only
+# the more similar one further, and the note says so. The bundle lacks the stomach the route also asks for: the
 # fused SEG still has it (from the atlases alone) and the note says the model lacks it.
 # A `both` route with no atlases fails its job with the reason. Ports 13510-13519.
 # usage: test_both_node.sh SEGNODE SEGNODE_PHANTOM BUNDLE_DIR [FLOOR_LIVER FLOOR_KIDNEYS]
@@ -31,6 +32,7 @@ modality = MR
 method = both
 model = models/tiny
 atlases = subject-002, subject-003
+select_k = 1
 labels = liver, spleen, kidney_left, kidney_right, stomach
 send_to = PACS"
 conf_move
@@ -61,7 +63,7 @@ if [ -n "${SEG:-}" ]; then
 fi
 run "$SEGNODE" -c "$TMP/etc/node.conf" --json jobs list
 py_check "job: done, stages load_model/infer/atlas/fuse/postprocess, note: stomach lacking, atlases fused" \
-    "len(d)==1 and d[0]['state']=='done' and all(k in d[0]['timings']['method'] for k in ('load_model_ms','infer_ms','atlas_ms','fuse_ms','postprocess_ms')) and 'labels the model lacks: stomach' in d[0]['timings']['note'] and 'atlas:' in d[0]['timings']['note']"
+    "len(d)==1 and d[0]['state']=='done' and all(k in d[0]['timings']['method'] for k in ('load_model_ms','infer_ms','atlas_ms','fuse_ms','postprocess_ms')) and 'labels the model lacks: stomach' in d[0]['timings']['note'] and 'atlas: 1 of 2 atlases fused' in d[0]['timings']['note'] and 'the 1 most similar after affine registered further' in d[0]['timings']['note']"
 
 C1UID=$(dcm_attr "$(ls $TMP/s/01/*.dcm | head -1)" SeriesInstanceUID)
 push SCANNER "$TMP"/s/01/*.dcm || fail "storescu copy 01"
