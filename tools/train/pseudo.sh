@@ -12,6 +12,9 @@
 #   ATLASES  comma list of atlas names (default subject-001,subject-002,subject-003)
 #   FUSION   majority | local | jlf (default: the node's default, local since commit 772df55;
 #            the MR and CBCT pseudo-labels of tools/train/README.md were made with jlf)
+#   SELECT_K K  register every atlas affine only and only the K most similar after affine in
+#            full (`segment --select-k K`, a route's select_k; default: every atlas in full).
+#            With N subjects in two phases, K = N keeps one phase per subject
 # Existing outputs are kept (rerun to add subjects). Minutes per full-size series: run under
 # `nice` on a shared machine.
 set -e
@@ -25,6 +28,7 @@ CONFIG=${CONFIG:-/work/train-data/atlas/segnode.conf}
 ATLASES=${ATLASES:-subject-001,subject-002,subject-003}
 fusion=""
 [ -n "$FUSION" ] && fusion="--fusion $FUSION"
+[ -n "$SELECT_K" ] && fusion="$fusion --select-k $SELECT_K"
 mkdir -p "$out"
 # the atlases as the library holds them (name, modality, series UID, grid): which CT they are
 "$SEGNODE" -c "$CONFIG" atlas list --json | /usr/bin/python3 -c '
@@ -35,11 +39,11 @@ lib = [{k: a[k] for k in ("name", "modality", "series_uid", "size")}
 if len(lib) != len(names):
     sys.exit("atlases %s: not all in the library" % sys.argv[1])
 json.dump({"method": "atlas", "atlases": lib, "fusion": sys.argv[2], "config": sys.argv[3],
-           "segnode": sys.argv[4],
+           "segnode": sys.argv[4], "select_k": int(sys.argv[6]) if sys.argv[6] else None,
            "note": "atlases are labelled CT of training subjects only; no target label is read"},
           open(sys.argv[5], "w"), indent=1)
 ' "$ATLASES" "${FUSION:-default}" "$CONFIG" "$("$SEGNODE" --version 2>&1 | head -n 1)" \
-    "$out/source.json"
+    "$out/source.json" "${SELECT_K:-}"
 for root in "$@"; do
     for d in "$root"/subject-*/"$m"; do
         [ -d "$d" ] || continue
