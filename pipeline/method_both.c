@@ -33,6 +33,9 @@ static int both__run(pipeline_method_ctx *ctx, const pipeline_volume *target, ui
     if (!r || r->atlases.n < 1)
         return sn_errf(err, errlen, SN_EINVAL, "route %s names no atlases (atlases = ...); method both needs them",
                        r ? r->name : "?");
+    if (r->atlases.n > PIPELINE_ATLAS_MAX)   /* config.c refuses such a route; never fuse a part */
+        return sn_errf(err, errlen, SN_EINVAL, "route %s names %d atlases; the atlas method takes at most %d",
+                       r->name, r->atlases.n, PIPELINE_ATLAS_MAX);
     if ((rc = pipeline_net_route_model(ctx, &pm, err, errlen)) != SN_OK)
         return rc;
     const nn_model *m = pipeline_net_model_nn(pm);
@@ -63,12 +66,7 @@ static int both__run(pipeline_method_ctx *ctx, const pipeline_volume *target, ui
     char lib[1100], anote[512] = "";
     snprintf(lib, sizeof lib, "%s/atlases", ctx->cfg->node.storage);
     const char *names[PIPELINE_ATLAS_MAX];
-    int na = r->atlases.n;
-    if (na > PIPELINE_ATLAS_MAX) {   /* config.c refuses such a route; never fuse a part */
-        rc = sn_errf(err, errlen, SN_EINVAL, "route %s names %d atlases; the atlas method takes at most %d",
-                     r->name, na, PIPELINE_ATLAS_MAX);
-        goto out;
-    }
+    const int na = r->atlases.n;
     for (int i = 0; i < na; i++)
         names[i] = r->atlases.item[i];
     pipeline_atlas_opts o;
