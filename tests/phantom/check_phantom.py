@@ -50,6 +50,13 @@ def cmd_generate(exe, work):
         check(r.returncode == 0, "generator exit status 0 (seed %d)" % seed)
         check(r.stderr.strip() == "", "generator printed nothing on stderr")
         print("timing: small subject, 5 series + 5 SEG: %.2f s wall" % dt)
+    # variants of the same subject: contrast phase (CT, and MR T1 which it leaves alone), full size
+    for run, extra in (("c", ["--contrast", "--modalities", "ct,mr-t1"]), ("f", ["--size", "full", "--modalities", "mr-t1"])):
+        out = os.path.join(work, run)
+        subprocess.run(["rm", "-rf", out], check=True)
+        r = subprocess.run([exe, "--out", out, "--seed", "11", "--subjects", "1", "--threads", "2", "--quiet"] + extra,
+                           capture_output=True, text=True)
+        check(r.returncode == 0, "generator exit status 0 (%s)" % " ".join(extra))
     bad = subprocess.run([exe, "--out", os.path.join(work, "x"), "--modalities", "ct,xray"],
                          capture_output=True, text=True)
     check(bad.returncode == 2, "unknown modality is refused with status 2")
@@ -76,6 +83,21 @@ def cmd_determinism(work):
     same = all(open(f, "rb").read() == open(f.replace(os.sep + "a" + os.sep, os.sep + "a2" + os.sep), "rb").read()
                for f in fa)
     check(same, "same seed gives byte-identical files (%d files)" % len(fa))
+    # another rendering of the subject is another series: no UID in common with the default one
+    # (a node would replace one with the other), while the study stays the subject's
+    def uids(run, m):
+        dss = [pydicom.dcmread(f, stop_before_pixels=True)
+               for f in sorted(glob.glob(os.path.join(subj(work, run), m, "*.dcm")))]
+        seg = pydicom.dcmread(os.path.join(subj(work, run), "seg", m + ".dcm"), stop_before_pixels=True)
+        return ({d.SeriesInstanceUID for d in dss}, {d.SOPInstanceUID for d in dss}, {d.StudyInstanceUID for d in dss},
+                (seg.SeriesInstanceUID, seg.SOPInstanceUID))
+    a_ct, c_ct, a_mr, c_mr, f_mr = uids("a", "ct"), uids("c", "ct"), uids("a", "mr-t1"), uids("c", "mr-t1"), uids("f", "mr-t1")
+    check(not (a_ct[0] & c_ct[0]) and not (a_ct[1] & c_ct[1]) and a_ct[3][0] != c_ct[3][0] and a_ct[3][1] != c_ct[3][1],
+          "contrast-phase CT: its own series, instance and SEG UIDs")
+    check(a_ct[2] == c_ct[2], "contrast-phase CT: the same study")
+    check(a_mr[:2] == c_mr[:2] and a_mr[3] == c_mr[3], "MR T1, which --contrast leaves alone: the same UIDs")
+    check(not (a_mr[0] & f_mr[0]) and not (a_mr[1] & f_mr[1]) and a_mr[3][0] != f_mr[3][0],
+          "full-size MR T1: its own series, instance and SEG UIDs")
 
 
 def close(a, b, tol=1e-3):

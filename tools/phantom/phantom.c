@@ -380,11 +380,18 @@ static int run_subject(const options *o, const pipeline_labels *table, const uin
             si->present[lab[i]] = 1;
         }
 
-        char what[64];
-        snprintf(what, sizeof(what), "series/%s", mod_key[m]);
+        /* the UIDs of a rendering name its variant too: the same subject at full size, or its
+         * CT and CBCT in the contrast phase, are other images and must not share series or
+         * instance UIDs with the default ones (a node receiving both would take the second for
+         * a resend of the first and replace it); study and frame of reference stay the
+         * subject's */
+        char var[32], what[80];
+        snprintf(var, sizeof(var), "%s%s", o->full ? "/full" : "",
+                 o->contrast && (!strcmp(mod_key[m], "ct") || !strcmp(mod_key[m], "cbct")) ? "/contrast" : "");
+        snprintf(what, sizeof(what), "series/%s%s", mod_key[m], var);
         uid_of(o, subj, what, si->series_uid);
         for (int k = 0; k < g->nz; k++) {
-            snprintf(what, sizeof(what), "instance/%s/%d", mod_key[m], k + 1);
+            snprintf(what, sizeof(what), "instance/%s/%d%s", mod_key[m], k + 1, var);
             uid_of(o, subj, what, sop[k]);
             sop_ptr[k] = sop[k];
         }
@@ -438,9 +445,9 @@ static int run_subject(const options *o, const pipeline_labels *table, const uin
         }
 
         /* ground-truth SEG on this grid */
-        snprintf(what, sizeof(what), "seg-series/%s", mod_key[m]);
+        snprintf(what, sizeof(what), "seg-series/%s%s", mod_key[m], var);
         uid_of(o, subj, what, si->seg_series_uid);
-        snprintf(what, sizeof(what), "seg/%s", mod_key[m]);
+        snprintf(what, sizeof(what), "seg/%s%s", mod_key[m], var);
         uid_of(o, subj, what, si->seg_uid);
         pipeline_dcm_header sh = c.hdr;
         char segdesc[80];
