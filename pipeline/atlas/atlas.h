@@ -167,6 +167,40 @@ int atlas_fuse_probs(nn_backend *b, const atlas_prep *target, const atlas_prep *
                      const atlas_reg *regs, int n, atlas_fusion method, const atlas_grid *tg, uint8_t *out,
                      float *probs, const uint8_t prob_of[256], int nprobs, char *err, size_t errlen);
 
+/* Intensity refinement of the fused votes on the target's own image, after Ledig et al.'s
+ * MALP-EM (multi-atlas label propagation with expectation-maximisation, 2015): the fused vote
+ * fractions of every atlas label (fat, muscle, ... as well as the organs) are a spatial prior;
+ * each label gets a Gaussian intensity model fitted on the target itself, so no intensity is
+ * carried across modalities. Its mean varies slowly in space (a coarse grid of cell_mm, smoothed
+ * and pulled towards the label's global mean where the label has few voxels), which absorbs an
+ * MR bias field or CBCT cupping; the variance is one for all labels by default (pooled), which
+ * puts the boundary between two labels at the midpoint of their means, where a blurred edge
+ * lies (a variance per label lets a label broadened by the PET PSF take its neighbours' voxels).
+ * Only voxels where the atlases disagree can change (the strongest label below 0.999 of the
+ * vote): their posterior is prior * likelihood^lik_weight, re-estimated `iters` times. CPU only
+ * (OpenMP). tests/atlas/README.md "Intensity refinement" has the figures and how the defaults
+ * were chosen. */
+typedef struct atlas_em_opts {
+    int iters;          /* EM iterations (0: off) */
+    float lik_weight;   /* exponent on the likelihood, in (0, 1] */
+    double cell_mm;     /* grid of the spatially varying mean */
+    int local;          /* 1: spatially varying mean; 0: one mean per label */
+    int pooled;         /* 1: one variance for every label (the boundary between two labels at
+                           the midpoint of their means, where a blurred edge is); 0: one each */
+} atlas_em_opts;
+
+void atlas_em_opts_default(atlas_em_opts *o);
+
+/* atlas_fuse_probs, then (em non-NULL with iters > 0) the intensity refinement on timg, the
+ * target's values on tg: out[] and probs[] of the voxels where the atlases disagree are
+ * recomputed from the posterior of their four strongest labels. *changed (may be NULL) gets
+ * the number of voxels whose label changed. With em NULL or iters 0, atlas_fuse_probs exactly;
+ * so too when timg holds a NaN or an infinity (nothing to model). */
+int atlas_fuse_em(nn_backend *b, const atlas_prep *target, const atlas_prep *const *atlases,
+                  const atlas_reg *regs, int n, atlas_fusion method, const atlas_grid *tg, const float *timg,
+                  const atlas_em_opts *em, uint8_t *out, float *probs, const uint8_t prob_of[256], int nprobs,
+                  size_t *changed, char *err, size_t errlen);
+
 /* Order of atlases by MIND SSD after affine (best first) into order[n]. */
 void atlas_select(const atlas_reg *regs, int n, int *order);
 

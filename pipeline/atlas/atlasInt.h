@@ -24,6 +24,34 @@ float atlas__sample(const float *v, int nx, int ny, int nz, double x, double y, 
  * `ramp` voxels in; 1 throughout along a closed axis. Exposed for tests/atlas. */
 float atlas__roi_ramp(int q, int nb, int ramp, int open_lo, int open_hi);
 
+/* The fused vote of a target voxel where the atlases disagree (the strongest label holds less
+ * than ATLAS__SURE of it): its ATLAS__VOTE_K strongest labels, with their vote fractions
+ * renormalised over those kept (prior), and the intensity refinement's posterior (w). */
+#define ATLAS__VOTE_K 4
+#define ATLAS__SURE 0.999f
+typedef struct atlas__vote {
+    uint32_t i;                  /* voxel index on the target's native grid */
+    uint8_t lab[ATLAS__VOTE_K];  /* labels; unused entries have prior 0 */
+    float prior[ATLAS__VOTE_K];
+    float w[ATLAS__VOTE_K];
+} atlas__vote;
+
+/* The split votes of a fusion, per slice k of the native grid (one thread fills a slice). */
+typedef struct atlas__votes {
+    int nz;
+    size_t *n, *cap;
+    atlas__vote **v;
+} atlas__votes;
+
+void atlas__votes_free(atlas__votes *av);
+
+/* EM refinement (atlas_fuse_em): every label gets a Gaussian on the target image `img` (tg),
+ * fitted to the voxels where the atlases agree (weight 1) and to the split ones (weight: the
+ * posterior); the split voxels' posteriors prior^1 * likelihood^lik_weight, o->iters times;
+ * out[] of a split voxel becomes its most probable label. *changed (may be NULL): how many did. */
+int atlas__refine_em(const atlas_grid *tg, const float *img, uint8_t *out, atlas__votes *av,
+                     const atlas_em_opts *o, size_t *changed, char *err, size_t errlen);
+
 typedef struct atlas__op {
     nn_graph *g;
     nn_session *s;

@@ -34,6 +34,9 @@ typedef struct pipeline_atlas_opts {
                                      every atlas is registered affine only, the phase chosen and
                                      the atlases ranked on the affine MIND SSD, and only the k
                                      kept get the deformable stage */
+    int refine;                   /* 1 (the default): the fused votes refined on the target's own
+                                     intensities (atlas_fuse_em with atlas_em_opts_default, on the
+                                     CPU whatever the device); 0: the fusion as it is */
     double work_mm;               /* working grid (default 0: automatic, see atlas_prep_new) */
     int threads;                  /* CPU threads (0 = 2) */
     int device_index;             /* -1 (the default): the CPU; N: CUDA device N. Not starting the
@@ -49,7 +52,8 @@ typedef struct pipeline_atlas_opts {
      * atlas label (pooling them into one background vote measured 0.02-0.04 lower Dice with
      * majority vote on 5 atlases: tests/atlas/README.md). The n_labels + 1 values are then
      * divided by their sum: they sum to 1 per voxel and their argmax (lowest class on ties) is
-     * the label map before post-processing. With labels NULL the classes are the label numbers
+     * the label map before post-processing. With refine, a voxel where the atlases disagree
+     * scores the posterior of its four strongest labels instead of their votes. With labels NULL the classes are the label numbers
      * 0, 1, ..., n_labels (probs[l * nx*ny*nz + i] is label l; atlas labels above n_labels are
      * pooled into background here but still segmented in `out`). */
     float *probs;

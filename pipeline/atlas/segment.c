@@ -15,6 +15,10 @@ void pipeline_atlas_opts_default(pipeline_atlas_opts *o)
     /* locally weighted voting: over five leave-one-out targets it beats joint label fusion on the
      * mean Dice of every modality (+0.002 to +0.014; tests/atlas/README.md) and is faster */
     o->fusion = ATLAS_FUSE_LOCAL;
+    /* intensity refinement: on three fresh phantom targets it raised the five-organ mean in
+     * every modality, by 0.008 (CBCT) to 0.090 (PET), no organ lower (tests/atlas/README.md
+     * "Intensity refinement") */
+    o->refine = 1;
     o->work_mm = 0;
     o->device_index = -1;
 }
@@ -143,9 +147,14 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
         rc = sn_errf(err, errlen, SN_ENOMEM, "out of memory");
         goto out;
     }
-    if ((rc = atlas_fuse_probs(b, tp, ap, rr, k, o->fusion, &tg, lab, o->probs, prob_of, o->n_labels + 1, err,
-                               errlen)))
+    atlas_em_opts em;
+    atlas_em_opts_default(&em);
+    size_t relabelled = 0;
+    double tf = now_ms();
+    if ((rc = atlas_fuse_em(b, tp, ap, rr, k, o->fusion, &tg, v->data, o->refine ? &em : NULL, lab, o->probs, prob_of,
+                            o->n_labels + 1, &relabelled, err, errlen)))
         goto out;
+    tf = now_ms() - tf;
     uint8_t keep[256] = {0};
     keep[2] = keep[3] = keep[7] = 1;   /* fat, muscle, ribs: many components by nature */
     atlas_postprocess(lab, tg.nx, tg.ny, tg.nz, keep);
@@ -157,10 +166,15 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
         count[l]++;
     }
     if (note && notelen) {
-        char buf[96];
+        char buf[128];
         snprintf(buf, sizeof buf, "%d of %d atlases fused (%s) on %s, %.1f s", k, na, atlas_fusion_name(o->fusion),
                  nn_backend_name(b), (now_ms() - t0) / 1000.0);
         note_add(note, notelen, "%s", buf);
+        if (o->refine) {
+            snprintf(buf, sizeof buf, ", intensity refinement relabelled %zu voxels (fusion %.1f s)", relabelled,
+                     tf / 1000.0);
+            note_add(note, notelen, "%s", buf);
+        }
         if (rank_first) {
             snprintf(buf, sizeof buf, ", the %d most similar after affine registered further", k);
             note_add(note, notelen, "%s", buf);

@@ -113,6 +113,22 @@ int main(void)
         CHECK(!bad_sum, "probabilities do not sum to 1");
         CHECK(differ < n / 200, "argmax far from the labels (%zu voxels)", differ);
         CHECK(in3 > 300 && in2 > 1500, "class order: labels[0] = 3 is class 1, labels[1] = 2 is class 2");
+        CHECK(strstr(note, "intensity refinement relabelled"), "refine (the default): note '%s'", note);
+    }
+    /* refine 0: the votes fused as they are, and the note does not claim a refinement */
+    {
+        pipeline_atlas_opts o;
+        pipeline_atlas_opts_default(&o);
+        CHECK(o.refine == 1, "refine must default to 1");
+        o.library = lib, o.atlases = names, o.n_atlases = 1;
+        o.labels = labels, o.n_labels = 2;
+        o.fusion = ATLAS_FUSE_MAJORITY;
+        o.refine = 0;
+        CHECK(!pipeline_atlas_segment(&o, &v, out, note, sizeof note, err, sizeof err), "segment, refine 0: %s", err);
+        size_t differ = 0;
+        for (size_t i = 0; i < n; i++) differ += out[i] != out0[i];
+        printf("refine 0: labels differ from the refined ones at %zu voxels; note: %s\n", differ, note);
+        CHECK(!strstr(note, "intensity refinement"), "refine 0: note '%s'", note);
     }
     /* no label list: classes are label numbers 0..n_labels (here 0..3, every label); the two
      * atlases are one anatomy, so one is fused and the job note says why the other is not */
