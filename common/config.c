@@ -53,11 +53,11 @@ static const char *const peer_keys[PK__COUNT] = {
 
 enum {
     RK_MODALITY, RK_BODY_PART, RK_SERIES_DESCRIPTION, RK_CALLING_AE, RK_IMAGE_TYPE, RK_METHOD,
-    RK_LABELS, RK_ATLASES, RK_MODEL, RK_SEND_TO, RK_STABLE_AFTER, RK_CONTINUE, RK_SELECT_K, RK__COUNT
+    RK_LABELS, RK_ATLASES, RK_MODEL, RK_SEND_TO, RK_STABLE_AFTER, RK_CONTINUE, RK_SELECT_K, RK_REFINE, RK__COUNT
 };
 static const char *const route_keys[RK__COUNT] = {
     "modality", "body_part", "series_description", "calling_ae", "image_type", "method",
-    "labels", "atlases", "model", "send_to", "stable_after", "continue", "select_k",
+    "labels", "atlases", "model", "send_to", "stable_after", "continue", "select_k", "refine",
 };
 
 #define KEYS_MAX 48
@@ -170,6 +170,7 @@ static void cfg__route_defaults(sn_route *r)
     memset(r, 0, sizeof *r);
     r->method = SN_METHOD_ATLAS;
     r->stable_after = -1;
+    r->refine = 1;
 }
 
 static sn_config *cfg__new(void)
@@ -639,6 +640,14 @@ static int cfg__route_key(cfg_ctx *c, const char *name, const char *v)
     case RK_STABLE_AFTER: return cfg__int32(c, name, v, 1, STABLE_AFTER_MAX, &r->stable_after);
     case RK_CONTINUE: return cfg__bool(c, name, v, &r->continue_matching);
     case RK_SELECT_K: return cfg__int32(c, name, v, 0, SN_ROUTE_ATLASES_MAX, &r->select_k);
+    case RK_REFINE:
+        if (strcasecmp(v, "intensity") == 0)
+            r->refine = 1;
+        else if (strcasecmp(v, "none") == 0)
+            r->refine = 0;
+        else
+            return cfg__fail(c, c->lineno, "%s: expected intensity or none, got '%s'", name, v);
+        return 1;
     default: return 0;
     }
 }
@@ -1058,6 +1067,10 @@ static int cfg__finish(cfg_ctx *c)
         if (r->select_k && r->method == SN_METHOD_NET)
             return cfg__fail(c, m->key_line[RK_SELECT_K],
                              "select_k: [route %s] uses method net; select_k applies to the atlas "
+                             "method (atlas or both)", r->name);
+        if (m->key_line[RK_REFINE] && r->method == SN_METHOD_NET)
+            return cfg__fail(c, m->key_line[RK_REFINE],
+                             "refine: [route %s] uses method net; refine applies to the atlas "
                              "method (atlas or both)", r->name);
         if (r->select_k > r->atlases.n)
             return cfg__fail(c, m->key_line[RK_SELECT_K],

@@ -71,6 +71,9 @@ typedef struct sn_route {
     int select_k;                    /* atlas, both: register in full only the k atlases most
                                         similar after affine (0 = every atlas; at most the
                                         number of atlases) */
+    int refine;                      /* atlas, both: "refine = intensity" (1, the default) or
+                                        "none" (0): the fused atlas votes refined on the
+                                        series' own intensities (atlas_fuse_em) */
 } sn_route;
 
 typedef struct sn_node_config {

@@ -77,6 +77,7 @@ static int both__run(pipeline_method_ctx *ctx, const pipeline_volume *target, ui
     o.labels = cls.number;
     o.n_labels = cls.n;
     o.select_k = r->select_k;
+    o.refine = r->refine;
     o.threads = ctx->threads;
     o.device_index = pipeline_method_gpu(ctx);
     o.probs = pa;

@@ -48,6 +48,7 @@ static int method_run(pipeline_method_ctx *ctx, const pipeline_volume *target, u
     o.labels = nl ? labels : NULL;
     o.n_labels = nl;
     o.select_k = r->select_k;
+    o.refine = r->refine;
     o.threads = ctx->threads;
     o.device_index = pipeline_method_gpu(ctx);
     size_t n = (size_t)target->nx * target->ny * target->nz;

@@ -59,6 +59,10 @@ for k in 0 3 x; do
 done
 run "$SEGNODE" $C segment --labels x.nii --select-k 1 --out "$TMP/segk.dcm" "$TMP/one-series"
 expect_rc 2 "segment --select-k without the atlas method"; expect_in "$ERR" "applies to --method atlas" "segment --select-k needs --method atlas"
+run "$SEGNODE" $C segment --method atlas --atlases a1,a2 --refine maybe --out "$TMP/segk.dcm" "$TMP/one-series"
+expect_rc 2 "segment --refine maybe"; expect_in "$ERR" "--refine must be intensity or none" "segment refuses an unknown --refine before reading the series"
+run "$SEGNODE" $C segment --labels x.nii --refine none --out "$TMP/segk.dcm" "$TMP/one-series"
+expect_rc 2 "segment --refine without the atlas method"; expect_in "$ERR" "--refine applies to --method atlas" "segment --refine needs --method atlas"
 run "$SEGNODE" atlas frob;       expect_rc 2 "atlas with an unknown subcommand"; expect_in "$ERR" "unknown subcommand" "atlas names the bad subcommand"
 run "$SEGNODE" $C jobs frob;     expect_rc 2 "jobs with an unknown action"
 run "$SEGNODE" $C jobs retry abc; expect_rc 2 "jobs retry with a non-numeric ID"

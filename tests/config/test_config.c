@@ -179,6 +179,7 @@ static void test_shipped_example_documents_every_key(void **state)
         "check_peer_host", "host", "allow",
         "stable_on_release", "tls", "modality", "body_part", "series_description", "calling_ae",
         "image_type", "method", "labels", "atlases", "model", "send_to", "continue", "select_k",
+        "refine",
     };
     FILE *f = fopen(SEGNODE_SOURCE_DIR "/etc/segnode.conf", "r");
     assert_non_null(f);
@@ -590,6 +591,8 @@ static void test_errors(void **state)
         {"[route r]\natlases = a1\nselect_k = -1\n", 3, "select_k"},
         {"[route r]\natlases = a1\nselect_k = 17\n", 3, "select_k"},
         {"[route r]\natlases = a1\nselect_k = two\n", 3, "select_k"},
+        {"[route r]\natlases = a1\nrefine = yes\n", 3, "refine: expected intensity or none, got 'yes'"},
+        {"[route r]\nmethod = net\nmodel = m\nrefine = none\n", 4, "refine: [route r] uses method net"},
         {"[route r]\nseries_description = (unclosed\n", 2, "series_description: invalid regular expression"},
         {"[route r]\nseries_description = [a-\n", 2, "invalid regular expression"},
         /* glibc's regcomp copies repeated subexpressions: these would take gigabytes (fuzz) */
@@ -635,6 +638,11 @@ static void test_errors(void **state)
     sn_config_unref(cfg);
     cfg = load_ok("[route r]\nmethod = both\nmodel = m\natlases = a1, a2, a3\nselect_k = 3\n");
     assert_int_equal(cfg->routes[0].select_k, 3);
+    assert_int_equal(cfg->routes[0].refine, 1);   /* intensity refinement by default */
+    sn_config_unref(cfg);
+    cfg = load_ok("[route r]\natlases = a1\nrefine = None\n[route s]\natlases = a1\nrefine = intensity\n");
+    assert_int_equal(cfg->routes[0].refine, 0);
+    assert_int_equal(cfg->routes[1].refine, 1);
     sn_config_unref(cfg);
 }
 

@@ -259,7 +259,7 @@ int segnode_atlas_names(const char *names, char *list, size_t listlen, const cha
 }
 
 int segnode_atlas_segment(const pipeline_volume *v, const char *names, const char *fusion, int select_k,
-                          const char *device, uint16_t *out)
+                          int refine, const char *device, uint16_t *out)
 {
     char lib[4096], err[1024], note[1024] = "", list[1024];
     const char *nm[PIPELINE_ATLAS_MAX];
@@ -278,6 +278,7 @@ int segnode_atlas_segment(const pipeline_volume *v, const char *names, const cha
     o.atlases = nm;
     o.n_atlases = na;
     o.select_k = select_k;
+    o.refine = refine;
     if (fusion) /* else the node's default, as a route gets it */
         o.fusion = (atlas_fusion)fm;
     o.verbose = cli_g.verbose;

@@ -39,6 +39,9 @@ static void usage(FILE *f)
             "  --select-k K               register in full only the K atlases most similar after\n"
             "                             affine (1..number of atlases; default: every atlas), as a\n"
             "                             route's select_k\n"
+            "  --refine R                 atlas method: intensity (default: the fused atlas votes\n"
+            "                             refined on the series' own intensities) or none, as a\n"
+            "                             route's refine\n"
             "  --device D                 atlas method: auto (default: the GPU when there is one, else\n"
             "                             or when it fails the CPU), cpu, cuda\n"
             "  --label-table FILE         label code table (default: $SEGNODE_LABELS, else\n"
@@ -107,7 +110,8 @@ int segnode_segment(int argc, char **argv)
                *dir = NULL, *table_path = NULL, *atlases = NULL, *fusion = NULL,
                *device = NULL;
     int keep_empty = 0, series_number = 900, select_k = 0;
-    const char *select_k_arg = NULL;
+    const char *select_k_arg = NULL, *refine_arg = NULL;
+    int refine = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int g = cli_take_global(argc, argv, &i);
@@ -136,6 +140,8 @@ int segnode_segment(int argc, char **argv)
             fusion = argv[++i];
         } else if (!strcmp(a, "--select-k") && i + 1 < argc) {
             select_k_arg = argv[++i];
+        } else if (!strcmp(a, "--refine") && i + 1 < argc) {
+            refine_arg = argv[++i];
         } else if (!strcmp(a, "--method") && i + 1 < argc) {
             method = argv[++i];
         } else if (!strcmp(a, "--device") && i + 1 < argc) {
@@ -187,6 +193,17 @@ int segnode_segment(int argc, char **argv)
         fprintf(stderr, "segnode segment: --select-k applies to --method atlas\n");
         return CLI_EXIT_USAGE;
     }
+    if (refine_arg) {
+        if (!method) {
+            fprintf(stderr, "segnode segment: --refine applies to --method atlas\n");
+            return CLI_EXIT_USAGE;
+        }
+        if (strcmp(refine_arg, "intensity") && strcmp(refine_arg, "none")) {
+            fprintf(stderr, "segnode segment: --refine must be intensity or none, got '%s'\n", refine_arg);
+            return CLI_EXIT_USAGE;
+        }
+        refine = !strcmp(refine_arg, "intensity");
+    }
     if (method) labels_path = "(atlas)";
     if (!labels_path || !out_path || !dir) {
         usage(stderr);
@@ -227,7 +244,7 @@ int segnode_segment(int argc, char **argv)
     }
     if (method) {
 #ifdef SEGNODE_HAVE_ATLAS
-        rc = segnode_atlas_segment(v, atlases, fusion, select_k, device, lab);
+        rc = segnode_atlas_segment(v, atlases, fusion, select_k, refine, device, lab);
         if (rc) {
             exit_code = rc;
             goto out;
