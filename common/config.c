@@ -320,11 +320,12 @@ static int cfg__file(cfg_ctx *c, const char *key, const char *v, char *dst, size
     return 1;
 }
 
-/* Characters allowed in [peer NAME] / [route NAME] and in label and atlas names. */
+/* Characters allowed in [peer NAME] / [route NAME] and in label and atlas names; not a leading
+ * '.' (an atlas name is a folder of the library: no ".", ".." or hidden names). */
 static int cfg__name_valid(const char *s)
 {
     size_t len = strlen(s);
-    if (len == 0 || len > SN_NAME_MAX)
+    if (len == 0 || len > SN_NAME_MAX || s[0] == '.')
         return 0;
     for (const char *p = s; *p; p++) {
         char ch = *p;
@@ -395,7 +396,7 @@ static int cfg__list(cfg_ctx *c, const char *key, const char *v, int kind, sn_st
             break;
         default:
             ok = cfg__name_valid(item);
-            what = "a name (letters, digits, '_', '-', '.')";
+            what = "a name (letters, digits, '_', '-', '.'; not first '.')";
             break;
         }
         if (!ok)
@@ -720,7 +721,7 @@ static int cfg__section(cfg_ctx *c, const char *line)
                          is_peer ? "PACS" : "mr-abdomen");
     if (!cfg__name_valid(name))
         return cfg__fail(c, c->lineno,
-                         "invalid %s name '%s' (1-%d letters, digits, '_', '-', '.')", type, name,
+                         "invalid %s name '%s' (1-%d letters, digits, '_', '-', '.'; not first '.')", type, name,
                          SN_NAME_MAX);
     if (is_peer) {
         for (int i = 0; i < cfg->npeers; i++) {

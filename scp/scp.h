@@ -49,12 +49,17 @@ int scp_server_active(const scp_server *srv);
  * holds for scp_scu_send. */
 int scp_scu_echo(const sn_config *cfg, const sn_peer *peer, char *err, size_t errlen);
 
+/* Does a C-STORE response status mean the peer has the object? 1 for Success (0000) and the
+ * Warning statuses (Bxxx of PS3.4 B.2.3; 0001, 0107 and 0116 of PS3.7 Annex C), else 0: Failure
+ * (A7xx, A9xx, Cxxx, other 01xx and 02xx), Cancel, Pending. */
+int scp_store_status_delivered(unsigned dimse_status);
+
 /* Per-file outcome of scp_scu_send. */
 typedef struct scp_send_status {
     const char *path;
-    int status;                /* 0 sent (peer answered Success or Warning), else SN_E* */
+    int status;                /* 0 sent (scp_store_status_delivered), else SN_E* */
     unsigned dimse_status;     /* the peer's DIMSE status (0 = Success), 0xFFFF if none */
-    char error[256];           /* reason when status != 0 */
+    char error[256];           /* reason when status != 0; a Warning's Error Comment, if any */
 } scp_send_status;
 
 /* C-STORE `nfiles` DICOM files to `peer` over one association, proposing for each SOP class

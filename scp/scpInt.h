@@ -32,6 +32,16 @@ extern const int scp__n_storage_syntaxes;
 extern const char *const scp__plain_syntaxes[];
 extern const int scp__n_plain_syntaxes;
 
+/* [node] acse_timeout = 0 means this many seconds on both sides (DCMTK would otherwise take its
+ * own default for the listener, 100 s). */
+#define SCP_ACSE_TIMEOUT_DEFAULT 30
+
+/* [node] acse_timeout in seconds, 0 replaced by SCP_ACSE_TIMEOUT_DEFAULT. */
+inline int scp__acse_timeout(const sn_config *cfg)
+{
+    return cfg->node.acse_timeout > 0 ? cfg->node.acse_timeout : SCP_ACSE_TIMEOUT_DEFAULT;
+}
+
 /* Fill err with "what: condition text" and return a status (SN_ENET unless refined). */
 int scp__cond(const OFCondition &cond, const char *what, char *err, size_t errlen);
 

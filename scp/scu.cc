@@ -61,8 +61,7 @@ int open_assoc(const sn_config *cfg, const sn_peer *peer,
                scu_assoc &a, char *err, size_t errlen)
 {
     scp_global_init();
-    int acse = cfg->node.acse_timeout > 0 ? cfg->node.acse_timeout : 30;
-    OFCondition cond = ASC_initializeNetwork(NET_REQUESTOR, 0, acse, &a.net);
+    OFCondition cond = ASC_initializeNetwork(NET_REQUESTOR, 0, scp__acse_timeout(cfg), &a.net);
     if (cond.bad())
         return scp__cond(cond, "initialising the network", err, errlen);
     if (peer->tls) {
@@ -149,6 +148,13 @@ std::string status_comment(DcmDataset *detail)
 }
 
 } // namespace
+
+extern "C" int scp_store_status_delivered(unsigned dimse_status)
+{
+    /* Warning statuses (PS3.7 Annex C, PS3.4 B.2.3) say the object was stored. */
+    return dimse_status == STATUS_Success || (dimse_status & 0xF000u) == 0xB000u || dimse_status == 0x0001u ||
+           dimse_status == 0x0107u || dimse_status == 0x0116u;
+}
 
 extern "C" int scp_scu_echo(const sn_config *cfg, const sn_peer *peer, char *err, size_t errlen)
 {
@@ -308,11 +314,12 @@ extern "C" int scp_scu_send(const sn_config *cfg, const sn_peer *peer, const cha
                 ASC_abortAssociation(a.assoc);
                 continue;
             }
-            /* Success and Warning (0xB...) both mean the peer has it. */
-            if (rsp.DimseStatus == STATUS_Success || (rsp.DimseStatus & 0xF000) == 0xB000) {
+            if (scp_store_status_delivered(rsp.DimseStatus)) {
                 sn_metric_add(SN_M_SCU_SENT, 1);
-                if (out)
+                if (out) {
                     out[i].dimse_status = rsp.DimseStatus;
+                    sn_strlcpy(out[i].error, comment.c_str(), sizeof out[i].error);
+                }
             } else {
                 char buf[64];
                 snprintf(buf, sizeof buf, "peer answered status 0x%04x", rsp.DimseStatus);

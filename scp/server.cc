@@ -690,9 +690,16 @@ void run_find(find_ctx &f, DcmDataset *mask)
                         get_str(mask, DCM_SeriesInstanceUID)};
     store_find_query q = {k[0].c_str(), k[1].c_str(), k[2].c_str(), k[3].c_str(),
                           k[4].c_str(), k[5].c_str(), k[6].c_str(), k[7].c_str()};
-    /* The template answers with every key the SCU asked for, Specific Character Set aside. */
+    /* The template answers with every key the SCU asked for, Specific Character Set aside,
+     * all zero-length but the level: find_row_cb fills the keys the index holds, and a key it
+     * does not support comes back empty, never with the requester's value (PS3.4 C.4.1.1.3.2). */
     f.tmpl = new DcmDataset(*mask);
     delete f.tmpl->remove(DCM_SpecificCharacterSet);
+    for (unsigned long i = 0; i < f.tmpl->card(); i++) {
+        DcmElement *e = f.tmpl->getElement(i);
+        if (e && e->getTag() != DCM_QueryRetrieveLevel)
+            e->clear();
+    }
     char err[512] = "";
     int rc;
     if (level == "STUDY")
@@ -1058,14 +1065,14 @@ extern "C" int scp_server_open(const sn_config *cfg, store *st, scp_config_fn ge
         srv->ctx = ctx;
         srv->pool_size = cfg->node.max_associations > 0 ? cfg->node.max_associations : 1;
         srv->max_pdu = cfg->node.max_pdu ? cfg->node.max_pdu : ASC_DEFAULTMAXPDU;
-        int rc = open_network(fd, cfg->node.port, cfg->node.acse_timeout, &srv->net, err, errlen);
+        int rc = open_network(fd, cfg->node.port, scp__acse_timeout(cfg), &srv->net, err, errlen);
         srv->tls_port = cfg->node.tls_port;
         if (rc == SN_OK && cfg->node.tls_port > 0) {
             /* TLS and its files are checked before the port is taken, so a bad key is reported
              * as such and not as a failed handshake later. */
             rc = scp__tls_new(cfg, true, &srv->tls, err, errlen);
             int tfd = rc == SN_OK ? open_listen_socket(cfg->node.bind, cfg->node.tls_port, err, errlen) : rc;
-            rc = tfd < 0 ? tfd : open_network(tfd, cfg->node.tls_port, cfg->node.acse_timeout, &srv->tls_net, err, errlen);
+            rc = tfd < 0 ? tfd : open_network(tfd, cfg->node.tls_port, scp__acse_timeout(cfg), &srv->tls_net, err, errlen);
             if (rc == SN_OK) {
                 OFCondition cond = ASC_setTransportLayer(srv->tls_net, (DcmTransportLayer *)srv->tls, 0);
                 if (cond.bad())

@@ -64,6 +64,13 @@ expect_rc 2 "segment --refine maybe"; expect_in "$ERR" "--refine must be intensi
 run "$SEGNODE" $C segment --labels x.nii --refine none --out "$TMP/segk.dcm" "$TMP/one-series"
 expect_rc 2 "segment --refine without the atlas method"; expect_in "$ERR" "--refine applies to --method atlas" "segment --refine needs --method atlas"
 run "$SEGNODE" atlas frob;       expect_rc 2 "atlas with an unknown subcommand"; expect_in "$ERR" "unknown subcommand" "atlas names the bad subcommand"
+# atlas names: a route's characters ('.' too), never a leading '.' (the name is a library folder)
+for name in .. .hidden 'a/b'; do
+    run "$SEGNODE" $C atlas import "$name" "$TMP/one-series" "$TMP/none.dcm"
+    expect_rc 2 "atlas import named '$name'"; expect_in "$ERR" "use 1-64 letters, digits" "atlas import refuses the name '$name'"
+done
+run "$SEGNODE" $C atlas import ct.v1 "$TMP/no-such-series" "$TMP/none.dcm"
+expect_rc 1 "atlas import ct.v1 of a missing series"; expect_not_in "$ERR" "use 1-64 letters" "atlas import takes a name with a '.'"
 run "$SEGNODE" $C jobs frob;     expect_rc 2 "jobs with an unknown action"
 run "$SEGNODE" $C jobs retry abc; expect_rc 2 "jobs retry with a non-numeric ID"
 run "$SEGNODE" $C series 1.2.x;  expect_rc 2 "series with an invalid UID"
@@ -94,6 +101,12 @@ sed 's/^\[node\]/[node]\ndevice = cuda:255/' "$TMP/good.conf" >"$TMP/gpu255.conf
 run "$SEGNODE" config check "$TMP/gpu255.conf"
 expect_rc 0 "config check: a GPU that is not there is not an error"
 expect_in "$OUT" "warning: device cuda:255: " "…but a warning"; expect_in "$OUT" "fail over to the CPU" "saying what jobs do"
+
+# an atlas route without atlases loads (its jobs fail), and config check says so
+{ cat "$TMP/good.conf"; printf '\n[route noatlas]\nmodality = MR\nmethod = atlas\n'; } >"$TMP/noatlas.conf"
+run "$SEGNODE" config check "$TMP/noatlas.conf"
+expect_rc 0 "config check: an atlas route without atlases is not an error"
+expect_in "$OUT" "warning: [route noatlas] method atlas without atlases: every job of this route will fail" "…but a warning"
 
 printf '[node]\nae_title = X\nbogus_key = 1\n' >"$TMP/broken1.conf"
 run "$SEGNODE" config check "$TMP/broken1.conf"

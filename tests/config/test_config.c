@@ -534,6 +534,8 @@ static void test_errors(void **state)
         {"[peer]\nae_title = A\n", 1, "needs a name"},
         {"[route ]\n", 1, "needs a name"},
         {"[peer a,b]\nae_title = A\n", 1, "invalid peer name"},
+        {"[peer .hidden]\nae_title = A\n", 1, "invalid peer name"},
+        {"[route r]\natlases = a1, ..\n", 2, "atlases: '..' is not a name"},
         {"[node]\n[node]\n", 2, "duplicate section [node] (first at line 1)"},
         {"[peer A]\nae_title = A\n\n[peer A]\nae_title = B\n", 4, "duplicate section [peer A]"},
         {"[route r]\n[route r]\n", 2, "duplicate section [route r]"},

@@ -1,6 +1,8 @@
 #!/bin/bash
 # tests/node/test_reload.sh — SIGHUP and SIGTERM on a running node:
-#  - a peer added to the file is admitted after SIGHUP (rejected before);
+#  - a peer added to the file is admitted after SIGHUP (rejected before); fsync changed in the
+#    same reload is applied and logged, max_pdu / acse_timeout / workers changes are logged as
+#    needing a restart;
 #  - a broken file on SIGHUP: the node keeps running on the old config (the added peer still
 #    echoes), logs FILE:LINE and the reason;
 #  - SIGTERM while a storescu of 100 slices is running: the association is drained (all 100
@@ -23,7 +25,7 @@ storage = $TMP/storage
 http_port = $HTTP_PORT
 disk_min_free_mb = 0
 stable_after = 60
-
+${EXTRA:-}
 [peer OLD]
 ae_title = OLDPEER
 CONF
@@ -37,9 +39,14 @@ nreload() { grep -c "$1" "$TMP/serve.log"; }
 run echoscu -aet NEWPEER -aec SEGNODE 127.0.0.1 $PORT
 expect_nonzero "NEWPEER is not admitted before the reload"
 
-{ base; printf '\n[peer NEW]\nae_title = NEWPEER\nallow = echo\n'; } >"$C"
+{ EXTRA=$'fsync = no\nmax_pdu = 65536\nacse_timeout = 20\nworkers = 2' base; printf '\n[peer NEW]\nae_title = NEWPEER\nallow = echo\n'; } >"$C"
 kill -HUP "$NODE"
 if wait_until 10 grep -q "SIGHUP: reloaded .*(2 peers" "$TMP/serve.log"; then ok "SIGHUP: reloaded with 2 peers"; else fail "reload not logged"; fi
+LOG=$(cat "$TMP/serve.log")
+expect_in "$LOG" "reload: fsync = no for instances received from now on" "fsync = no applies on reload"
+expect_in "$LOG" "reload: max_pdu changed; incoming associations keep 116794 until a restart" "max_pdu: restart needed, said"
+expect_in "$LOG" "reload: acse_timeout changed" "acse_timeout: restart needed, said"
+expect_in "$LOG" "reload: workers changed" "workers: restart needed, said"
 run echoscu -aet NEWPEER -aec SEGNODE 127.0.0.1 $PORT
 expect_rc 0 "NEWPEER echoes after the reload"
 

@@ -3,7 +3,8 @@
 # echoscu, storescu of a 300-slice CT series (one association), `segnode series --json` shows
 # exactly 300 instances in one series, every stored data set equals the sent one byte for byte,
 # files == rows, tmp/ empty; then findscu at STUDY level (PatientName, StudyInstanceUID keys) and
-# SERIES level finds it with the right counts. Ports 11400-11409.
+# SERIES level finds it with the right counts; a key the index lacks comes back zero-length.
+# Ports 11400-11409.
 # usage: test_store.sh SEGNODE_BINARY
 SEGNODE=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -60,9 +61,13 @@ n=$(printf '%s\n' "$ERR$OUT" | grep -c "Find Response: .* (Pending)")
 if [ "$n" = 1 ]; then ok "exactly one study matches"; else fail "study matches: $n"; fi
 
 run findscu -v -S -aet MODALITY -aec SEGNODE 127.0.0.1 $PORT -k QueryRetrieveLevel=STUDY \
-    -k "StudyInstanceUID=$STUDY" -k PatientName
+    -k "StudyInstanceUID=$STUDY" -k PatientName -k "InstitutionName=NOWHERE*"
 expect_rc 0 "findscu STUDY level by StudyInstanceUID"
 expect_in "$ERR$OUT" "STORE^THREEHUNDRED" "study found by StudyInstanceUID, PatientName returned"
+# an unsupported key comes back zero-length, not with the requester's value
+RSP=$(printf '%s\n' "$ERR$OUT" | sed -n '/Find Response: .* (Pending)/,$p')
+expect_re "$RSP" '\(0008,0080\) LO \(no value available\)' "unsupported key InstitutionName returned empty"
+expect_not_in "$RSP" "NOWHERE*" "the requester's value of an unsupported key is not echoed"
 
 run findscu -v -S -aet MODALITY -aec SEGNODE 127.0.0.1 $PORT -k QueryRetrieveLevel=STUDY \
     -k "PatientName=NOBODY*" -k StudyInstanceUID

@@ -1324,6 +1324,11 @@ int cli_cmd_send(int argc, char **argv)
         }
     }
     if (!cli_g.json) {
+        /* A Warning status: the peer stored the file but has a remark (scp_store_status_delivered). */
+        for (int i = 0; i < fl.n; i++)
+            if (res[i].status == 0 && res[i].dimse_status != 0 && res[i].dimse_status != 0xFFFF)
+                fprintf(stderr, "  warning %s: stored with status 0x%04X%s%s\n", fl.v[i], res[i].dimse_status,
+                        res[i].error[0] ? ": " : "", res[i].error);
         printf("sent %d of %d files to %s in %.2f s", sent, fl.n, p->name, secs);
         if (fl.skipped)
             printf(" (%d non-DICOM skipped)", fl.skipped);
@@ -1916,6 +1921,16 @@ int cli_cmd_config(int argc, char **argv)
                  "device %s: %d CUDA device(s) found%s%s; GPU jobs will fail over to the CPU", cfg->node.device,
                  ndev, ndev ? "" : ": ", ndev ? "" : why);
 #endif
+    /* Loading accepts such a route (the file stays valid), but each of its jobs fails. Last
+     * of the warnings, so a long list of such routes cannot crowd the others out. */
+    for (int i = 0; i < cfg->nroutes; i++) {
+        const sn_route *r = &cfg->routes[i];
+        if ((r->method == SN_METHOD_ATLAS || r->method == SN_METHOD_BOTH) && r->atlases.n == 0 &&
+            nwarn < (int)(sizeof warns / sizeof warns[0]))
+            snprintf(warns[nwarn++], sizeof warns[0],
+                     "[route %s] method %s without atlases: every job of this route will fail", r->name,
+                     sn_method_name(r->method));
+    }
     char table_path[4096] = "";
     int ntable = -1;
     char (*models)[1024] = calloc((size_t)cfg->nroutes + 1, sizeof *models);

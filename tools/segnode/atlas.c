@@ -50,12 +50,17 @@ static int import_one(store *st, const char *lib, const char *name, const char *
                       const char *table_path)
 {
     char err[1024], dir[4096];
-    for (const char *p = name; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
-              *p == '_')) {
-            fprintf(stderr, "segnode atlas: name '%s': use letters, digits, - and _\n", name);
-            return CLI_EXIT_USAGE;
-        }
+    /* the library folder's name: the characters a route's `atlases` takes, no leading '.' (no
+     * ".", ".." or hidden folder) */
+    int bad = !name[0] || name[0] == '.' || strlen(name) > SN_NAME_MAX;
+    for (const char *p = name; *p && !bad; p++)
+        bad = !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+                *p == '_' || *p == '.');
+    if (bad) {
+        fprintf(stderr, "segnode atlas: name '%s': use 1-%d letters, digits, -, _ and . (not first)\n", name,
+                SN_NAME_MAX);
+        return CLI_EXIT_USAGE;
+    }
     pipeline_labels *table = NULL;
     pipeline_volume *v = NULL;
     pipeline_seg *seg = NULL;

@@ -2,14 +2,15 @@
  * due outbox row that waited longest (store_outbox_claim: a peer never has two rows in flight,
  * so a dead peer holds one thread and the other destinations go on), C-STOREs its file to the
  * peer as the CURRENT config describes it, and records the outcome:
- *   sent        the peer answered Success or Warning;
+ *   sent        the peer answered Success or Warning (Bxxx, 0001, 0107, 0116: stored, with
+ *               a remark; logged with the status, see scp_store_status_delivered);
  *   retry       it may pass: network error or timeout, peer down, association rejected
  *               transient, DIMSE A7xx (out of resources) -> pending again after
  *               min(outbox_retry_cap, outbox_retry_base * 2^(attempts-1)) s, until
  *               outbox_max_attempts tries, then failed with the last reason;
  *   failed      it will not pass by waiting: SOP class / presentation context not accepted,
  *               association rejected permanent, any other DIMSE failure status (A9xx, Cxxx,
- *               01xx, 02xx), the file unreadable, the peer no longer configured.
+ *               the other 01xx, 02xx), the file unreadable, the peer no longer configured.
  * Rows queued by another process (admin `jobs retry`, a job runner) are found by polling.
  * Not here: the rows' states (store_outbox.c), the DICOM association (scp/scu.cc). */
 #include <errno.h>
@@ -124,11 +125,19 @@ static void outbox__deliver(outbox *ob, const store_outbox_row *r)
         /* The file's own outcome is the precise one; the call's covers a failure before it. */
         status = ss.status != SN_OK ? ss.status : rc;
         dimse = ss.dimse_status;
-        if (status == SN_OK) {
-            SN_LOG_INFO(OUTBOX_LOG, "sent %s to %s (%s at %s:%d), job %lld, attempt %d, %lld ms%s",
+        if (status == SN_OK && dimse != 0 && dimse != 0xFFFFu) {
+            SN_LOG_WARN(OUTBOX_LOG, "sent %s to %s (%s at %s:%d), job %lld, attempt %d, %lld ms, "
+                        "with warning status 0x%04x%s%s",
                         r->sop_instance_uid[0] ? r->sop_instance_uid : r->path, peer->name,
                         peer->ae_title, peer->host, peer->port, (long long)r->job_id, r->attempts,
-                        (long long)(sn_mono_ms() - t0), dimse ? " (warning status)" : "");
+                        (long long)(sn_mono_ms() - t0), dimse, ss.error[0] ? ": " : "", ss.error);
+        } else if (status == SN_OK) {
+            SN_LOG_INFO(OUTBOX_LOG, "sent %s to %s (%s at %s:%d), job %lld, attempt %d, %lld ms",
+                        r->sop_instance_uid[0] ? r->sop_instance_uid : r->path, peer->name,
+                        peer->ae_title, peer->host, peer->port, (long long)r->job_id, r->attempts,
+                        (long long)(sn_mono_ms() - t0));
+        }
+        if (status == SN_OK) {
             outbox__record(ob, r, 1, dimse == 0xFFFFu ? 0 : dimse, NULL, 0);
             sn_config_unref(cfg);
             return;

@@ -152,9 +152,27 @@ static void serve_warn_restart_keys(const sn_config *old, const sn_config *neu)
     if (neu->node.max_associations > old->node.max_associations)
         SN_LOG_WARN(SERVE_LOG, "reload: max_associations above %d takes effect after a restart",
                     old->node.max_associations);
+    /* The listener's network and PDU size are set up once; each send reads them afresh. */
+    if (old->node.max_pdu != neu->node.max_pdu)
+        SN_LOG_WARN(SERVE_LOG, "reload: max_pdu changed; incoming associations keep %u until a restart "
+                    "(sends use the new value)", (unsigned)old->node.max_pdu);
+    if (old->node.acse_timeout != neu->node.acse_timeout)
+        SN_LOG_WARN(SERVE_LOG, "reload: acse_timeout changed; incoming associations keep the old value "
+                    "until a restart (sends use the new one)");
+    if (old->node.workers != neu->node.workers)
+        SN_LOG_WARN(SERVE_LOG, "reload: workers changed; the job worker keeps its threads until a restart");
+    if (old->node.outbox_workers != neu->node.outbox_workers)
+        SN_LOG_WARN(SERVE_LOG, "reload: outbox_workers changed; takes effect after a restart");
+    if (old->node.tls_port != neu->node.tls_port || old->node.tls_profile != neu->node.tls_profile ||
+        old->node.tls_require_peer_certificate != neu->node.tls_require_peer_certificate ||
+        strcmp(old->node.tls_certificate, neu->node.tls_certificate) != 0 ||
+        strcmp(old->node.tls_private_key, neu->node.tls_private_key) != 0 ||
+        strcmp(old->node.tls_trusted_certificates, neu->node.tls_trusted_certificates) != 0)
+        SN_LOG_WARN(SERVE_LOG, "reload: TLS settings changed; the TLS listener keeps the old ones until "
+                    "a restart (sends use the new ones)");
 }
 
-static void serve_reload(serve_state *s)
+static void serve_reload(serve_state *s, store *st)
 {
     sn_config *old = serve_config_get(s);
     if (!old->path[0]) {
@@ -181,6 +199,14 @@ static void serve_reload(serve_state *s)
     pthread_mutex_unlock(&s->mu);
     if (!cli_g.verbose)
         sn_log_set_level((sn_log_level)neu->node.log_level);
+    if (old->node.fsync != neu->node.fsync) {
+        store_set_fsync(st, neu->node.fsync); /* safe at run time: applies to later commits */
+        if (neu->node.fsync)
+            SN_LOG_INFO(SERVE_LOG, "reload: fsync = yes for instances received from now on");
+        else
+            SN_LOG_WARN(SERVE_LOG, "reload: fsync = no for instances received from now on: an "
+                        "acknowledged instance may be lost on power failure");
+    }
     SN_LOG_INFO(SERVE_LOG, "SIGHUP: reloaded %s (%d peers, %d routes)", neu->path, neu->npeers, neu->nroutes);
     sn_config_unref(prev);
     sn_config_unref(old);
@@ -388,7 +414,7 @@ int segnode_serve(int argc, char **argv)
                 if (sig == SIGHUP) {
                     serve_notify("RELOADING=1\nSTATUS=reloading the configuration");
                     int64_t last_failures = s.reload_failures;
-                    serve_reload(&s);
+                    serve_reload(&s, st);
                     serve_notify("READY=1\nSTATUS=serving; last SIGHUP: %s",
                                  s.reload_failures > last_failures ? "bad file, previous configuration kept"
                                                                     : "configuration reloaded");
