@@ -175,7 +175,9 @@ int main(int argc, char **argv)
     const char *mods = "ct,cbct,mr-t1,mr-t2,pet", *table_path = NULL, *labels_show = "8,9,10,11,14";
     double work_mm = 0, lambda = -1, lambda_fine = -1, lr = -1;
     int fast = 0, affine_only = 0, identity = 0, distinct = 0, iters = -1, radius = -1, fine = -1, nchk = 0, verbose = 0, fails = 0;
-    int per_atlas = 0, roi = 0, roi_radius = -1, roi_iters = -1;
+    int per_atlas = 0, roi = 0, roi_radius = -1, roi_iters = -1, export_probs = 0, em_rows = 0, em_labvar = 0;
+    atlas_em_opts emo;
+    atlas_em_opts_default(&emo);
     /* --subset NAME=I,J,...: the atlases I, J, ... alone as a library, fused from the same
      * registrations (rows single-NAME, mv-NAME, local-NAME, jlf-NAME); --select-k K[,K...]:
      * what pipeline_atlas_opts.select_k = K fuses (rows mv-kK, ...: one phase per subject and
@@ -199,6 +201,13 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--fast")) fast = 1;
         else if (!strcmp(a, "--distinct")) distinct = 1;   /* one atlas per anatomy (atlas_distinct) */
         else if (!strcmp(a, "--export") && argi + 1 < argc) export_dir = argv[++argi];
+        else if (!strcmp(a, "--export-probs")) export_probs = 1;   /* with --export: every label's fused vote */
+        else if (!strcmp(a, "--em")) em_rows = 1;   /* also every locally weighted row refined (atlas_fuse_em) */
+        else if (!strcmp(a, "--em-b") && argi + 1 < argc) emo.lik_weight = (float)atof(argv[++argi]);
+        else if (!strcmp(a, "--em-iters") && argi + 1 < argc) emo.iters = atoi(argv[++argi]);
+        else if (!strcmp(a, "--em-cell") && argi + 1 < argc) emo.cell_mm = atof(argv[++argi]);
+        else if (!strcmp(a, "--em-global")) emo.local = 0;
+        else if (!strcmp(a, "--em-label-var")) em_labvar = 1;   /* also rows -emv: a variance per label */
         else if (!strcmp(a, "--affine-only")) affine_only = 1;
         else if (!strcmp(a, "--per-atlas")) per_atlas = 1;   /* Dice of every atlas on its own */
         else if (!strcmp(a, "--identity")) identity = 1;   /* no registration: the label-resampling ceiling */
@@ -261,6 +270,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: atlas_eval --label-table FILE [--modalities LIST] [--work-mm MM] [--fast] [--identity] [--distinct]\n"
                         "                  [--roi] [--roi-radius N] [--roi-iters N] [--roi-lambda L] [--roi-margin MM] [--roi-max-ml ML] [--roi-interior F]\n"
                         "                  [--per-atlas] [--subset NAME=I,J,...]... [--select-k K] [--no-all]\n"
+                        "                  [--em] [--em-label-var] [--em-b B] [--em-iters N] [--em-cell MM] [--em-global]\n"
+                        "                  [--export DIR [--export-probs]]\n"
                         "                  [--check LABEL:MOD:METHOD:MIN]... TARGET_SUBJECT ATLAS_SUBJECT... (at most 16)\n");
         return 2;
     }
@@ -414,9 +425,10 @@ int main(int argc, char **argv)
         /* methods: single (best atlas after affine, affine+deformable), affine-only majority, fusions */
         /* with --distinct, also every atlas fused ("-all": what the library gives without it) */
         /* rows: name, fusion, atlases (in affine-SSD order); then --select-k and --subset rows */
-        enum { MAXROW = 7 + 3 * MAXK + 4 * MAXSUB };
+        enum { MAXROW = 3 * (7 + 3 * MAXK + 4 * MAXSUB) };
         char rname[MAXROW][32];
         atlas_fusion rfus[MAXROW];
+        uint8_t rem[MAXROW] = {0};   /* 1: the row refined by atlas_fuse_em (--em), 2: with a variance per label */
         int ridx[MAXROW][16], rn[MAXROW], nrow = 0;
         int all[16];
         atlas_select(regs, na, all);
@@ -488,6 +500,14 @@ int main(int argc, char **argv)
                 nrow++;
             }
         }
+        for (int v2 = 1; v2 <= 2; v2++)
+            for (int m = 0, nr0 = nrow; (v2 == 1 ? em_rows : em_labvar) && m < nr0 && nrow < MAXROW; m++)
+                if (rfus[m] == ATLAS_FUSE_LOCAL && !rem[m]) {
+                    snprintf(rname[nrow], sizeof rname[nrow], "%.27s-em%s", rname[m], v2 == 2 ? "v" : "");
+                    rfus[nrow] = rfus[m], rn[nrow] = rn[m], rem[nrow] = (uint8_t)v2;
+                    memcpy(ridx[nrow], ridx[m], sizeof ridx[m]);
+                    nrow++;
+                }
         for (int m = 0; m < nrow; m++) {
             const atlas_prep *ap[16];
             atlas_reg rr[16];
@@ -498,18 +518,55 @@ int main(int argc, char **argv)
             }
             atlas_fusion f = rfus[m];
             double tf = now_s();
-            if (atlas_fuse(b, tp, ap, rr, k, f, &tg, seg, err, sizeof err)) {
+            size_t changed = 0;
+            uint8_t id[256];
+            for (int l = 0; l < 256; l++) id[l] = (uint8_t)l;
+            atlas_em_opts emr = emo;
+            if (rem[m] == 2) emr.pooled = 0;
+            if (atlas_fuse_em(b, tp, ap, rr, k, f, &tg, v->data, rem[m] ? &emr : NULL, seg, NULL, id, 1, &changed, err,
+                              sizeof err)) {
                 fprintf(stderr, "fuse: %s\n", err);
                 return 1;
             }
+            if (rem[m]) printf("# %s %s: %zu voxels relabelled\n", mod, rname[m], changed);
             uint8_t keep[256] = {0};
             keep[2] = keep[3] = keep[7] = 1;   /* fat, muscle, ribs: many components */
             atlas_postprocess(seg, tg.nx, tg.ny, tg.nz, keep);
             double tfuse = now_s() - tf;
             if (export_dir) {   /* the fused labels, to look at where an organ goes wrong */
                 char nm[64];
-                snprintf(nm, sizeof nm, "seg_%s_%s", mod, rname[m]);
+                snprintf(nm, sizeof nm, "seg_%.20s_%.31s", mod, rname[m]);
                 write_mhd(export_dir, nm, &tg, seg, 1);
+            }
+            if (export_dir && export_probs && f == ATLAS_FUSE_LOCAL && k > 1) {
+                /* every atlas label's fused vote fraction, labels 0..max as classes, [class][voxel]
+                 * float32: the input of an intensity-model refinement (probs_MOD_ROW.raw/.txt) */
+                int maxl = 0;
+                for (int a = 0; a < k; a++)
+                    for (size_t i = 0, nl = atlas_grid_voxels(&ap[a]->lgrid); i < nl; i++)
+                        if (ap[a]->labels[i] > maxl) maxl = ap[a]->labels[i];
+                uint8_t id[256];
+                for (int l = 0; l < 256; l++) id[l] = (uint8_t)(l <= maxl ? l : 0);
+                float *pr = malloc(sizeof(float) * n * (size_t)(maxl + 1));
+                uint8_t *tmp = malloc(n);
+                if (!pr || !tmp ||
+                    atlas_fuse_probs(b, tp, ap, rr, k, f, &tg, tmp, pr, id, maxl + 1, err, sizeof err)) {
+                    fprintf(stderr, "fuse probs: %s\n", pr && tmp ? err : "out of memory");
+                    return 1;
+                }
+                snprintf(path, sizeof path, "%s/probs_%s_%s.raw", export_dir, mod, rname[m]);
+                FILE *fp = fopen(path, "wb");
+                if (fp) {
+                    fwrite(pr, sizeof(float), n * (size_t)(maxl + 1), fp);
+                    fclose(fp);
+                }
+                snprintf(path, sizeof path, "%s/probs_%s_%s.txt", export_dir, mod, rname[m]);
+                if ((fp = fopen(path, "w"))) {
+                    fprintf(fp, "classes %d\ndims %d %d %d\n", maxl + 1, tg.nx, tg.ny, tg.nz);
+                    fclose(fp);
+                }
+                free(pr);
+                free(tmp);
             }
             double dsum = 0;
             for (int s = 0; s < nshow; s++) {
