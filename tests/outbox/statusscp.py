@@ -9,33 +9,18 @@ a time until killed. Not a general DICOM library; no TLS.
       the n-th C-STORE gets the n-th STATUS (hex), the last one repeating. Prints per C-STORE
       "C-STORE SOP_INSTANCE_UID -> 0xXXXX" (flushed), and "listening" once it accepts.
 """
+import os
 import socket
 import struct
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node"))
+from rawscu import item, recv_pdu  # noqa: E402  (the PDU framing of the raw SCU beside the node tests)
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 APP_CTX = "1.2.840.10008.3.1.1.1"
 IMPL_UID = "1.2.826.0.1.3680043.10.1138.0.3"
-
-
-def item(t, payload):
-    return struct.pack(">BBH", t, 0, len(payload)) + payload
-
-
-def recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("peer closed the connection")
-        buf += chunk
-    return buf
-
-
-def recv_pdu(sock):
-    t, _, n = struct.unpack(">BBI", recv_exact(sock, 6))
-    return t, recv_exact(sock, n)
 
 
 def send_pdu(sock, t, body):
