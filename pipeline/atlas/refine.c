@@ -1,7 +1,8 @@
 /* pipeline/atlas/refine.c — intensity refinement of fused atlas votes on the target's own image
  * (atlas_fuse_em; after Ledig et al., "Robust whole-brain segmentation: application to traumatic
  * brain injury", Med Image Anal 2015, MALP-EM). One Gaussian per label, its mean varying slowly in
- * space on a coarse grid, fitted by EM; only voxels where the atlases disagree change. */
+ * space on a coarse grid, its variance pooled over the labels (atlas_em_opts.pooled) or its own,
+ * fitted by EM; only voxels where the atlases disagree change. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
