@@ -79,13 +79,14 @@ wait_until() {
     return 1
 }
 
-# start_node CONF LOG — start the daemon; wait (20 s) until its DICOM port accepts connections
-# and, when http_port is set, /status answers.
+# start_node CONF LOG [SERVE_OPTION...] — start the daemon; wait (20 s) until its DICOM port
+# accepts connections and, when http_port is set, /status answers (the ports are the file's).
 start_node() {
     local conf=$1 log=$2 port hport
+    shift 2
     port=$(sed -n 's/^port *= *\([0-9]*\).*/\1/p' "$conf" | head -1)
     hport=$(sed -n 's/^http_port *= *\([0-9]*\).*/\1/p' "$conf" | head -1)
-    "$SEGNODE" -c "$conf" serve >>"$log" 2>&1 &
+    "$SEGNODE" -c "$conf" serve "$@" >>"$log" 2>&1 &
     NODE=$!
     PIDS="$PIDS $NODE"
     for _ in $(seq 1 200); do

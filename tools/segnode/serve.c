@@ -49,7 +49,22 @@ typedef struct serve_state {
     int stopping;
     scp_server *scp;
     int64_t retention_ms;              /* last retention pass (main loop only) */
+    /* serve --storage / --port / --http-port: they override the file at start and at every
+     * reload (NULL / -1: not given) */
+    const char *ovr_storage;
+    int ovr_port, ovr_http_port;
 } serve_state;
+
+/* The command line's [node] overrides onto a configuration just loaded from the file. */
+static void serve_apply_overrides(const serve_state *s, sn_config *cfg)
+{
+    if (s->ovr_storage)
+        sn_strlcpy(cfg->node.storage, s->ovr_storage, sizeof cfg->node.storage);
+    if (s->ovr_port > 0)
+        cfg->node.port = s->ovr_port;
+    if (s->ovr_http_port >= 0)
+        cfg->node.http_port = s->ovr_http_port;
+}
 
 static int g_signal_pipe[2] = {-1, -1};
 
@@ -191,6 +206,9 @@ static void serve_reload(serve_state *s, store *st)
         sn_config_unref(old);
         return;
     }
+    /* the command line still holds: without this, a reload would move the job worker's atlas
+     * library and models to the file's storage and warn of changes nobody made */
+    serve_apply_overrides(s, neu);
     serve_warn_restart_keys(old, neu);
     sn_config *prev = s->cfg;
     s->cfg = neu;
@@ -275,7 +293,8 @@ static void serve_usage(FILE *f)
     fprintf(f,
             "usage: segnode serve [-c FILE] [--storage DIR] [--port N] [--http-port N]\n"
             "Run the node: DICOM SCP (C-ECHO, C-STORE, C-FIND), the stable-series sweeper and the\n"
-            "HTTP /metrics and /status server. The options override the config file's [node] keys.\n"
+            "HTTP /metrics and /status server. The options override the config file's [node] keys,\n"
+            "at start and at every reload (SIGHUP).\n"
             "Signals: SIGHUP reloads the config; SIGTERM or SIGINT drain associations and exit.\n");
 }
 
@@ -310,12 +329,8 @@ int segnode_serve(int argc, char **argv)
     pthread_mutex_init(&s.mu, NULL);
     if (cli_load_config(cli_g.config_path, &s.cfg) != SN_OK)
         return CLI_EXIT_USAGE;
-    if (storage)
-        sn_strlcpy(s.cfg->node.storage, storage, sizeof s.cfg->node.storage);
-    if (port > 0)
-        s.cfg->node.port = port;
-    if (http_port >= 0)
-        s.cfg->node.http_port = http_port;
+    s.ovr_storage = storage, s.ovr_port = port, s.ovr_http_port = http_port;
+    serve_apply_overrides(&s, s.cfg);
     sn_log_set_level(cli_g.verbose ? SN_LOG_LEVEL_DEBUG : (sn_log_level)s.cfg->node.log_level);
     s.started_ms = s.loaded_ms = sn_now_ms();
 
