@@ -168,6 +168,28 @@ int atlas_fuse(nn_backend *b, const atlas_prep *target, const atlas_prep *const 
     return atlas_fuse_probs(b, target, atlases, regs, n, method, tg, out, NULL, id, 0, err, errlen);
 }
 
+/* The class scores of target voxel o from m labels and their values (votes, or a refined
+ * posterior), into probs[c * NT + o]. Values clamp at 0 (JLF weights may be negative; the argmax
+ * does not change: the weights sum to 1, so the largest vote is > 0). A class >= 1 scores the
+ * values of its labels; background (class 0) scores its strongest label, not their sum, so that
+ * an organ that wins the plurality over fat, muscle, ... also wins here: the argmax of probs is
+ * prob_of[out] (lowest class on ties). */
+static void class_scores(const uint8_t *lab, const float *val, int m, const uint8_t prob_of[256], int nprobs,
+                         float *probs, size_t NT, size_t o)
+{
+    float sc[256];
+    for (int c = 0; c < nprobs; c++) sc[c] = 0.0f;
+    for (int t = 0; t < m; t++) {
+        int c = prob_of[lab[t]];
+        float v = fmaxf(val[t], 0.0f);
+        if (c) sc[c] += v;
+        else sc[0] = fmaxf(sc[0], v);
+    }
+    float tot = 0;
+    for (int c = 0; c < nprobs; c++) tot += sc[c];
+    for (int c = 0; c < nprobs; c++) probs[(size_t)c * NT + o] = tot > 0 ? sc[c] / tot : (float)(c == 0);
+}
+
 /* Record a split vote (the strongest label below ATLAS__SURE of the clamped total) in slice k. */
 static int vote_keep(atlas__votes *av, int k, size_t o, const float *votes, const uint8_t *touched, int nt)
 {
@@ -305,23 +327,9 @@ static int fuse(nn_backend *b, const atlas_prep *target, const atlas_prep *const
                         nomem = 1;
                     }
                     if (probs) {
-                        /* JLF weights may be negative: votes clamp at 0 (the argmax does not change:
-                         * the weights sum to 1, so the largest vote is > 0). A class >= 1 scores the
-                         * votes of its labels; background (class 0) scores its strongest label, not
-                         * their sum, so that an organ that wins the plurality over fat, muscle, ...
-                         * also wins here: the argmax of probs is prob_of[out] (lowest class on ties). */
-                        float sc[256];
-                        for (int c = 0; c < nprobs; c++) sc[c] = 0.0f;
-                        for (int t = 0; t < nt; t++) {
-                            int l = touched[t], c = prob_of[l];
-                            float v = fmaxf(votes[l], 0.0f);
-                            if (c) sc[c] += v;
-                            else sc[0] = fmaxf(sc[0], v);
-                        }
-                        float tot = 0;
-                        for (int c = 0; c < nprobs; c++) tot += sc[c];
-                        for (int c = 0; c < nprobs; c++)
-                            probs[(size_t)c * NT + o] = tot > 0 ? sc[c] / tot : (float)(c == 0);
+                        float tv[256];
+                        for (int t = 0; t < nt; t++) tv[t] = votes[touched[t]];
+                        class_scores(touched, tv, nt, prob_of, nprobs, probs, NT, o);
                     }
                     for (int t = 0; t < nt; t++) votes[touched[t]] = 0, seen[touched[t]] = 0;
                 }
@@ -376,17 +384,9 @@ int atlas_fuse_em(nn_backend *b, const atlas_prep *target, const atlas_prep *con
         for (int k = 0; k < av.nz; k++)
             for (size_t r = 0; r < av.n[k]; r++) {
                 const atlas__vote *v = &av.v[k][r];
-                float sc[256];
-                for (int c = 0; c < nprobs; c++) sc[c] = 0.0f;
-                for (int j = 0; j < ATLAS__VOTE_K; j++) {
-                    if (!(v->prior[j] > 0)) continue;
-                    int c = prob_of[v->lab[j]];
-                    if (c) sc[c] += v->w[j];
-                    else sc[0] = fmaxf(sc[0], v->w[j]);
-                }
-                float tot = 0;
-                for (int c = 0; c < nprobs; c++) tot += sc[c];
-                for (int c = 0; c < nprobs; c++) probs[(size_t)c * NT + v->i] = tot > 0 ? sc[c] / tot : (float)(c == 0);
+                int m = 0;   /* the labels kept come first */
+                while (m < ATLAS__VOTE_K && v->prior[m] > 0) m++;
+                class_scores(v->lab, v->w, m, prob_of, nprobs, probs, NT, v->i);
             }
     }
     atlas__votes_free(&av);
