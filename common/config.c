@@ -320,9 +320,7 @@ static int cfg__file(cfg_ctx *c, const char *key, const char *v, char *dst, size
     return 1;
 }
 
-/* Characters allowed in [peer NAME] / [route NAME] and in label and atlas names; not a leading
- * '.' (an atlas name is a folder of the library: no ".", ".." or hidden names). */
-static int cfg__name_valid(const char *s)
+int sn_config_name_valid(const char *s)
 {
     size_t len = strlen(s);
     if (len == 0 || len > SN_NAME_MAX || s[0] == '.')
@@ -391,11 +389,11 @@ static int cfg__list(cfg_ctx *c, const char *key, const char *v, int kind, sn_st
             what = "a valid AE title";
             break;
         case LIST_SEND_TO:
-            ok = strcmp(item, "@caller") == 0 || cfg__name_valid(item);
+            ok = strcmp(item, "@caller") == 0 || sn_config_name_valid(item);
             what = "a peer name or @caller";
             break;
         default:
-            ok = cfg__name_valid(item);
+            ok = sn_config_name_valid(item);
             what = "a name (letters, digits, '_', '-', '.'; not first '.')";
             break;
         }
@@ -719,7 +717,7 @@ static int cfg__section(cfg_ctx *c, const char *line)
     if (*name == '\0')
         return cfg__fail(c, c->lineno, "[%s] needs a name, e.g. [%s %s]", type, type,
                          is_peer ? "PACS" : "mr-abdomen");
-    if (!cfg__name_valid(name))
+    if (!sn_config_name_valid(name))
         return cfg__fail(c, c->lineno,
                          "invalid %s name '%s' (1-%d letters, digits, '_', '-', '.'; not first '.')", type, name,
                          SN_NAME_MAX);

@@ -165,6 +165,11 @@ int sn_config_parse_allow(const char *text, unsigned *out);
 /* Name of a TLS profile as written in the file ("bcp195", "bcp195-nd", "bcp195-ex"). */
 const char *sn_tls_profile_name(sn_tls_profile p);
 
+/* A valid [peer NAME] / [route NAME], label or atlas name: 1..SN_NAME_MAX letters, digits, '_',
+ * '-', '.', not starting with '.' (an atlas name is a folder of the library: no ".", ".." or
+ * hidden names). */
+int sn_config_name_valid(const char *s);
+
 /* Name of a method ("atlas", "net", "both"). */
 const char *sn_method_name(sn_method m);
 

@@ -50,13 +50,7 @@ static int import_one(store *st, const char *lib, const char *name, const char *
                       const char *table_path)
 {
     char err[1024], dir[4096];
-    /* the library folder's name: the characters a route's `atlases` takes, no leading '.' (no
-     * ".", ".." or hidden folder) */
-    int bad = !name[0] || name[0] == '.' || strlen(name) > SN_NAME_MAX;
-    for (const char *p = name; *p && !bad; p++)
-        bad = !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
-                *p == '_' || *p == '.');
-    if (bad) {
+    if (!sn_config_name_valid(name)) {   /* the library folder's name, as a route's `atlases` names it */
         fprintf(stderr, "segnode atlas: name '%s': use 1-%d letters, digits, -, _ and . (not first)\n", name,
                 SN_NAME_MAX);
         return CLI_EXIT_USAGE;
