@@ -21,6 +21,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <iconv.h>
 #include <mutex>
 #include <netdb.h>
 #include <set>
@@ -357,6 +358,86 @@ int get_int(DcmItem *ds, const DcmTagKey &tag)
     return (end && *end == '\0') ? (int)l : -1;
 }
 
+/* ---- character sets: the index and C-FIND hold text in UTF-8 ------------------------------ */
+
+/* A value outside the default repertoire: an 8-bit byte, or an ISO 2022 escape. */
+bool wide_text(const std::string &s)
+{
+    for (unsigned char c : s)
+        if (c >= 0x80 || c == 0x1b)
+            return true;
+    return false;
+}
+
+bool utf8_valid(const std::string &s)
+{
+    const unsigned char *p = (const unsigned char *)s.data(), *e = p + s.size();
+    while (p < e) {
+        unsigned c = *p;
+        int n = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : -1;
+        if (n < 0 || (n == 1 && c < 0xc2) || e - p <= n)
+            return false;
+        for (int i = 1; i <= n; i++)
+            if ((p[i] & 0xc0) != 0x80)
+                return false;
+        p += n + 1;
+    }
+    return true;
+}
+
+/* The Specific Character Set (0008,0005) of a data set, as sent ("" when absent). */
+std::string charset_of(DcmItem *ds)
+{
+    OFString v;
+    if (ds->findAndGetOFStringArray(DCM_SpecificCharacterSet, v).bad())
+        return std::string();
+    return scp__trim(v.c_str());
+}
+
+/* The character set a data set's 8-bit text is read in: its own, or ISO_IR 100 (Latin-1) when
+ * it names none. 8-bit text without a Specific Character Set is not conformant; Latin-1 is what
+ * such senders mean in practice, and Orthanc and dcm4chee assume it too. */
+std::string source_charset(const std::string &declared)
+{
+    return declared.empty() || declared == "ISO_IR 6" ? std::string("ISO_IR 100") : declared;
+}
+
+/* Japanese text under ISO 2022 code extensions ("\\ISO 2022 IR 87", also with IR 159): DCMTK asks
+ * glibc's iconv for each code element alone, which it does not have, so DCMTK's conversion fails.
+ * The value as a whole is ISO-2022-JP-2 (the same escape sequences: ESC $ B, ESC $ ( D, ESC ( B,
+ * ESC ( J), which glibc converts. s is replaced by its UTF-8 on success. */
+bool iso2022jp_to_utf8(const std::string &charset, std::string &s)
+{
+    bool japanese = false;
+    size_t a = 0;
+    for (;;) {
+        size_t b = charset.find('\\', a);
+        std::string v = scp__trim(charset.substr(a, b == std::string::npos ? std::string::npos : b - a).c_str());
+        if (v == "ISO 2022 IR 87" || v == "ISO 2022 IR 159")
+            japanese = true;
+        else if (!v.empty() && v != "ISO 2022 IR 6")
+            return false;
+        if (b == std::string::npos)
+            break;
+        a = b + 1;
+    }
+    if (!japanese)
+        return false;
+    iconv_t cd = iconv_open("UTF-8", "ISO-2022-JP-2");
+    if (cd == (iconv_t)-1)
+        return false;
+    std::string out(s.size() * 3 + 8, '\0');
+    char *in = (char *)s.data(), *o = (char *)out.data();
+    size_t inleft = s.size(), outleft = out.size();
+    bool ok = iconv(cd, &in, &inleft, &o, &outleft) != (size_t)-1 && iconv(cd, nullptr, nullptr, &o, &outleft) != (size_t)-1;
+    iconv_close(cd);
+    if (ok) {
+        out.resize(out.size() - outleft);
+        s = out;
+    }
+    return ok;
+}
+
 /* DIMSE_receiveDataSetInFile stops reading at the first failed write (disk full), leaving the
  * rest of the data set in the connection, so the association could only be aborted. This stream
  * in front of the file accepts every byte: after a failed write it records errno, discards the
@@ -463,23 +544,53 @@ bool check_and_commit(store *st, const char *calling_ae, const char *called_ae, 
     int k = 0;
     store_instance_meta m;
     memset(&m, 0, sizeof m);
-#define SN_FIELD(member, tag) (f[k] = get_str(ds, tag), m.member = f[k++].c_str())
-    SN_FIELD(patient_id, DCM_PatientID);
-    SN_FIELD(patient_name, DCM_PatientName);
-    SN_FIELD(patient_birth_date, DCM_PatientBirthDate);
-    SN_FIELD(patient_sex, DCM_PatientSex);
-    SN_FIELD(study_date, DCM_StudyDate);
-    SN_FIELD(study_time, DCM_StudyTime);
-    SN_FIELD(study_description, DCM_StudyDescription);
-    SN_FIELD(accession_number, DCM_AccessionNumber);
-    SN_FIELD(study_id, DCM_StudyID);
-    SN_FIELD(referring_physician, DCM_ReferringPhysicianName);
-    SN_FIELD(modality, DCM_Modality);
-    SN_FIELD(series_description, DCM_SeriesDescription);
-    SN_FIELD(body_part, DCM_BodyPartExamined);
-    SN_FIELD(frame_of_reference_uid, DCM_FrameOfReferenceUID);
-    SN_FIELD(image_type, DCM_ImageType);
+    bool wide = false;
+    auto fields = [&](bool read) {   /* read the fields (or not) and point m at them */
+        k = 0;
+        wide = false;
+#define SN_FIELD(member, tag) \
+    ((read ? (void)(f[k] = get_str(ds, tag)) : (void)0), wide |= wide_text(f[k]), m.member = f[k++].c_str())
+        SN_FIELD(patient_id, DCM_PatientID);
+        SN_FIELD(patient_name, DCM_PatientName);
+        SN_FIELD(patient_birth_date, DCM_PatientBirthDate);
+        SN_FIELD(patient_sex, DCM_PatientSex);
+        SN_FIELD(study_date, DCM_StudyDate);
+        SN_FIELD(study_time, DCM_StudyTime);
+        SN_FIELD(study_description, DCM_StudyDescription);
+        SN_FIELD(accession_number, DCM_AccessionNumber);
+        SN_FIELD(study_id, DCM_StudyID);
+        SN_FIELD(referring_physician, DCM_ReferringPhysicianName);
+        SN_FIELD(modality, DCM_Modality);
+        SN_FIELD(series_description, DCM_SeriesDescription);
+        SN_FIELD(body_part, DCM_BodyPartExamined);
+        SN_FIELD(frame_of_reference_uid, DCM_FrameOfReferenceUID);
+        SN_FIELD(image_type, DCM_ImageType);
 #undef SN_FIELD
+    };
+    fields(true);
+    if (wide) {
+        /* The index holds UTF-8 (the file keeps its bytes): text in another character set is
+         * converted on the loaded header. What cannot be converted (an unknown Defined Term, bytes
+         * illegal in the declared set) is indexed with '?' for each byte outside ASCII. */
+        std::string cs = charset_of(ds);
+        bool failed = false;
+        if (cs != "ISO_IR 192") {
+            OFCondition c = ds->convertCharacterSet(source_charset(cs).c_str(), "ISO_IR 192", 0, OFFalse);
+            failed = c.bad();
+            if (!failed)
+                fields(true);   /* else the fields as read: a failed conversion may have left some converted */
+        }
+        for (int i = 0; i < k; i++)
+            if (failed ? wide_text(f[i]) && !iso2022jp_to_utf8(cs, f[i]) : !utf8_valid(f[i])) {
+                for (char &ch : f[i])
+                    if ((unsigned char)ch >= 0x80 || ch == 0x1b)
+                        ch = '?';
+                SN_LOG_WARN(SCP_LOG, "%s: instance %s: text in Specific Character Set '%s' not converted to UTF-8; "
+                            "indexed as '%s' ('?' for each byte outside ASCII; the file keeps its bytes)",
+                            calling_ae, sop_inst.c_str(), source_charset(cs).c_str(), f[i].c_str());
+            }
+        fields(false);   /* f[] may have been reassigned */
+    }
     m.study_uid = study.c_str();
     m.series_uid = series.c_str();
     m.sop_class_uid = sop_class.c_str();
@@ -633,6 +744,7 @@ struct find_ctx {
     bool ran = false;
     DcmDataset *tmpl = nullptr;        /* the request's keys, copied into each answer */
     std::vector<DcmDataset *> results;
+    std::string charset;               /* the request's Specific Character Set, as sent */
     size_t next = 0;
     Uint16 error_status = 0;
     std::string error;
@@ -676,6 +788,29 @@ int find_row_cb(void *ctx, const store_find_row *row)
         put_int(out, DCM_SeriesNumber, row->series_number);
         put_int(out, DCM_NumberOfSeriesRelatedInstances, row->series_instances);
     }
+    /* Text outside ASCII (the index holds UTF-8) goes back in the request's character set when
+     * it names one that can carry every value of this answer, else in UTF-8 (ISO_IR 192). */
+    const char *text[] = {row->patient_id, row->patient_name, row->study_description, row->accession_number,
+                          row->study_id, row->referring_physician, row->series_description, row->body_part};
+    bool wide = false;
+    for (const char *t : text)
+        wide |= t && wide_text(t);
+    if (wide) {
+        const std::string &r = f->charset;
+        bool done = false;
+        if (!r.empty() && r != "ISO_IR 192" && r != "ISO_IR 6" && r.find('\\') == std::string::npos) {
+            DcmDataset *conv = new DcmDataset(*out);
+            if (conv->convertCharacterSet("ISO_IR 192", r.c_str(), 0, OFTrue).good()) {
+                delete out;
+                out = conv;
+                done = true;
+            } else {
+                delete conv;
+            }
+        }
+        if (!done)
+            out->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192");
+    }
     f->results.push_back(out);
     return 0;
 }
@@ -683,11 +818,38 @@ int find_row_cb(void *ctx, const store_find_row *row)
 void run_find(find_ctx &f, DcmDataset *mask)
 {
     std::string level = get_str(mask, DCM_QueryRetrieveLevel);
-    std::string k[9] = {get_str(mask, DCM_PatientID), get_str(mask, DCM_PatientName),
-                        get_str(mask, DCM_StudyInstanceUID), get_str(mask, DCM_StudyDate),
-                        get_str(mask, DCM_AccessionNumber), get_str(mask, DCM_StudyDescription),
-                        get_str(mask, level == "SERIES" ? DCM_Modality : DCM_ModalitiesInStudy),
-                        get_str(mask, DCM_SeriesInstanceUID)};
+    std::string k[8];
+    bool wide = false;
+    auto keys = [&]() {
+        const DcmTagKey tags[8] = {DCM_PatientID, DCM_PatientName, DCM_StudyInstanceUID, DCM_StudyDate,
+                                   DCM_AccessionNumber, DCM_StudyDescription,
+                                   level == "SERIES" ? DCM_Modality : DCM_ModalitiesInStudy,
+                                   DCM_SeriesInstanceUID};
+        wide = false;
+        for (int i = 0; i < 8; i++)
+            wide |= wide_text(k[i] = get_str(mask, tags[i]));
+    };
+    keys();
+    /* The index holds UTF-8: keys in another character set are converted before matching. */
+    f.charset = charset_of(mask);
+    if (wide && f.charset != "ISO_IR 192") {
+        OFCondition c = mask->convertCharacterSet(source_charset(f.charset).c_str(), "ISO_IR 192", 0, OFTrue);
+        bool keys_ok = c.good();
+        if (keys_ok) {
+            keys();
+        } else {   /* Japanese under ISO 2022: the matching keys as read (see iso2022jp_to_utf8) */
+            keys_ok = true;
+            for (std::string &key : k)
+                if (wide_text(key) && !iso2022jp_to_utf8(f.charset, key))
+                    keys_ok = false;
+        }
+        if (!keys_ok) {
+            f.error_status = STATUS_FIND_Failed_UnableToProcess;
+            f.error = "query keys not readable in character set '" + source_charset(f.charset) + "'";
+            SN_LOG_WARN(SCP_LOG, "%s: C-FIND refused: %s (%s)", f.a->calling_ae.c_str(), f.error.c_str(), c.text());
+            return;
+        }
+    }
     store_find_query q = {k[0].c_str(), k[1].c_str(), k[2].c_str(), k[3].c_str(),
                           k[4].c_str(), k[5].c_str(), k[6].c_str(), k[7].c_str()};
     /* The template answers with every key the SCU asked for, Specific Character Set aside,

@@ -18,13 +18,25 @@ static int match__eq(char a, char b, int ci)
     return ci ? tolower((unsigned char)a) == tolower((unsigned char)b) : a == b;
 }
 
-/* '*' any run, '?' one character; p is [p, pe). Iterative with one backtrack point: linear
- * in practice and never recursive on network input. */
+/* The next character of UTF-8 text (the index's; a continuation byte is never a first one). */
+static const char *match__next(const char *s)
+{
+    s++;
+    while (((unsigned char)*s & 0xc0) == 0x80)
+        s++;
+    return s;
+}
+
+/* '*' any run, '?' one character (of UTF-8: every byte of it); p is [p, pe). Iterative with
+ * one backtrack point: linear in practice and never recursive on network input. */
 static int match__wild(const char *p, const char *pe, const char *s, int ci)
 {
     const char *star = NULL, *ss = NULL;
     while (*s) {
-        if (p < pe && (*p == '?' || (*p != '*' && match__eq(*p, *s, ci)))) {
+        if (p < pe && *p == '?') {
+            p++;
+            s = match__next(s);
+        } else if (p < pe && *p != '*' && match__eq(*p, *s, ci)) {
             p++;
             s++;
         } else if (p < pe && *p == '*') {
@@ -32,7 +44,7 @@ static int match__wild(const char *p, const char *pe, const char *s, int ci)
             ss = s;
         } else if (star) {
             p = star + 1;
-            s = ++ss;
+            s = ss = match__next(ss);
         } else {
             return 0;
         }

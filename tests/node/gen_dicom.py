@@ -10,6 +10,9 @@ pixels, so a byte comparison after storage means something.
         OUTDIR/no_sop_uid.dcm, bad_sop_uid.dcm, no_series_uid.dcm, bad_series_uid.dcm,
         meta_mismatch.dcm (meta MediaStorageSOPInstanceUID != SOPInstanceUID),
         pdf.dcm (Encapsulated PDF, a SOP class the node does not accept)
+  gen_dicom.py charset OUTDIR
+        one CT slice per character set, each its own patient, study and series (CHARSET_CASES:
+        file, Specific Character Set, Patient's Name as sent, as the node indexes it in UTF-8)
 """
 import argparse
 import os
@@ -148,6 +151,38 @@ def cmd_bad(a):
     save(pdf, os.path.join(a.outdir, "pdf.dcm"))
 
 
+# (file, Specific Character Set or None, Patient's Name (str, or bytes sent as they are),
+#  Study Description, the name as the node indexes it in UTF-8)
+CHARSET_CASES = [
+    ("latin1", "ISO_IR 100", "Müller^Jürgen", "Schädel nativ", "Müller^Jürgen"),
+    ("greek", "ISO_IR 126", "Διονυσιος", "Θώρακας", "Διονυσιος"),
+    ("japanese", "\\ISO 2022 IR 87", "Yamada^Tarou=山田^太郎=やまだ^たろう", "CT",
+     "Yamada^Tarou=山田^太郎=やまだ^たろう"),
+    ("utf8", "ISO_IR 192", "Núñez^Sofía", "Tórax", "Núñez^Sofía"),
+    # no Specific Character Set, 8-bit bytes: not conformant; read as Latin-1
+    ("nocharset", None, b"G\xf3mez^Ana", "plain", "Gómez^Ana"),
+    # a Defined Term nobody knows: the file is kept, the index gets '?' for the 8-bit byte
+    ("unknown", "ISO_IR 999", b"Ren\xe9^Luc", "plain", "Ren?^Luc"),
+]
+
+
+def cmd_charset(a):
+    from pydicom.valuerep import PersonName
+    os.makedirs(a.outdir, exist_ok=True)
+    rng = np.random.default_rng(7)
+    for n, (name, cs, pn, desc, _) in enumerate(CHARSET_CASES):
+        study = uid(30, n + 1)
+        ds = ct_slice(0, 1, 16, "CHARSET^TEST", study, study + ".1", "CT", "charset " + name, rng)
+        if cs is None:
+            del ds.SpecificCharacterSet
+        else:
+            ds.SpecificCharacterSet = cs
+        ds.PatientID = "PID-CS-" + name.upper()
+        ds.PatientName = PersonName(pn) if isinstance(pn, bytes) else pn
+        ds.StudyDescription = desc
+        ds.save_as(os.path.join(a.outdir, name + ".dcm"), write_like_original=False)
+
+
 def main():
     warnings.simplefilter("ignore")      # malformed UIDs are made on purpose
     p = argparse.ArgumentParser()
@@ -164,8 +199,10 @@ def main():
     s.add_argument("--seed", type=int, default=1)
     b = sub.add_parser("bad")
     b.add_argument("outdir")
+    c = sub.add_parser("charset")
+    c.add_argument("outdir")
     a = p.parse_args()
-    {"series": cmd_series, "bad": cmd_bad}[a.cmd](a)
+    {"series": cmd_series, "bad": cmd_bad, "charset": cmd_charset}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -1349,6 +1349,13 @@ static void test_matchers(void **state)
     assert_true(store__match("**a**", "bab", 0));
     assert_false(store__match("abc", "ABC", 0));
     assert_true(store__match("abc", "ABC", 1));
+    /* '?' is one character of UTF-8, whatever its bytes: M\xc3\xbcller is "Müller" */
+    assert_true(store__match("M?ller^*", "M\xc3\xbcller^J\xc3\xbcrgen", 0));
+    assert_false(store__match("M??ller*", "M\xc3\xbcller", 0));
+    assert_true(store__match("*?ller", "M\xc3\xbcller", 0));
+    assert_true(store__match("*\xc3\xbc*", "M\xc3\xbcller", 0));
+    assert_true(store__match("???", "\xce\x94\xce\xb9o", 0));   /* Greek Delta, iota, o */
+    assert_false(store__match("????", "\xce\x94\xce\xb9o", 0));
     assert_true(store__uid_match("1.2\\1.3", "1.3"));
     assert_false(store__uid_match("1.2\\1.3", "1.33"));
     assert_true(store__date_match("2024.01.01-2024.12.31", "20240615"));
