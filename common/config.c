@@ -170,6 +170,7 @@ static void cfg__route_defaults(sn_route *r)
     memset(r, 0, sizeof *r);
     r->method = SN_METHOD_ATLAS;
     r->stable_after = -1;
+    r->select_k = SN_SELECT_K_AUTO;
     r->refine = 1;
 }
 
@@ -638,7 +639,23 @@ static int cfg__route_key(cfg_ctx *c, const char *name, const char *v)
     case RK_SEND_TO: return cfg__list(c, name, v, LIST_SEND_TO, &r->send_to);
     case RK_STABLE_AFTER: return cfg__int32(c, name, v, 1, STABLE_AFTER_MAX, &r->stable_after);
     case RK_CONTINUE: return cfg__bool(c, name, v, &r->continue_matching);
-    case RK_SELECT_K: return cfg__int32(c, name, v, 0, SN_ROUTE_ATLASES_MAX, &r->select_k);
+    case RK_SELECT_K:
+        if (strcasecmp(v, "auto") == 0) {
+            r->select_k = SN_SELECT_K_AUTO;
+            return 1;
+        }
+        if (strcasecmp(v, "all") == 0) {
+            r->select_k = 0;
+            return 1;
+        } else {
+            char *end = NULL;
+            long x = strtol(v, &end, 10);
+            if (!*v || *end || x < 0 || x > SN_ROUTE_ATLASES_MAX)
+                return cfg__fail(c, c->lineno, "%s: expected auto, all or 0 to %d, got '%s'", name,
+                                 SN_ROUTE_ATLASES_MAX, v);
+            r->select_k = (int)x;
+            return 1;
+        }
     case RK_REFINE:
         if (strcasecmp(v, "intensity") == 0)
             r->refine = 1;
@@ -1063,7 +1080,7 @@ static int cfg__finish(cfg_ctx *c)
             return cfg__fail(c, m->key_line[RK_ATLASES],
                              "atlases: [route %s] names %d atlases; the atlas method registers and "
                              "fuses at most %d", r->name, r->atlases.n, SN_ROUTE_ATLASES_MAX);
-        if (r->select_k && r->method == SN_METHOD_NET)
+        if (m->key_line[RK_SELECT_K] && r->method == SN_METHOD_NET)
             return cfg__fail(c, m->key_line[RK_SELECT_K],
                              "select_k: [route %s] uses method net; select_k applies to the atlas "
                              "method (atlas or both)", r->name);

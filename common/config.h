@@ -46,6 +46,8 @@ typedef struct sn_peer {
     int tls;                         /* 1: use TLS for outbound associations (issue 10) */
 } sn_peer;
 
+#define SN_SELECT_K_AUTO (-1)   /* = PIPELINE_SELECT_K_AUTO */
+
 typedef struct sn_route {
     char name[SN_NAME_MAX + 1];
     /* Match: every key that is set must match; unset keys match anything. */
@@ -69,8 +71,10 @@ typedef struct sn_route {
     int stable_after;                /* seconds; -1 = use [node] stable_after */
     int continue_matching;           /* "continue = yes": later routes may match too */
     int select_k;                    /* atlas, both: register in full only the k atlases most
-                                        similar after affine (0 = every atlas; at most the
-                                        number of atlases) */
+                                        similar after affine (at most the number of atlases);
+                                        0 ("all"): every atlas; SN_SELECT_K_AUTO ("auto", the
+                                        default): one per anatomy when atlases share one
+                                        (pipeline_atlas_opts.select_k) */
     int refine;                      /* atlas, both: "refine = intensity" (1, the default) or
                                         "none" (0): the fused atlas votes refined on the
                                         series' own intensities (atlas_fuse_em) */

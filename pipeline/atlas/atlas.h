@@ -211,6 +211,9 @@ void atlas_select(const atlas_reg *regs, int n, int *order);
  * Returns the number kept. */
 int atlas_distinct(const atlas_prep *const *atlases, const atlas_reg *regs, int n, uint8_t *keep);
 
+/* The number of anatomies among n atlases (atlas_distinct's sets, counted before registering). */
+int atlas_anatomies(const atlas_prep *const *atlases, int n);
+
 /* Post-processing on a label map: keep the largest 6-connected component of every label whose
  * keep_all[label] is 0 (the rest go to background), then fill background holes enclosed by a
  * label. keep_all may be NULL (every label single-component). */

@@ -429,6 +429,17 @@ int atlas_distinct(const atlas_prep *const *atlases, const atlas_reg *regs, int 
     return k;
 }
 
+int atlas_anatomies(const atlas_prep *const *atlases, int n)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        int first = 1;
+        for (int j = 0; j < i && first; j++) first = !same_anatomy(atlases[i], atlases[j]);
+        k += first;
+    }
+    return k;
+}
+
 /* Label 6-connected components of mask==1 voxels into comp (0 = none); returns the count and
  * fills size[] (caller frees *size). */
 static int components(const uint8_t *mask, int nx, int ny, int nz, int32_t *comp, size_t **size_out, size_t *stack)

@@ -47,6 +47,7 @@ static int method_run(pipeline_method_ctx *ctx, const pipeline_volume *target, u
     o.n_atlases = r->atlases.n;
     o.labels = nl ? labels : NULL;
     o.n_labels = nl;
+    _Static_assert(SN_SELECT_K_AUTO == PIPELINE_SELECT_K_AUTO, "a route's select_k auto is the pipeline's");
     o.select_k = r->select_k;
     o.refine = r->refine;
     o.threads = ctx->threads;

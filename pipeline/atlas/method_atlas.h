@@ -18,6 +18,7 @@ extern "C" {
 
 /* The most atlases one segmentation takes (fusion solves at most 16 x 16 systems). */
 #define PIPELINE_ATLAS_MAX 16
+#define PIPELINE_SELECT_K_AUTO (-1)
 
 typedef struct pipeline_atlas_opts {
     const char *library;          /* folder holding one sub-folder per atlas (borrowed) */
@@ -26,14 +27,17 @@ typedef struct pipeline_atlas_opts {
     const int *labels;            /* label numbers to keep (NULL = every atlas label) */
     int n_labels;
     atlas_fusion fusion;          /* default ATLAS_FUSE_LOCAL */
-    int select_k;                 /* keep the k most similar after affine (0 = all); atlases that
-                                     are the same anatomy (equal label maps: one subject in two
-                                     phases) count once, the best-matching one (atlas_distinct).
+    int select_k;                 /* keep the k most similar after affine; atlases that are the
+                                     same anatomy (equal label maps: one subject in two phases)
+                                     count once, the best-matching one (atlas_distinct).
                                      0 or >= n_atlases: every atlas is registered in full and
                                      the phase chosen on the final MIND SSD. 1..n_atlases-1:
                                      every atlas is registered affine only, the phase chosen and
                                      the atlases ranked on the affine MIND SSD, and only the k
-                                     kept get the deformable stage */
+                                     kept get the deformable stage. PIPELINE_SELECT_K_AUTO (the
+                                     default): k = the number of anatomies when some atlases
+                                     share one (the phase chosen after affine, every anatomy
+                                     kept), else 0 */
     int refine;                   /* 1 (the default): the fused votes refined on the target's own
                                      intensities (atlas_fuse_em with atlas_em_opts_default, on the
                                      CPU whatever the device); 0: the fusion as it is */

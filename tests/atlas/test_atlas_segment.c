@@ -4,8 +4,9 @@
  * labels[0], labels[1]], sum to 1 per voxel, and their argmax is the label map before
  * post-processing (so it differs from the post-processed output only where post-processing
  * acted); asking for them does not change the labels; without a label list the classes are the
- * label numbers 0..n_labels; one anatomy saved under two names is fused once, with a note; with
- * select_k 1 only the atlas that matches best after affine is registered in full and fused; on
+ * label numbers 0..n_labels; one anatomy saved under two names is fused once, with a note, its
+ * copy chosen after affine by default (select_k auto) with the labels of choosing after the
+ * deformable stage (select_k all); with select_k 1 only the atlas that matches best after affine is registered in full and fused; on
  * CUDA device 0 it fails with SN_EDEVICE where there is no device (the worker then runs the job
  * on the CPU) and agrees with the CPU where there is one.
  * Needs pipeline_volume, so not in the NN_ONLY build. */
@@ -157,6 +158,20 @@ int main(void)
         CHECK(!bad_sum && differ < n / 200 && body > 10000, "label-number classes");
         CHECK(strstr(note, "1 of 2 atlases fused") && strstr(note, "1 left out as the same anatomy"),
               "same anatomy twice: note '%s'", note);
+        /* select_k auto (the default) chose the phase after affine and registered one atlas in
+         * full; all (0) registers both in full and chooses after: here the same atlas (a tie
+         * keeps the first), so the same labels bit for bit (two-step registration = one step) */
+        CHECK(o.select_k == PIPELINE_SELECT_K_AUTO && strstr(note, "one atlas per anatomy chosen after affine"),
+              "select_k auto: note '%s'", note);
+        uint16_t *all = malloc(n * sizeof *all);
+        o.select_k = 0, o.probs = NULL;
+        CHECK(all && !pipeline_atlas_segment(&o, &v, all, note, sizeof note, err, sizeof err), "select_k 0: %s", err);
+        size_t d0 = 0;
+        for (size_t i = 0; all && i < n; i++) d0 += all[i] != out[i];
+        printf("select_k all against auto: labels differ at %zu voxels; note: %s\n", d0, note);
+        CHECK(all && !d0 && !strstr(note, "after affine") && strstr(note, "1 left out as the same anatomy"),
+              "select_k all: %zu voxels differ, note '%s'", d0, note);
+        free(all);
     }
 
     /* select_k 1 of the worse-matching a3 and a1: both registered affine only, a1 ranks first and

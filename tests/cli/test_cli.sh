@@ -53,9 +53,9 @@ mkdir -p "$TMP/one-series" && cp "$DATA/emri_small.dcm" "$TMP/one-series/"
 run "$SEGNODE" $C segment --method atlas --atlases a1,a2,a3,a4,a5,a6,a7,a8,a9,a10,a11,a12,a13,a14,a15,a16,a17 \
     --out "$TMP/seg17.dcm" "$TMP/one-series"
 expect_rc 2 "segment with 17 atlases"; expect_in "$ERR" "more than 16 atlases" "segment refuses more atlases than it fuses (no part used)"
-for k in 0 3 x; do
+for k in -1 3 x Auto; do
     run "$SEGNODE" $C segment --method atlas --atlases a1,a2 --select-k $k --out "$TMP/segk.dcm" "$TMP/one-series"
-    expect_rc 2 "segment --select-k $k of 2 atlases"; expect_in "$ERR" "--select-k must be 1 to 2" "segment refuses --select-k $k before reading the series"
+    expect_rc 2 "segment --select-k $k of 2 atlases"; expect_in "$ERR" "--select-k must be auto, all or 1 to 2" "segment refuses --select-k $k before reading the series"
 done
 run "$SEGNODE" $C segment --labels x.nii --select-k 1 --out "$TMP/segk.dcm" "$TMP/one-series"
 expect_rc 2 "segment --select-k without the atlas method"; expect_in "$ERR" "applies to --method atlas" "segment --select-k needs --method atlas"

@@ -592,7 +592,8 @@ static void test_errors(void **state)
          "select_k: [route r] uses method net"},
         {"[route r]\natlases = a1\nselect_k = -1\n", 3, "select_k"},
         {"[route r]\natlases = a1\nselect_k = 17\n", 3, "select_k"},
-        {"[route r]\natlases = a1\nselect_k = two\n", 3, "select_k"},
+        {"[route r]\natlases = a1\nselect_k = two\n", 3, "select_k: expected auto, all or 0 to 16, got 'two'"},
+        {"[route r]\nmethod = net\nmodel = m\nselect_k = auto\n", 4, "select_k: [route r] uses method net"},
         {"[route r]\natlases = a1\nrefine = yes\n", 3, "refine: expected intensity or none, got 'yes'"},
         {"[route r]\nmethod = net\nmodel = m\nrefine = none\n", 4, "refine: [route r] uses method net"},
         {"[route r]\nseries_description = (unclosed\n", 2, "series_description: invalid regular expression"},
@@ -634,9 +635,15 @@ static void test_errors(void **state)
     cfg = load_ok("[route r]\nmethod = net\nmodel = m\natlases = a1,a2,a3,a4,a5,a6,a7,a8,a9,a10,a11,"
                   "a12,a13,a14,a15,a16,a17\n");
     sn_config_unref(cfg);
-    /* select_k: 0 (every atlas, the default) up to the number of atlases, for atlas and both */
-    cfg = load_ok("[route r]\natlases = a1, a2, a3\n");
-    assert_int_equal(cfg->routes[0].select_k, 0);
+    /* select_k: auto (the default), all (= 0: every atlas), or up to the number of atlases, for
+     * atlas and both; a net route takes none, not even auto */
+    cfg = load_ok("[route r]\natlases = a1, a2, a3\n[route s]\natlases = a1\nselect_k = all\n"
+                  "[route t]\natlases = a1\nselect_k = Auto\n[route u]\natlases = a1\nselect_k = 0\n"
+                  "[route v]\nmethod = net\nmodel = m\n");
+    assert_int_equal(cfg->routes[0].select_k, SN_SELECT_K_AUTO);
+    assert_int_equal(cfg->routes[1].select_k, 0);
+    assert_int_equal(cfg->routes[2].select_k, SN_SELECT_K_AUTO);
+    assert_int_equal(cfg->routes[3].select_k, 0);
     sn_config_unref(cfg);
     cfg = load_ok("[route r]\nmethod = both\nmodel = m\natlases = a1, a2, a3\nselect_k = 3\n");
     assert_int_equal(cfg->routes[0].select_k, 3);

@@ -26,7 +26,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: segnode segment --labels FILE.dcm|FILE.nii[.gz] --out SEG.dcm [options] SERIES_DIR\n"
             "       segnode segment --method atlas --atlases NAME[,NAME...] [--fusion majority|local|jlf]\n"
-            "                       [--select-k K] --out SEG.dcm SERIES_DIR\n"
+            "                       [--select-k K|all|auto] --out SEG.dcm SERIES_DIR\n"
             "Write a DICOM Segmentation for the series in SERIES_DIR from a label map on its grid:\n"
             "a SEG (BINARY or FRACTIONAL; segments mapped to labels by their codes) or a NIfTI-1\n"
             "label image whose affine matches the series'. The SEG joins the series' study.\n"
@@ -37,8 +37,9 @@ static void usage(FILE *f)
             "  --series UID               the series to read when the folder holds several\n"
             "  --fusion M                 atlas label fusion (default local, as routes use it)\n"
             "  --select-k K               register in full only the K atlases most similar after\n"
-            "                             affine (1..number of atlases; default: every atlas), as a\n"
-            "                             route's select_k\n"
+            "                             affine (1..number of atlases), every atlas (all), or one\n"
+            "                             per anatomy when atlases share one (auto, the default),\n"
+            "                             as a route's select_k\n"
             "  --refine R                 atlas method: intensity (default: the fused atlas votes\n"
             "                             refined on the series' own intensities) or none, as a\n"
             "                             route's refine\n"
@@ -109,7 +110,7 @@ int segnode_segment(int argc, char **argv)
     const char *labels_path = NULL, *out_path = NULL, *desc = NULL, *series = NULL, *method = NULL,
                *dir = NULL, *table_path = NULL, *atlases = NULL, *fusion = NULL,
                *device = NULL;
-    int keep_empty = 0, series_number = 900, select_k = 0;
+    int keep_empty = 0, series_number = 900, select_k = SN_SELECT_K_AUTO;
     const char *select_k_arg = NULL, *refine_arg = NULL;
     int refine = 1;
     for (int i = 1; i < argc; i++) {
@@ -177,12 +178,16 @@ int segnode_segment(int argc, char **argv)
         const char *nm[PIPELINE_ATLAS_MAX];
         int na = segnode_atlas_names(atlases, list, sizeof list, nm);
         if (na < 0) return CLI_EXIT_USAGE;
-        if (select_k_arg) {
+        if (select_k_arg && !strcmp(select_k_arg, "auto")) {
+            select_k = SN_SELECT_K_AUTO;
+        } else if (select_k_arg && !strcmp(select_k_arg, "all")) {
+            select_k = 0;
+        } else if (select_k_arg) {
             char *end;
             long k = strtol(select_k_arg, &end, 10);
-            if (*select_k_arg == '\0' || *end || k < 1 || k > na) {
-                fprintf(stderr, "segnode segment: --select-k must be 1 to %d (the atlases named), got '%s'\n", na,
-                        select_k_arg);
+            if (*select_k_arg == '\0' || *end || k < 0 || k > na) {   /* 0: all, as in a route */
+                fprintf(stderr, "segnode segment: --select-k must be auto, all or 1 to %d (the atlases named), "
+                        "got '%s'\n", na, select_k_arg);
                 return CLI_EXIT_USAGE;
             }
             select_k = (int)k;

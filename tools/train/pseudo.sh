@@ -13,7 +13,9 @@
 #   FUSION   majority | local | jlf (default: the node's default, local since commit 772df55;
 #            the MR and CBCT pseudo-labels of tools/train/README.md were made with jlf)
 #   SELECT_K K  register every atlas affine only and only the K most similar after affine in
-#            full (`segment --select-k K`, a route's select_k; default: every atlas in full).
+#            full (`segment --select-k K|all|auto`, a route's select_k; default: the node's,
+#            auto, which is K = the number of subjects for a two-phase library; the labels
+#            made before auto became the default were made with every atlas in full: all).
 #            With N subjects in two phases, K = N keeps one phase per subject
 # Existing outputs are kept (rerun to add subjects). Minutes per full-size series: run under
 # `nice` on a shared machine.
@@ -39,7 +41,7 @@ lib = [{k: a[k] for k in ("name", "modality", "series_uid", "size")}
 if len(lib) != len(names):
     sys.exit("atlases %s: not all in the library" % sys.argv[1])
 json.dump({"method": "atlas", "atlases": lib, "fusion": sys.argv[2], "config": sys.argv[3],
-           "segnode": sys.argv[4], "select_k": int(sys.argv[6]) if sys.argv[6] else None,
+           "segnode": sys.argv[4], "select_k": (int(sys.argv[6]) if sys.argv[6].isdigit() else sys.argv[6]) if sys.argv[6] else "auto",
            "note": "atlases are labelled CT of training subjects only; no target label is read"},
           open(sys.argv[5], "w"), indent=1)
 ' "$ATLASES" "${FUSION:-default}" "$CONFIG" "$("$SEGNODE" --version 2>&1 | head -n 1)" \
