@@ -61,6 +61,10 @@ int open_assoc(const sn_config *cfg, const sn_peer *peer,
                scu_assoc &a, char *err, size_t errlen)
 {
     scp_global_init();
+    /* The TCP connect too is bounded by the ACSE timeout: without it a peer that drops packets
+     * (powered off, a firewall) held a sender for the system's ~130 s per attempt. DCMTK keeps
+     * this in a global; every caller sets the same [node] value. */
+    dcmConnectionTimeout.set((Sint32)scp__acse_timeout(cfg));
     OFCondition cond = ASC_initializeNetwork(NET_REQUESTOR, 0, scp__acse_timeout(cfg), &a.net);
     if (cond.bad())
         return scp__cond(cond, "initialising the network", err, errlen);

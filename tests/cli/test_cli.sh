@@ -2,7 +2,8 @@
 # tests/cli/test_cli.sh — the admin side of `segnode` end to end: usage and exit codes,
 # `config check` on the shipped example and on broken files, `series`/`jobs`/`status`/`peers`
 # with --json on an empty store, `store check` (orphan, recent and stray files), `echo` and
-# `send` against DCMTK's storescp, and failures (dead port, unknown peer, missing job).
+# `send` against DCMTK's storescp, and failures (dead port, a host that drops the connection
+# attempt: bounded by acse_timeout, unknown peer, missing job).
 # Ports 11300-11309.
 # usage: test_cli.sh SEGNODE_BINARY DICOM_DATA_DIR SOURCE_DIR
 set -u
@@ -13,6 +14,7 @@ SRC=$3
 
 PACS_PORT=11301
 DEAD_PORT=11302
+HOLE_PORT=11303
 
 # Nothing from the host may leak into the test.
 unset SEGNODE_CONFIG
@@ -23,6 +25,7 @@ ae_title = SEGNODE
 port = 11300
 storage = $TMP/storage
 http_port = 0
+acse_timeout = 3
 
 [peer PACS]
 ae_title = PACS
@@ -35,6 +38,11 @@ ae_title = DEADPEER
 host = 127.0.0.1
 port = $DEAD_PORT
 allow = echo
+
+[peer HOLE]
+ae_title = HOLE
+host = 127.0.0.1
+port = $HOLE_PORT
 CONF
 C="-c $TMP/good.conf"
 
@@ -88,7 +96,7 @@ run "$SEGNODE" $C config check
 expect_rc 0 "config check good.conf"; expect_in "$OUT" "OK" "good.conf OK"
 expect_in "$OUT" "PACS" "summary names the peers"
 run "$SEGNODE" --json $C config check
-py_check "config check --json summary" "d['ok'] and d['node']['ae_title']=='SEGNODE' and d['peers']==['PACS','DEAD']"
+py_check "config check --json summary" "d['ok'] and d['node']['ae_title']=='SEGNODE' and d['peers']==['PACS','DEAD','HOLE']"
 # $SEGNODE_CONFIG is used when there is no -c
 SEGNODE_CONFIG="$TMP/good.conf" run "$SEGNODE" config check
 expect_rc 0 "config check via SEGNODE_CONFIG"; expect_in "$OUT" "$TMP/good.conf" "SEGNODE_CONFIG names the file"
@@ -178,7 +186,7 @@ rm "$TMP/storage/files/cd/cd$(printf '%062d' 2).dcm"
 # ---- peers ------------------------------------------------------------------------------------
 run "$SEGNODE" $C peers --json
 expect_rc 0 "peers --json"
-py_check "peers --json content" "[p['name'] for p in d]==['PACS','DEAD'] and d[0]['ae_title']=='PACS' and d[0]['port']==$PACS_PORT and d[0]['allow']==['echo','store'] and d[0]['host']=='127.0.0.1'"
+py_check "peers --json content" "[p['name'] for p in d]==['PACS','DEAD','HOLE'] and d[0]['ae_title']=='PACS' and d[0]['port']==$PACS_PORT and d[0]['allow']==['echo','store'] and d[0]['host']=='127.0.0.1'"
 run "$SEGNODE" $C peers
 expect_rc 0 "peers table"; expect_in "$OUT" "127.0.0.1:$PACS_PORT" "peers table shows host:port"
 
@@ -198,6 +206,28 @@ expect_rc 1 "echo a dead port (by AE title)"; expect_in "$ERR" "DEAD" "dead peer
 expect_in "$ERR" "$DEAD_PORT" "dead peer's port in the error"
 run "$SEGNODE" $C echo NOPE
 expect_rc 2 "echo an unknown peer"; expect_in "$ERR" "no peer 'NOPE'" "unknown peer explained"
+# a host that drops connection attempts (here: a listener whose accept queue is full, so the
+# kernel drops the SYNs, as a powered-off host or a firewall does): the connect is bounded by
+# acse_timeout (3 s here), not the system's ~130 s
+/usr/bin/python3 -c '
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(0)
+fill = []
+for _ in range(4):
+    c = socket.socket(); c.setblocking(False)
+    try: c.connect(("127.0.0.1", int(sys.argv[1])))
+    except BlockingIOError: pass
+    fill.append(c)
+print("ready", flush=True); time.sleep(120)' $HOLE_PORT >"$TMP/hole.log" 2>&1 &
+PIDS="$PIDS $!"
+for _ in $(seq 1 50); do grep -q ready "$TMP/hole.log" 2>/dev/null && break; sleep 0.1; done
+t0=$(date +%s)
+run "$SEGNODE" $C echo HOLE
+t1=$(date +%s)
+expect_rc 1 "echo a host that drops the connection attempt"
+if [ $((t1 - t0)) -le 8 ]; then ok "it gave up after $((t1 - t0)) s (acse_timeout 3)"; else fail "echo HOLE took $((t1 - t0)) s"; fi
+expect_in "$ERR" "HOLE" "the silent peer named in the error"
 
 FILES="$DATA/MR2_UNCR.dcm $DATA/emri_small.dcm $DATA/liver.dcm"
 run "$SEGNODE" $C send PACS $FILES
