@@ -288,6 +288,11 @@ static int cfg__host(cfg_ctx *c, const char *key, const char *v, char *dst, size
         if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == ',' || *p == '/')
             return cfg__fail(c, c->lineno, "%s: '%s' is not a host name or address", key, v);
     }
+    /* DCMTK 3.6.7's SCU takes "host:port" and cannot parse an IPv6 literal (every send would
+     * fail as a network error and be retried for half an hour) */
+    if (strchr(v, ':'))
+        return cfg__fail(c, c->lineno, "%s: '%s': IPv6 addresses are not supported (DCMTK 3.6.7 cannot "
+                         "connect to them); give an IPv4 address or a host name", key, v);
     return cfg__str(c, key, v, dst, n);
 }
 

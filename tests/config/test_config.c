@@ -573,6 +573,8 @@ static void test_errors(void **state)
         {"[peer A]\nae_title = A\nallow = none, echo\n", 3, "allow"},
         {"[peer A]\nae_title = A\nallow =\n", 3, "allow"},
         {"[peer A]\nae_title = A\nhost = a b\n", 3, "host"},
+        {"[peer A]\nae_title = A\nhost = ::1\n", 3, "host: '::1': IPv6 addresses are not supported"},
+        {"[peer A]\nae_title = A\nhost = [fe80::1]\n", 3, "IPv6 addresses are not supported"},
         /* node values */
         {"[node]\nbind = localhost\n", 2, "bind"},
         {"[node]\nhttp_bind = 127.0.0.256\n", 2, "http_bind"},
