@@ -5,14 +5,16 @@ Bxxx) and failures such as 0110. It accepts Verification and any storage SOP cla
 VR Little Endian (else Implicit), reads and drops the data set, and serves one association at
 a time until killed. Not a general DICOM library; no TLS.
 
-  statusscp.py PORT AE STATUS[,STATUS...]
-      the n-th C-STORE gets the n-th STATUS (hex), the last one repeating. Prints per C-STORE
-      "C-STORE SOP_INSTANCE_UID -> 0xXXXX" (flushed), and "listening" once it accepts.
+  statusscp.py PORT AE STATUS[@SECONDS][,STATUS[@SECONDS]...]
+      the n-th C-STORE gets the n-th STATUS (hex), the last one repeating, SECONDS after the
+      data set arrived (default 0). Prints per C-STORE "C-STORE SOP_INSTANCE_UID -> 0xXXXX"
+      (flushed) when the data set has arrived, and "listening" once it accepts.
 """
 import os
 import socket
 import struct
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node"))
 from rawscu import item, recv_pdu  # noqa: E402  (the PDU framing of the raw SCU beside the node tests)
@@ -101,10 +103,11 @@ def serve(conn, statuses, count):
                     elem(0x0120, msg_id) + elem(0x0800, struct.pack("<H", 0x0101)) + \
                     elem(0x0900, struct.pack("<H", 0))
             else:                       # C-STORE-RQ: the test's status
-                status = statuses[min(count, len(statuses) - 1)]
+                status, delay = statuses[min(count, len(statuses) - 1)]
                 count += 1
                 inst = c[0x1000].rstrip(b"\0 ").decode()
                 print("C-STORE %s -> 0x%04x" % (inst, status), flush=True)
+                time.sleep(delay)
                 rsp = elem(0x0002, c[0x0002]) + elem(0x0100, struct.pack("<H", 0x8001)) + \
                     elem(0x0120, msg_id) + elem(0x0800, struct.pack("<H", 0x0101)) + \
                     elem(0x0900, struct.pack("<H", status))
@@ -119,7 +122,7 @@ def serve(conn, statuses, count):
 
 def main():
     port = int(sys.argv[1])   # argv[2], the AE title, is not checked: any called AE is served
-    statuses = [int(s, 16) for s in sys.argv[3].split(",")]
+    statuses = [(int(s.partition("@")[0], 16), float(s.partition("@")[2] or 0)) for s in sys.argv[3].split(",")]
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))

@@ -92,12 +92,33 @@ static const sn_peer *outbox__peer(const sn_config *cfg, const char *name)
     return sn_config_peer_by_name(cfg, name);
 }
 
+/* Record a row's outcome. The index failing (disk full, a lock held too long) would leave the
+ * row 'sending', and the claim skips a peer with a row in flight: every later SEG to that peer
+ * would wait for the next start. So a database error is retried (1 s, doubling to 30 s) until
+ * it succeeds or the node stops; a row that is gone (deleted meanwhile) is not. */
 static void outbox__record(outbox *ob, const store_outbox_row *r, int ok, unsigned dimse,
                            const char *why, int64_t next_ms)
 {
     char err[512] = "";
-    if (store_outbox_complete(ob->st, r->id, ok, dimse, why, next_ms, err, sizeof err) != SN_OK)
-        SN_LOG_ERROR(OUTBOX_LOG, "row %lld: cannot record the outcome: %s", (long long)r->id, err);
+    int rc, tries = 0, delay = 1000;
+    while ((rc = store_outbox_complete(ob->st, r->id, ok, dimse, why, next_ms, err, sizeof err)) != SN_OK) {
+        if (rc != SN_EDB && rc != SN_ENOSPC) {
+            SN_LOG_ERROR(OUTBOX_LOG, "row %lld: cannot record the outcome: %s", (long long)r->id, err);
+            return;
+        }
+        if (tries++ % 10 == 0)
+            SN_LOG_ERROR(OUTBOX_LOG, "row %lld: cannot record the outcome (%s); retrying, peer %s waits",
+                         (long long)r->id, err, r->peer);
+        if (outbox__stopping(ob)) {
+            SN_LOG_WARN(OUTBOX_LOG, "row %lld stays 'sending' at stop; the next start queues it again",
+                        (long long)r->id);
+            return;
+        }
+        outbox__idle(ob, delay);
+        delay = delay < 15000 ? delay * 2 : 30000;
+    }
+    if (tries)
+        SN_LOG_INFO(OUTBOX_LOG, "row %lld: outcome recorded after %d retries", (long long)r->id, tries);
 }
 
 static void outbox__deliver(outbox *ob, const store_outbox_row *r)
