@@ -288,13 +288,18 @@ extern "C" int scp_scu_send(const sn_config *cfg, const sn_peer *peer, const cha
             }
             DcmDataset *ds = ff.getDataset();
             E_TransferSyntax want = DcmXfer(pc.acceptedTransferSyntax).getXfer();
+            std::string why = "cannot prepare for sending: ";
             if (cond.good() && ds->getOriginalXfer() != want) {
                 cond = ds->chooseRepresentation(want, nullptr);
                 if (cond.good() && !ds->canWriteXfer(want))
                     cond = makeOFCondition(0, 1, OF_error, "no codec for the accepted transfer syntax");
+                if (cond.bad())   /* JPEG 2000: DCMTK 3.6.7 has no codec for it (the pipeline
+                                     reads it through OpenJPEG, on the receiving side only) */
+                    why = std::string("the peer does not accept ") + DcmXfer(ds->getOriginalXfer()).getXferName() +
+                          " and it cannot be decompressed to " + DcmXfer(want).getXferName() + " for sending: ";
             }
             if (cond.bad()) {
-                fail(i, SN_EDICOM, 0xFFFF, std::string("cannot prepare for sending: ") + cond.text());
+                fail(i, SN_EDICOM, 0xFFFF, why + cond.text());
                 failed++;
                 continue;
             }

@@ -15,6 +15,7 @@ SRC=$3
 PACS_PORT=11301
 DEAD_PORT=11302
 HOLE_PORT=11303
+PLAIN_PORT=11304
 
 # Nothing from the host may leak into the test.
 unset SEGNODE_CONFIG
@@ -43,6 +44,11 @@ allow = echo
 ae_title = HOLE
 host = 127.0.0.1
 port = $HOLE_PORT
+
+[peer PLAIN]
+ae_title = PLAIN
+host = 127.0.0.1
+port = $PLAIN_PORT
 CONF
 C="-c $TMP/good.conf"
 
@@ -96,7 +102,7 @@ run "$SEGNODE" $C config check
 expect_rc 0 "config check good.conf"; expect_in "$OUT" "OK" "good.conf OK"
 expect_in "$OUT" "PACS" "summary names the peers"
 run "$SEGNODE" --json $C config check
-py_check "config check --json summary" "d['ok'] and d['node']['ae_title']=='SEGNODE' and d['peers']==['PACS','DEAD','HOLE']"
+py_check "config check --json summary" "d['ok'] and d['node']['ae_title']=='SEGNODE' and d['peers']==['PACS','DEAD','HOLE','PLAIN']"
 # $SEGNODE_CONFIG is used when there is no -c
 SEGNODE_CONFIG="$TMP/good.conf" run "$SEGNODE" config check
 expect_rc 0 "config check via SEGNODE_CONFIG"; expect_in "$OUT" "$TMP/good.conf" "SEGNODE_CONFIG names the file"
@@ -186,7 +192,7 @@ rm "$TMP/storage/files/cd/cd$(printf '%062d' 2).dcm"
 # ---- peers ------------------------------------------------------------------------------------
 run "$SEGNODE" $C peers --json
 expect_rc 0 "peers --json"
-py_check "peers --json content" "[p['name'] for p in d]==['PACS','DEAD','HOLE'] and d[0]['ae_title']=='PACS' and d[0]['port']==$PACS_PORT and d[0]['allow']==['echo','store'] and d[0]['host']=='127.0.0.1'"
+py_check "peers --json content" "[p['name'] for p in d]==['PACS','DEAD','HOLE','PLAIN'] and d[0]['ae_title']=='PACS' and d[0]['port']==$PACS_PORT and d[0]['allow']==['echo','store'] and d[0]['host']=='127.0.0.1'"
 run "$SEGNODE" $C peers
 expect_rc 0 "peers table"; expect_in "$OUT" "127.0.0.1:$PACS_PORT" "peers table shows host:port"
 
@@ -253,5 +259,16 @@ run "$SEGNODE" $C send DEAD $FILES
 expect_rc 1 "send to a dead port"; expect_in "$OUT" "sent 0 of 3 files" "dead peer summary"
 run "$SEGNODE" $C send PACS "$TMP/nothing-here.dcm"
 expect_rc 2 "send a missing file"
+
+# a peer that takes uncompressed data only (storescp's default): JPEG-LS is decompressed and
+# sent; JPEG 2000 cannot be (DCMTK has no codec for it) and fails with an error that says so
+mkdir -p "$TMP/plain"
+storescp -aet PLAIN -od "$TMP/plain" $PLAIN_PORT >"$TMP/plain.log" 2>&1 &
+PIDS="$PIDS $!"
+if ! wait_dicom $PLAIN_PORT PLAIN; then echo "storescp PLAIN did not start"; cat "$TMP/plain.log"; exit 1; fi
+run "$SEGNODE" $C send PLAIN "$DATA/emri_small_jpeg_ls_lossless.dcm" "$DATA/MR2_J2KR.dcm"
+expect_rc 1 "send JPEG-LS and JPEG 2000 to an uncompressed-only peer"
+expect_in "$OUT" "sent 1 of 2 files" "the JPEG-LS file decompressed and sent"
+expect_in "$ERR" "does not accept JPEG 2000" "the JPEG 2000 failure names the reason"
 
 finish
