@@ -116,8 +116,11 @@ int open_assoc(const sn_config *cfg, const sn_peer *peer,
             ASC_getRejectParameters(a.assoc->params, &rej);
             OFString text;
             ASC_printRejectParameters(text, &rej);
+            std::string one(text.c_str());   /* DCMTK's text is several lines: one for logs and JSON */
+            for (size_t p = 0; (p = one.find('\n', p)) != std::string::npos;)
+                one.replace(p, 1, "; ");
             return sn_errf(err, errlen, SN_EREFUSED, "association to %s (%s at %s) rejected: %s",
-                           peer->name, peer->ae_title, addr, text.c_str());
+                           peer->name, peer->ae_title, addr, one.c_str());
         }
         if (scp__is_tls_error(cond))
             return sn_errf(err, errlen, SN_ENET, "TLS handshake with %s (%s at %s) failed (is its certificate "
