@@ -748,6 +748,7 @@ struct find_ctx {
     size_t next = 0;
     Uint16 error_status = 0;
     std::string error;
+    bool optional_unsupported = false; /* answer Pending with FF01, not FF00 */
 };
 
 void put(DcmDataset *out, const DcmTagKey &tag, const char *value)
@@ -815,19 +816,64 @@ int find_row_cb(void *ctx, const store_find_row *row)
     return 0;
 }
 
+/* How the index serves a C-FIND key at a level: matched (and returned), only returned (a value
+ * the SCU gives is not used for matching), or not at all (returned zero-length). */
+enum find_key_kind { KEY_UNSUPPORTED, KEY_RETURN_ONLY, KEY_MATCHED };
+
+find_key_kind find_key_support(const DcmTagKey &tag, bool series_level)
+{
+    static const DcmTagKey matched[] = {DCM_PatientID, DCM_PatientName, DCM_StudyInstanceUID, DCM_StudyDate,
+                                        DCM_StudyTime, DCM_AccessionNumber, DCM_StudyID, DCM_StudyDescription,
+                                        DCM_SeriesInstanceUID};
+    static const DcmTagKey matched_series[] = {DCM_Modality, DCM_SeriesNumber};
+    static const DcmTagKey returned[] = {DCM_PatientBirthDate, DCM_PatientSex, DCM_ReferringPhysicianName,
+                                         DCM_NumberOfStudyRelatedSeries, DCM_NumberOfStudyRelatedInstances};
+    static const DcmTagKey returned_series[] = {DCM_SeriesDescription, DCM_BodyPartExamined,
+                                                DCM_NumberOfSeriesRelatedInstances};
+    /* Specific Character Set and group lengths are not keys. */
+    if (tag == DCM_SpecificCharacterSet || tag.getElement() == 0x0000)
+        return KEY_MATCHED;
+    for (const DcmTagKey &t : matched)
+        if (tag == t)
+            return KEY_MATCHED;
+    for (const DcmTagKey &t : returned)
+        if (tag == t)
+            return KEY_RETURN_ONLY;
+    if (tag == DCM_ModalitiesInStudy)   /* matched at STUDY level; SERIES matches Modality */
+        return series_level ? KEY_RETURN_ONLY : KEY_MATCHED;
+    if (series_level) {
+        for (const DcmTagKey &t : matched_series)
+            if (tag == t)
+                return KEY_MATCHED;
+        for (const DcmTagKey &t : returned_series)
+            if (tag == t)
+                return KEY_RETURN_ONLY;
+    }
+    return KEY_UNSUPPORTED;
+}
+
+/* A key that asks for no matching: zero-length, or only '*'. */
+bool find_key_universal(DcmDataset *mask, const DcmTagKey &tag)
+{
+    std::string v = get_str(mask, tag);
+    return v.find_first_not_of("* ") == std::string::npos;
+}
+
 void run_find(find_ctx &f, DcmDataset *mask)
 {
     std::string level = get_str(mask, DCM_QueryRetrieveLevel);
-    std::string k[8];
+    const bool series_level = level == "SERIES";
+    const int nkeys = 11;
+    std::string k[nkeys];
     bool wide = false;
     auto keys = [&]() {
-        const DcmTagKey tags[8] = {DCM_PatientID, DCM_PatientName, DCM_StudyInstanceUID, DCM_StudyDate,
-                                   DCM_AccessionNumber, DCM_StudyDescription,
-                                   level == "SERIES" ? DCM_Modality : DCM_ModalitiesInStudy,
-                                   DCM_SeriesInstanceUID};
+        const DcmTagKey tags[nkeys] = {DCM_PatientID, DCM_PatientName, DCM_StudyInstanceUID, DCM_StudyDate,
+                                       DCM_AccessionNumber, DCM_StudyDescription,
+                                       series_level ? DCM_Modality : DCM_ModalitiesInStudy,
+                                       DCM_SeriesInstanceUID, DCM_StudyTime, DCM_StudyID, DCM_SeriesNumber};
         wide = false;
-        for (int i = 0; i < 8; i++)
-            wide |= wide_text(k[i] = get_str(mask, tags[i]));
+        for (int i = 0; i < nkeys; i++)   /* Series Number (the last) is a SERIES level key */
+            wide |= wide_text(k[i] = i == nkeys - 1 && !series_level ? std::string() : get_str(mask, tags[i]));
     };
     keys();
     /* The index holds UTF-8: keys in another character set are converted before matching. */
@@ -850,17 +896,31 @@ void run_find(find_ctx &f, DcmDataset *mask)
             return;
         }
     }
-    store_find_query q = {k[0].c_str(), k[1].c_str(), k[2].c_str(), k[3].c_str(),
-                          k[4].c_str(), k[5].c_str(), k[6].c_str(), k[7].c_str()};
+    store_find_query q = {k[0].c_str(), k[1].c_str(), k[2].c_str(), k[3].c_str(), k[4].c_str(), k[5].c_str(),
+                          k[6].c_str(), k[7].c_str(), k[8].c_str(), k[9].c_str(), k[10].c_str()};
     /* The template answers with every key the SCU asked for, Specific Character Set aside,
      * all zero-length but the level: find_row_cb fills the keys the index holds, and a key it
-     * does not support comes back empty, never with the requester's value (PS3.4 C.4.1.1.3.2). */
+     * does not support comes back empty, never with the requester's value (PS3.4 C.4.1.1.3.2).
+     * Such a key, or a value given for a key that is returned but not matched, makes every
+     * Pending answer FF01 instead of FF00 (PS3.4 C.4.1.1.4). */
     f.tmpl = new DcmDataset(*mask);
     delete f.tmpl->remove(DCM_SpecificCharacterSet);
     for (unsigned long i = 0; i < f.tmpl->card(); i++) {
         DcmElement *e = f.tmpl->getElement(i);
-        if (e && e->getTag() != DCM_QueryRetrieveLevel)
-            e->clear();
+        if (!e || e->getTag() == DCM_QueryRetrieveLevel)
+            continue;
+        switch (find_key_support(e->getTag(), series_level)) {
+        case KEY_UNSUPPORTED:
+            f.optional_unsupported = true;
+            break;
+        case KEY_RETURN_ONLY:
+            if (!find_key_universal(mask, e->getTag()))
+                f.optional_unsupported = true;
+            break;
+        default:
+            break;
+        }
+        e->clear();
     }
     char err[512] = "";
     int rc;
@@ -875,7 +935,11 @@ void run_find(find_ctx &f, DcmDataset *mask)
     }
     delete f.tmpl;
     f.tmpl = nullptr;
-    if (rc != SN_OK) {
+    if (rc == SN_EINVAL) {   /* a key the matching cannot take (a Series Number not an integer) */
+        f.error_status = STATUS_FIND_Error_DataSetDoesNotMatchSOPClass;
+        f.error = err;
+        SN_LOG_WARN(SCP_LOG, "%s: C-FIND refused: %s", f.a->calling_ae.c_str(), err);
+    } else if (rc != SN_OK) {
         f.error_status = STATUS_FIND_Failed_UnableToProcess;
         f.error = err;
         SN_LOG_ERROR(SCP_LOG, "C-FIND failed: %s", err);
@@ -908,7 +972,8 @@ void find_callback(void *ctx, OFBool cancelled, T_DIMSE_C_FindRQ *, DcmDataset *
         return;
     }
     if (f.next < f.results.size()) {
-        rsp->DimseStatus = STATUS_FIND_Pending_MatchesAreContinuing;
+        rsp->DimseStatus = f.optional_unsupported ? STATUS_FIND_Pending_WarningUnsupportedOptionalKeys
+                                                  : STATUS_FIND_Pending_MatchesAreContinuing;
         *ids = f.results[f.next];       /* DIMSE_findProvider deletes it after sending */
         f.results[f.next++] = nullptr;
     } else {

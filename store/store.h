@@ -166,12 +166,17 @@ typedef int (*store_instance_cb)(void *ctx, const char *sop_instance_uid,
 int store_instance_list(store *st, const char *series_uid, store_instance_cb cb, void *ctx,
                         char *err, size_t errlen);
 
-/* Study-level and series-level C-FIND (Study Root). Each key is NULL/"" for universal match,
- * else matched as DICOM does: `*` and `?` wildcards for names/descriptions, exact for UIDs (a
- * backslash-separated UID list matches any), "YYYYMMDD-YYYYMMDD" ranges for dates. */
+/* Study-level and series-level C-FIND (Study Root). Each key is NULL/"" (or only '*') for
+ * universal match, else matched as DICOM does: `*` and `?` wildcards for IDs, names and
+ * descriptions (Person Names ignore trailing empty components), exact for UIDs (a
+ * backslash-separated UID list matches any), "YYYYMMDD-YYYYMMDD" ranges for dates, single
+ * values and "HHMMSS-HHMMSS" ranges for Study Time (matched on its own, not with the date), an
+ * integer for Series Number (SERIES level only; store_find_series returns SN_EINVAL for a key
+ * that is not an integer, and err says so). */
 typedef struct store_find_query {
     const char *patient_id, *patient_name, *study_uid, *study_date, *accession_number,
-        *study_description, *modality /* modalities in study / series modality */, *series_uid;
+        *study_description, *modality /* modalities in study / series modality */, *series_uid,
+        *study_time, *study_id, *series_number;
 } store_find_query;
 typedef struct store_find_row {
     const char *patient_id, *patient_name, *patient_birth_date, *patient_sex, *study_uid,

@@ -157,6 +157,14 @@ int store__register_functions(sqlite3 *db);
 int store__match(const char *pattern, const char *value, int ci);
 int store__uid_match(const char *list, const char *value);
 int store__date_match(const char *range, const char *value);
+/* Person Name: store__match, case-insensitive, with trailing empty components and component
+ * groups insignificant in the value and the key ("Doe^Jane^^^" is "Doe^Jane"). */
+int store__pn_match(const char *pattern, const char *value);
+/* TM: a single value (every time within its precision: "0700" is 07:00:00 to 07:00:59.999999)
+ * or a range "A-B", "A-", "-B" (inclusive; A later than B spans midnight). */
+int store__time_match(const char *range, const char *value);
+/* IS: 1 and *out when `s` is an integer string (spaces around, an optional sign), else 0. */
+int store__is_parse(const char *s, long long *out);
 
 /* Index one instance whose file is already durable at `relpath` (patient, study, series,
  * instance rows; series counts; a known SOP Instance UID is updated, moved between series if

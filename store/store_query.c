@@ -1,14 +1,15 @@
 /* store/store_query.c — read-only queries on pooled read connections: series and instance
  * lists, Study Root C-FIND at study and series level, jobs, counts; and the DICOM matching
- * functions (wildcards, UID lists, date ranges) registered as SQL functions so that every query
- * is a fixed statement with bound parameters — no SQL is ever built from a query key.
- * Not here: anything that writes. */
+ * functions (wildcards, person names, UID lists, date and time ranges, integers) registered as
+ * SQL functions so that every query is a fixed statement with bound parameters — no SQL is
+ * ever built from a query key. Not here: anything that writes. */
 #include "store/storeInt.h"
 
 #include "common/status.h"
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- DICOM matching ---------------------------------------------------------------------- */
@@ -73,6 +74,88 @@ int store__match(const char *pattern, const char *value, int ci)
     }
 }
 
+/* A Person Name's trailing empty components and component groups are insignificant (PS3.5
+ * 6.2: "Doe^Jane^^^" is "Doe^Jane"). pn__norm copies [s, s+n) to out (n+1 bytes) without the
+ * trailing '^' (and padding spaces) of each '='-separated group, nor trailing empty groups;
+ * pn__pad copies it with every group made up to five components (n + 4 per group + 1 bytes).
+ * Wildcards are kept. */
+static size_t pn__norm(const char *s, size_t n, char *out)
+{
+    size_t k = 0;
+    for (size_t i = 0;;) {
+        size_t e = i;
+        while (e < n && s[e] != '=')
+            e++;
+        size_t g = e;
+        while (g > i && (s[g - 1] == '^' || s[g - 1] == ' '))
+            g--;
+        memcpy(out + k, s + i, g - i);
+        k += g - i;
+        if (e >= n)
+            break;
+        out[k++] = '=';
+        i = e + 1;
+    }
+    while (k && out[k - 1] == '=')
+        k--;
+    out[k] = '\0';
+    return k;
+}
+
+static void pn__pad(const char *s, char *out)
+{
+    int carets = 0;
+    for (;; s++) {
+        if (*s == '=' || !*s)
+            for (; carets < 4; carets++)
+                *out++ = '^';
+        if (!*s)
+            break;
+        carets = *s == '=' ? 0 : carets + (*s == '^');
+        *out++ = *s;
+    }
+    *out = '\0';
+}
+
+int store__pn_match(const char *pattern, const char *value)
+{
+    if (!pattern || !*pattern)
+        return 1;
+    if (!value)
+        value = "";
+    size_t vn = strlen(value), pn = strlen(pattern), groups = 1;
+    for (const char *c = value; *c; c++)
+        groups += *c == '=';
+    char vbuf[256], wbuf[256], pbuf[256];
+    char *v = vn < sizeof vbuf ? vbuf : malloc(vn + 1);
+    char *w = vn + 4 * groups < sizeof wbuf ? wbuf : malloc(vn + 4 * groups + 1);
+    char *p = pn < sizeof pbuf ? pbuf : malloc(pn + 1);
+    int hit = 0;
+    if (v && w && p) {
+        /* The key matches when it matches the value without its insignificant delimiters or
+         * with all of them: "DOE^JANE" and "DOE^JANE^*" both find "Doe^Jane" and "Doe^Jane^^^". */
+        pn__norm(value, vn, v);
+        pn__pad(v, w);
+        /* Each backslash-separated alternative is normalised on its own. */
+        for (const char *a = pattern;;) {
+            const char *e = strchr(a, '\\');
+            if (!e)
+                e = a + strlen(a);
+            size_t k = pn__norm(a, (size_t)(e - a), p);
+            if ((hit = match__wild(p, p + k, v, 1) || match__wild(p, p + k, w, 1)) != 0 || !*e)
+                break;
+            a = e + 1;
+        }
+    }
+    if (v != vbuf)
+        free(v);
+    if (w != wbuf)
+        free(w);
+    if (p != pbuf)
+        free(p);
+    return hit;
+}
+
 int store__uid_match(const char *list, const char *value)
 {
     if (!list || !*list)
@@ -127,6 +210,100 @@ int store__date_match(const char *range, const char *value)
     return 1;
 }
 
+/* A TM value or range bound as 12 digits HHMMSSFFFFFF, absent components filled with `fill`:
+ * '0' for a value or a start, '9' for an end, so that "0900" as an end takes in 09:00:59.999999
+ * and a partial single value ("0700") matches the whole minute it names. Separators ':' of
+ * ACR-NEMA style values ("07:00:00") are dropped; digits past the sixth of the fraction are
+ * ignored. 0 when it is not a time (an odd count of digits, a letter, a fraction without
+ * seconds). */
+static int time__norm(const char *s, size_t n, char fill, char out[13])
+{
+    size_t k = 0, i = 0;
+    while (n && s[0] == ' ')
+        s++, n--;
+    while (n && s[n - 1] == ' ')
+        n--;
+    for (; i < n && s[i] != '.'; i++) {
+        if (s[i] == ':')
+            continue;
+        if (s[i] < '0' || s[i] > '9' || k == 6)
+            return 0;
+        out[k++] = s[i];
+    }
+    if (k == 0 || k % 2)
+        return 0;
+    if (i < n) {
+        if (k != 6)
+            return 0;
+        for (i++; i < n; i++) {
+            if (s[i] < '0' || s[i] > '9')
+                return 0;
+            if (k < 12)
+                out[k++] = s[i];
+        }
+    }
+    while (k < 12)
+        out[k++] = fill;
+    out[12] = '\0';
+    return 1;
+}
+
+static int blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ')
+            return 0;
+    return 1;
+}
+
+int store__time_match(const char *range, const char *value)
+{
+    char v[13], lo[13], hi[13];
+    if (!range || !*range)
+        return 1;
+    if (!value || !time__norm(value, strlen(value), '0', v))
+        return 0;
+    const char *dash = strchr(range, '-');
+    if (!dash) {   /* single value: every time within its precision */
+        size_t n = strlen(range);
+        return time__norm(range, n, '0', lo) && time__norm(range, n, '9', hi) &&
+               strcmp(v, lo) >= 0 && strcmp(v, hi) <= 0;
+    }
+    size_t n1 = (size_t)(dash - range), n2 = strlen(dash + 1);
+    int has_lo = !blank(range, n1), has_hi = !blank(dash + 1, n2);
+    if ((has_lo && !time__norm(range, n1, '0', lo)) || (has_hi && !time__norm(dash + 1, n2, '9', hi)))
+        return 0;
+    if (has_lo && has_hi && strcmp(lo, hi) > 0)   /* "2300-0100" spans midnight */
+        return strcmp(v, lo) >= 0 || strcmp(v, hi) <= 0;
+    return (!has_lo || strcmp(v, lo) >= 0) && (!has_hi || strcmp(v, hi) <= 0);
+}
+
+int store__is_parse(const char *s, long long *out)
+{
+    if (!s)
+        return 0;
+    while (*s == ' ')
+        s++;
+    const char *p = s;
+    if (*p == '+' || *p == '-')
+        p++;
+    if (*p < '0' || *p > '9')
+        return 0;
+    long long v = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (++digits > 12)   /* IS: at most 12 characters */
+            return 0;
+        v = v * 10 + (*p - '0');
+    }
+    while (*p == ' ')
+        p++;
+    if (*p)
+        return 0;
+    *out = *s == '-' ? -v : v;
+    return 1;
+}
+
 static void fn_match(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     const char *p = (const char *)sqlite3_value_text(argv[0]);
@@ -146,12 +323,36 @@ static void fn_date_match(sqlite3_context *ctx, int argc, sqlite3_value **argv)
                                               (const char *)sqlite3_value_text(argv[1])));
 }
 
+static void fn_pn_match(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    sqlite3_result_int(ctx, store__pn_match((const char *)sqlite3_value_text(argv[0]),
+                                            (const char *)sqlite3_value_text(argv[1])));
+}
+
+static void fn_time_match(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    sqlite3_result_int(ctx, store__time_match((const char *)sqlite3_value_text(argv[0]),
+                                              (const char *)sqlite3_value_text(argv[1])));
+}
+
+/* sn_int_match(key, value): an IS key against an integer column; an absent value never matches. */
+static void fn_int_match(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    long long k;
+    sqlite3_result_int(ctx, sqlite3_value_type(argv[1]) != SQLITE_NULL &&
+                                store__is_parse((const char *)sqlite3_value_text(argv[0]), &k) &&
+                                sqlite3_value_int64(argv[1]) == k);
+}
+
 int store__register_functions(sqlite3 *db)
 {
     int f = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, rc;
     if ((rc = sqlite3_create_function(db, "sn_match", 3, f, NULL, fn_match, NULL, NULL)) != SQLITE_OK ||
         (rc = sqlite3_create_function(db, "sn_uid_match", 2, f, NULL, fn_uid_match, NULL, NULL)) != SQLITE_OK ||
-        (rc = sqlite3_create_function(db, "sn_date_match", 2, f, NULL, fn_date_match, NULL, NULL)) != SQLITE_OK)
+        (rc = sqlite3_create_function(db, "sn_date_match", 2, f, NULL, fn_date_match, NULL, NULL)) != SQLITE_OK ||
+        (rc = sqlite3_create_function(db, "sn_pn_match", 2, f, NULL, fn_pn_match, NULL, NULL)) != SQLITE_OK ||
+        (rc = sqlite3_create_function(db, "sn_time_match", 2, f, NULL, fn_time_match, NULL, NULL)) != SQLITE_OK ||
+        (rc = sqlite3_create_function(db, "sn_int_match", 2, f, NULL, fn_int_match, NULL, NULL)) != SQLITE_OK)
         return rc;
     return SQLITE_OK;
 }
@@ -267,7 +468,8 @@ int store_instance_list(store *st, const char *series_uid, store_instance_cb cb,
 
 /* ---- C-FIND ------------------------------------------------------------------------------ */
 
-/* Study-level columns 0..13 and filters ?1..?8 are shared by both levels. */
+/* Study-level columns 0..13 and filters ?1..?6, ?9, ?10 are shared by both levels; ?7 and ?8
+ * (modality, Series Instance UID) differ, ?11 (Series Number) is SERIES level only. */
 #define FIND__STUDY_COLS \
     "p.patient_key, p.patient_name, p.birth_date, p.sex, st.study_uid, st.study_date," \
     " st.study_time, st.description, st.accession_number, st.study_id, st.referring_physician," \
@@ -277,26 +479,39 @@ int store_instance_list(store *st, const char *series_uid, store_instance_cb cb,
     " (SELECT coalesce(sum(x.instances), 0) FROM series x WHERE x.study_id=st.id)"
 #define FIND__STUDY_WHERE \
     " (?1 IS NULL OR sn_match(?1, p.patient_key, 0))" \
-    " AND (?2 IS NULL OR sn_match(?2, p.patient_name, 1))" \
+    " AND (?2 IS NULL OR sn_pn_match(?2, p.patient_name))" \
     " AND (?3 IS NULL OR sn_uid_match(?3, st.study_uid))" \
     " AND (?4 IS NULL OR sn_date_match(?4, st.study_date))" \
     " AND (?5 IS NULL OR sn_match(?5, st.accession_number, 0))" \
-    " AND (?6 IS NULL OR sn_match(?6, st.description, 1))"
+    " AND (?6 IS NULL OR sn_match(?6, st.description, 1))" \
+    " AND (?9 IS NULL OR sn_time_match(?9, st.study_time))" \
+    " AND (?10 IS NULL OR sn_match(?10, st.study_id, 0))"
 
 /* A key of only '*' (or empty) is universal: it must also match absent values. */
-static void find__bind(sqlite3_stmt *s, int i, const char *v)
+static int find__universal(const char *v)
 {
-    if (v) {
-        const char *p = v;
-        while (*p == '*' || *p == ' ')
-            p++;
-        if (!*p)
-            v = NULL;
-    }
-    store__bind_str(s, i, v);
+    if (v)
+        while (*v == '*' || *v == ' ')
+            v++;
+    return !v || !*v;
 }
 
-static void find__bind_query(sqlite3_stmt *s, const store_find_query *q)
+static void find__bind(sqlite3_stmt *s, int i, const char *v)
+{
+    store__bind_str(s, i, find__universal(v) ? NULL : v);
+}
+
+/* A key the matching cannot take: a Series Number that is not an integer. */
+static int find__check(const store_find_query *q, int series_level, char *err, size_t errlen)
+{
+    long long n;
+    if (series_level && !find__universal(q->series_number) && !store__is_parse(q->series_number, &n))
+        return sn_errf(err, errlen, SN_EINVAL, "Series Number key '%.24s' is not an integer",
+                       q->series_number);
+    return SN_OK;
+}
+
+static void find__bind_query(sqlite3_stmt *s, const store_find_query *q, int series_level)
 {
     find__bind(s, 1, q->patient_id);
     find__bind(s, 2, q->patient_name);
@@ -306,6 +521,10 @@ static void find__bind_query(sqlite3_stmt *s, const store_find_query *q)
     find__bind(s, 6, q->study_description);
     find__bind(s, 7, q->modality);
     find__bind(s, 8, q->series_uid);
+    find__bind(s, 9, q->study_time);
+    find__bind(s, 10, q->study_id);
+    if (series_level)
+        find__bind(s, 11, q->series_number);
 }
 
 static void find__study_row(sqlite3_stmt *s, store_find_row *r)
@@ -345,7 +564,7 @@ int store_find_studies(store *st, const store_find_query *q, store_find_cb cb, v
         " ORDER BY st.study_date DESC, st.id DESC", &db, &s, err, errlen);
     if (rc != SN_OK)
         return rc;
-    find__bind_query(s, q ? q : &all);
+    find__bind_query(s, q ? q : &all, 0);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         store_find_row r;
         find__study_row(s, &r);
@@ -361,17 +580,21 @@ int store_find_series(store *st, const store_find_query *q, store_find_cb cb, vo
     static const store_find_query all;
     sqlite3 *db;
     sqlite3_stmt *s;
-    int rc = query__prepare(st,
+    int rc = find__check(q ? q : &all, 1, err, errlen);
+    if (rc != SN_OK)
+        return rc;
+    rc = query__prepare(st,
         "SELECT " FIND__STUDY_COLS ", s.series_uid, s.modality, s.description, s.body_part,"
         " s.series_number, s.instances"
         " FROM series s JOIN studies st ON st.id=s.study_id JOIN patients p ON p.id=st.patient_id"
         " WHERE" FIND__STUDY_WHERE
         " AND (?7 IS NULL OR sn_match(?7, s.modality, 1))"
         " AND (?8 IS NULL OR sn_uid_match(?8, s.series_uid))"
+        " AND (?11 IS NULL OR sn_int_match(?11, s.series_number))"
         " ORDER BY st.id, s.series_number IS NULL, s.series_number, s.id", &db, &s, err, errlen);
     if (rc != SN_OK)
         return rc;
-    find__bind_query(s, q ? q : &all);
+    find__bind_query(s, q ? q : &all, 1);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         store_find_row r;
         find__study_row(s, &r);

@@ -5,6 +5,7 @@ pixels, so a byte comparison after storage means something.
 
   gen_dicom.py series OUTDIR N [--rows R] [--patient NAME] [--study UID] [--series UID]
                                [--modality CT] [--description TEXT] [--seed S]
+                               [--study-time TM] [--study-id SH] [--series-number IS]
         N slices of one series, OUTDIR/0001.dcm ... ; prints the series UID
   gen_dicom.py bad OUTDIR
         OUTDIR/no_sop_uid.dcm, bad_sop_uid.dcm, no_series_uid.dcm, bad_series_uid.dcm,
@@ -100,6 +101,12 @@ def cmd_series(a):
     series = a.series or uid(a.seed, 2)
     for i in range(a.n):
         ds = ct_slice(i, a.n, a.rows, a.patient, study, series, a.modality, a.description, rng)
+        if a.study_time is not None:
+            ds.StudyTime = a.study_time
+        if a.study_id is not None:
+            ds.StudyID = a.study_id
+        if a.series_number is not None:
+            ds.SeriesNumber = a.series_number
         save(ds, os.path.join(a.outdir, "%04d.dcm" % (i + 1)))
     print(series)
 
@@ -197,6 +204,9 @@ def main():
     s.add_argument("--modality", default="CT")
     s.add_argument("--description", default="node test series")
     s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--study-time")
+    s.add_argument("--study-id")
+    s.add_argument("--series-number", type=int)
     b = sub.add_parser("bad")
     b.add_argument("outdir")
     c = sub.add_parser("charset")

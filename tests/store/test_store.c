@@ -1287,8 +1287,12 @@ static void test_find(void **state)
     store_instance_meta c = meta_of(st2, "1.2.826.0.1.3680043.3.3", "1.2.826.0.1.3680043.4.3");
     b.modality = "CT";
     c.patient_id = "PAT2";
-    c.patient_name = "Smith^Anna";
+    c.patient_name = "Smith^Anna^^^";
     c.study_date = "20240301";
+    c.study_time = "230500.25";
+    c.study_id = "S-2";
+    c.series_number = -1;
+    b.series_number = 7;
     c.accession_number = "ACC2";
     c.study_description = NULL;
     c.modality = "PT";
@@ -1331,6 +1335,32 @@ static void test_find(void **state)
     assert_int_equal(find_n(f, 1, (store_find_query){.study_uid = st1}), 2);
     assert_int_equal(find_n(f, 1, (store_find_query){.study_uid = st1, .series_uid = SER_B}), 1);
     assert_int_equal(find_n(f, 0, (store_find_query){.accession_number = "ACC1"}), 1);
+    /* Study Time (st1 101500, st2 23:05:00.25), Study ID (st1 "1", st2 "S-2") */
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_time = "1015"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_time = "1000-1100"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_time = "1016-"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_time = "-230500"}), 2);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_time = "1100-1200"}), 0);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_time = "*"}), 2);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_time = "1000-1100", .study_date = "20240301"}), 0);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_id = "S-2"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_id = "s-2"}), 0);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_id = "S*"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.study_id = "?"}), 1);
+    /* Series Number (A 3, B 7, C absent): integers; SERIES level only */
+    assert_int_equal(find_n(f, 1, (store_find_query){.series_number = "7"}), 1);
+    assert_int_equal(find_n(f, 1, (store_find_query){.series_number = " +07 "}), 1);
+    assert_int_equal(find_n(f, 1, (store_find_query){.series_number = "3"}), 1);
+    assert_int_equal(find_n(f, 1, (store_find_query){.series_number = "4"}), 0);
+    assert_int_equal(find_n(f, 1, (store_find_query){.series_number = "*"}), 3);
+    assert_int_equal(find_n(f, 0, (store_find_query){.series_number = "x"}), 2);
+    find_get bad = {0};
+    store_find_query qb = {.series_number = "3?"};
+    assert_int_equal(store_find_series(f->st, &qb, find_cb, &bad, f->err, sizeof f->err), SN_EINVAL);
+    assert_non_null(strstr(f->err, "not an integer"));
+    /* Person Name stored with trailing empty components */
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_name = "SMITH^ANNA"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_name = "Smith^Anna^^^"}), 1);
 
     find_get g = {0};
     store_find_query q = {.study_uid = st1};
@@ -1360,6 +1390,60 @@ static void test_matchers(void **state)
     assert_false(store__uid_match("1.2\\1.3", "1.33"));
     assert_true(store__date_match("2024.01.01-2024.12.31", "20240615"));
     assert_false(store__date_match("20240101", NULL));
+    /* Person Name: trailing empty components and groups are insignificant, in value and key */
+    assert_true(store__pn_match("DOE^JANE", "Doe^Jane^^^"));
+    assert_true(store__pn_match("Doe^Jane", "Doe^Jane^^^"));
+    assert_true(store__pn_match("Doe^Jane^^^", "Doe^Jane"));
+    assert_true(store__pn_match("DOE^JANE*", "Doe^Jane^^^"));
+    assert_true(store__pn_match("DOE^JANE^*", "Doe^Jane"));
+    assert_true(store__pn_match("DOE*", "Doe^Jane^^^"));
+    assert_true(store__pn_match("Doe^Jane", "Doe^Jane^^^=="));
+    assert_true(store__pn_match("Yamada^Tarou=*", "Yamada^Tarou^^^=\xe5\xb1\xb1\xe7\x94\xb0^"));
+    assert_true(store__pn_match("NOBODY\\DOE^JANE", "Doe^Jane^"));
+    assert_false(store__pn_match("DOE^JAN", "Doe^Jane^^^"));
+    assert_false(store__pn_match("DOE^JANE^X", "Doe^Jane^^^"));
+    assert_false(store__pn_match("DOE", "Doe^Jane"));
+    assert_false(store__pn_match("Doe^Jane", NULL));
+    char longname[600];
+    memset(longname, 'a', sizeof longname - 4);
+    memcpy(longname + sizeof longname - 4, "^^^", 4);
+    assert_true(store__pn_match("A*A", longname));   /* past the stack buffers */
+    /* TM: single values within their precision, ranges, fractions, old ':' style */
+    assert_true(store__time_match("0700", "070000"));
+    assert_true(store__time_match("0700", "070059.999"));
+    assert_false(store__time_match("0700", "070100"));
+    assert_true(store__time_match("070000", "070000.123"));
+    assert_false(store__time_match("070000.2", "070000.123"));
+    assert_true(store__time_match("0700-0900", "090059.5"));
+    assert_false(store__time_match("0700-0900", "090100"));
+    assert_false(store__time_match("0700-0900", "065959.999999"));
+    assert_true(store__time_match("0700-0900", "07"));
+    assert_true(store__time_match("-0900", "000000"));
+    assert_false(store__time_match("-0900", "0901"));
+    assert_true(store__time_match("0700-", "235959"));
+    assert_false(store__time_match("0700-", "0659"));
+    assert_true(store__time_match("070000.000-070000.500", "070000.123"));
+    assert_false(store__time_match("070000.000-070000.100", "070000.123"));
+    assert_true(store__time_match("07:00-09:00", "08:15:00"));
+    assert_true(store__time_match("2300-0100", "233000"));   /* spans midnight */
+    assert_true(store__time_match("2300-0100", "003000"));
+    assert_false(store__time_match("2300-0100", "120000"));
+    assert_false(store__time_match("0700", NULL));
+    assert_false(store__time_match("0700", ""));
+    assert_false(store__time_match("7", "070000"));            /* not a time: matches nothing */
+    assert_false(store__time_match("07a0-0900", "080000"));
+    assert_false(store__time_match("0700-0900", "garbage"));
+    assert_true(store__time_match("", "080000"));
+    /* IS */
+    long long n = 0;
+    assert_true(store__is_parse(" 12 ", &n) && n == 12);
+    assert_true(store__is_parse("+7", &n) && n == 7);
+    assert_true(store__is_parse("-3", &n) && n == -3);
+    assert_false(store__is_parse("1.5", &n));
+    assert_false(store__is_parse("abc", &n));
+    assert_false(store__is_parse("1\\2", &n));
+    assert_false(store__is_parse("", &n));
+    assert_false(store__is_parse("1234567890123", &n));
 }
 
 static int stop_cb(void *ctx, const store_series_row *r)

@@ -1,0 +1,138 @@
+#!/bin/bash
+# tests/node/test_find.sh — C-FIND matching on the Required keys beyond names and UIDs, with
+# findscu: Study Time (single values, ranges, fractions), Study ID (single, wildcard,
+# case-sensitive), Series Number at SERIES level (an integer; a non-integer key gets A900),
+# a Patient's Name stored with trailing empty components ("Doe^Jane^^^" found by "DOE^JANE"),
+# and Pending FF01 instead of FF00 when the request has a key the node does not support.
+# Ports 11340-11349.
+# usage: test_find.sh SEGNODE_BINARY
+SEGNODE=$1
+HERE=$(cd "$(dirname "$0")" && pwd)
+PORT=11340
+. "$HERE/lib.sh"
+need_ports $PORT
+
+cat >"$TMP/node.conf" <<CONF
+[node]
+ae_title = SEGNODE
+port = $PORT
+bind = 127.0.0.1
+storage = $TMP/storage
+http_port = 0
+disk_min_free_mb = 0
+stable_after = 60
+
+[peer MODALITY]
+ae_title = MODALITY
+allow = echo, store, find
+CONF
+C="$TMP/node.conf"
+R=1.2.826.0.1.3680043.10.1138.40
+# study A: two series (numbers 5 and 12); B: a time with a fraction; C: the afternoon
+gen_series "$TMP/in/a1" 1 --rows 16 --seed 41 --patient 'Doe^Jane^^^' --study $R.1 --series $R.1.1 \
+    --study-time 073000 --study-id ABC-1 --series-number 5 >/dev/null &&
+gen_series "$TMP/in/a2" 1 --rows 16 --seed 42 --patient 'Doe^Jane^^^' --study $R.1 --series $R.1.2 \
+    --study-time 073000 --study-id ABC-1 --series-number 12 >/dev/null &&
+gen_series "$TMP/in/b" 1 --rows 16 --seed 43 --patient 'ROE^RICHARD' --study $R.2 --series $R.2.1 \
+    --study-time 083000.123 --study-id abc-2 --series-number 3 >/dev/null &&
+gen_series "$TMP/in/c" 1 --rows 16 --seed 44 --patient 'POE^EDGAR' --study $R.3 --series $R.3.1 \
+    --study-time 140000 --study-id XYZ --series-number 1 >/dev/null ||
+    { echo "gen_dicom.py series failed"; exit 1; }
+start_node "$C" "$TMP/serve.log"
+
+run storescu -aet MODALITY -aec SEGNODE 127.0.0.1 $PORT "$TMP"/in/*/0001.dcm
+expect_rc 0 "storescu of three studies (four series)"
+
+# find LEVEL KEY... — findscu -v -S; $FIND = its output, $UIDS = the sorted Study (STUDY level)
+# or Series (SERIES level) Instance UIDs of the Pending answers, space-separated.
+find() {
+    local level=$1 tag
+    shift
+    [ "$level" = SERIES ] && tag=0020,000e || tag=0020,000d
+    findscu ${FINDSCU_LOG:--v} -S -aet MODALITY -aec SEGNODE 127.0.0.1 $PORT -k QueryRetrieveLevel=$level \
+        -k StudyInstanceUID -k SeriesInstanceUID "$@" >"$TMP/find.out" 2>&1
+    RC=$?
+    FIND=$(cat "$TMP/find.out")
+    OUT=$FIND
+    ERR=""
+    UIDS=$(sed -n "s/^I: ($tag) UI \[\([0-9.]*\)\].*/\1/p" "$TMP/find.out" | sort | tr '\n' ' ' | sed 's/ $//')
+}
+# expect_uids WANT MSG
+expect_uids() { if [ "$UIDS" = "$1" ]; then ok "$2"; else fail "$2: got '$UIDS', expected '$1'"; fi; }
+
+# ---- Study Time ----------------------------------------------------------------------------
+find STUDY -k StudyTime=0700-0900
+expect_rc 0 "findscu StudyTime=0700-0900"
+expect_uids "$R.1 $R.2" "StudyTime range 0700-0900 includes 07:30 and 08:30:00.123, excludes 14:00"
+find STUDY -k StudyTime=0800-
+expect_uids "$R.2 $R.3" "StudyTime 0800- (open end)"
+find STUDY -k StudyTime=-0729
+expect_uids "" "StudyTime -0729 excludes 07:30"
+find STUDY -k StudyTime=-0730
+expect_uids "$R.1" "StudyTime -0730 includes 07:30:00 (an end takes in its whole minute)"
+find STUDY -k StudyTime=083000
+expect_uids "$R.2" "StudyTime 083000 matches 083000.123"
+find STUDY -k StudyTime=0900-1300
+expect_uids "" "StudyTime 0900-1300 matches none"
+find STUDY -k StudyTime
+expect_uids "$R.1 $R.2 $R.3" "an empty StudyTime is universal"
+expect_re "$FIND" '\(0008,0030\) TM \[083000\.123\]' "StudyTime returned as stored"
+
+# ---- Study ID ------------------------------------------------------------------------------
+find STUDY -k StudyID=ABC-1
+expect_uids "$R.1" "StudyID single value"
+find STUDY -k StudyID=abc-1
+expect_uids "" "StudyID is case-sensitive"
+find STUDY -k 'StudyID=abc*'
+expect_uids "$R.2" "StudyID wildcard abc*"
+find STUDY -k 'StudyID=*-?'
+expect_uids "$R.1 $R.2" "StudyID wildcard *-?"
+
+# ---- Series Number (SERIES level) ----------------------------------------------------------
+find SERIES -k StudyInstanceUID=$R.1 -k SeriesNumber=12
+expect_uids "$R.1.2" "SeriesNumber=12 finds the second series of study A"
+expect_re "$FIND" '\(0020,0011\) IS \[12\]' "SeriesNumber returned"
+find SERIES -k SeriesNumber=5
+expect_uids "$R.1.1" "SeriesNumber=5 across all studies"
+find SERIES -k SeriesNumber=05
+expect_uids "$R.1.1" "SeriesNumber compared as an integer (05 is 5)"
+find SERIES -k SeriesNumber=1
+expect_uids "$R.3.1" "SeriesNumber=1 does not match 12"
+FINDSCU_LOG=-d find SERIES -k 'SeriesNumber=1*'
+expect_in "$FIND" "DIMSE Status                  : 0xa900" "a non-integer SeriesNumber gets A900"
+expect_re "$FIND" "\(0000,0902\) LO \[Series Number key '1\*' is not an integer" "with an Error Comment"
+expect_uids "" "and no matches"
+expect_in "$(cat "$TMP/serve.log")" "C-FIND refused: Series Number key '1*' is not an integer" "and a log line"
+
+# ---- Patient's Name with trailing empty components -----------------------------------------
+for key in 'DOE^JANE' 'Doe^Jane' 'DOE^JANE*' 'Doe^Jane^^^' 'DOE^JANE^*'; do
+    find STUDY -k "PatientName=$key"
+    expect_uids "$R.1" "PatientName=$key finds Doe^Jane^^^"
+done
+find STUDY -k "PatientName=DOE^JAN"
+expect_uids "" "PatientName=DOE^JAN finds nothing"
+
+# ---- Pending FF00 / FF01 -------------------------------------------------------------------
+find STUDY -k StudyID=XYZ -k PatientName -k NumberOfStudyRelatedInstances
+expect_in "$FIND" "Find Response: 1 (Pending)" "supported keys only: Pending FF00"
+expect_not_in "$FIND" "WarningUnsupportedOptionalKeys" "no FF01 without an unsupported key"
+find STUDY -k StudyID=XYZ -k InstitutionName
+expect_uids "$R.3" "an unsupported key does not change the matches"
+expect_in "$FIND" "Find Response: 1 (Pending: WarningUnsupportedOptionalKeys)" \
+    "an unsupported key (InstitutionName): Pending FF01"
+expect_re "$FIND" '\(0008,0080\) LO \(no value available\)' "and it comes back zero-length"
+find STUDY -k StudyID=XYZ -k "ReferringPhysicianName=SMITH*"
+expect_in "$FIND" "(Pending: WarningUnsupportedOptionalKeys)" \
+    "a value for a key returned but not matched (ReferringPhysicianName): FF01"
+find STUDY -k StudyID=XYZ -k "ReferringPhysicianName=*"
+expect_not_in "$FIND" "WarningUnsupportedOptionalKeys" "the same key with '*': FF00"
+find STUDY -k StudyID=XYZ -k SeriesNumber
+expect_in "$FIND" "(Pending: WarningUnsupportedOptionalKeys)" \
+    "a SERIES key at STUDY level: FF01"
+find SERIES -k SeriesNumber=1 -k SeriesDescription -k ModalitiesInStudy -k BodyPartExamined
+expect_in "$FIND" "Find Response: 1 (Pending)" "SERIES level, supported keys: FF00"
+expect_not_in "$FIND" "WarningUnsupportedOptionalKeys" "no FF01 at SERIES level"
+
+stop_node
+expect_rc 0 "SIGTERM: node exits 0"
+finish
