@@ -34,7 +34,7 @@ enum {
     NK_OUTBOX_RETRY_CAP, NK_OUTBOX_MAX_ATTEMPTS, NK_OUTBOX_WORKERS, NK_WORKERS, NK_JOB_TIMEOUT,
     NK_JOB_MAX_ATTEMPTS, NK_TLS_PORT, NK_TLS_CERTIFICATE, NK_TLS_PRIVATE_KEY,
     NK_TLS_TRUSTED_CERTIFICATES, NK_TLS_REQUIRE_PEER_CERTIFICATE, NK_TLS_PROFILE,
-    NK_CHECK_PEER_HOST, NK_RETENTION_DAYS, NK__COUNT
+    NK_CHECK_PEER_HOST, NK_RETENTION_DAYS, NK_FIND_MAX_RESULTS, NK__COUNT
 };
 static const char *const node_keys[NK__COUNT] = {
     "ae_title", "port", "bind", "storage", "http_port", "http_bind", "max_associations",
@@ -43,7 +43,7 @@ static const char *const node_keys[NK__COUNT] = {
     "outbox_retry_cap", "outbox_max_attempts", "outbox_workers", "workers", "job_timeout",
     "job_max_attempts", "tls_port", "tls_certificate", "tls_private_key",
     "tls_trusted_certificates", "tls_require_peer_certificate", "tls_profile", "check_peer_host",
-    "retention_days",
+    "retention_days", "find_max_results",
 };
 
 enum { PK_AE_TITLE, PK_HOST, PK_PORT, PK_ALLOW, PK_STABLE_ON_RELEASE, PK_TLS, PK__COUNT };
@@ -142,6 +142,7 @@ static void cfg__node_defaults(sn_node_config *n)
     n->max_pdu = ASC_DEFAULT_PDU;
     n->acse_timeout = 30;
     n->dimse_timeout = 60;
+    n->find_max_results = 10000;
     n->disk_min_free_mb = 1024;
     n->log_level = SN_LOG_LEVEL_INFO;
     n->fsync = 1;
@@ -549,6 +550,7 @@ static int cfg__node_key(cfg_ctx *c, const char *name, const char *v)
         return 1;
     case NK_ACSE_TIMEOUT: return cfg__int32(c, name, v, 0, TIMEOUT_MAX, &n->acse_timeout);
     case NK_DIMSE_TIMEOUT: return cfg__int32(c, name, v, 0, TIMEOUT_MAX, &n->dimse_timeout);
+    case NK_FIND_MAX_RESULTS: return cfg__int32(c, name, v, 0, 10000000, &n->find_max_results);
     case NK_DISK_MIN_FREE_MB:
         if (!cfg__int(c, name, v, 0, (long long)1 << 40, &x))
             return 0;

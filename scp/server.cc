@@ -766,6 +766,17 @@ void put_int(DcmDataset *out, const DcmTagKey &tag, int64_t v)
 int find_row_cb(void *ctx, const store_find_row *row)
 {
     find_ctx *f = (find_ctx *)ctx;
+    /* Every answer is built before the first goes out (about 2.5 kB each): past the limit the
+     * query stops and the request is refused, rather than the node's memory growing with it. */
+    const int limit = f->a->cfg->node.find_max_results;
+    if (limit > 0 && f->results.size() >= (size_t)limit) {
+        for (DcmDataset *d : f->results)
+            delete d;
+        f->results.clear();
+        f->error_status = STATUS_FIND_Refused_OutOfResources;
+        f->error = "more than " + std::to_string(limit) + " matches (find_max_results); narrow the query";
+        return 1;
+    }
     DcmDataset *out = new DcmDataset(*f->tmpl);
     put(out, DCM_PatientID, row->patient_id);
     put(out, DCM_PatientName, row->patient_name);
@@ -943,6 +954,8 @@ void run_find(find_ctx &f, DcmDataset *mask)
         f.error_status = STATUS_FIND_Failed_UnableToProcess;
         f.error = err;
         SN_LOG_ERROR(SCP_LOG, "C-FIND failed: %s", err);
+    } else if (f.error_status == STATUS_FIND_Refused_OutOfResources) {
+        SN_LOG_WARN(SCP_LOG, "%s: C-FIND refused: %s", f.a->calling_ae.c_str(), f.error.c_str());
     }
 }
 

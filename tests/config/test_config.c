@@ -176,7 +176,7 @@ static void test_shipped_example_documents_every_key(void **state)
         "outbox_retry_cap", "outbox_max_attempts", "outbox_workers", "workers", "job_timeout",
         "job_max_attempts", "tls_port", "tls_certificate", "tls_private_key",
         "tls_trusted_certificates", "tls_require_peer_certificate", "tls_profile",
-        "check_peer_host", "host", "allow",
+        "check_peer_host", "find_max_results", "host", "allow",
         "stable_on_release", "tls", "modality", "body_part", "series_description", "calling_ae",
         "image_type", "method", "labels", "atlases", "model", "send_to", "continue", "select_k",
         "refine",

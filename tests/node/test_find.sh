@@ -3,7 +3,8 @@
 # findscu: Study Time (single values, ranges, fractions), Study ID (single, wildcard,
 # case-sensitive), Series Number at SERIES level (an integer; a non-integer key gets A900),
 # a Patient's Name stored with trailing empty components ("Doe^Jane^^^" found by "DOE^JANE"),
-# and Pending FF01 instead of FF00 when the request has a key the node does not support.
+# Pending FF01 instead of FF00 when the request has a key the node does not support, and
+# find_max_results (after a reload): more matches than that get A700, no partial answer.
 # Ports 11340-11349.
 # usage: test_find.sh SEGNODE_BINARY
 SEGNODE=$1
@@ -43,9 +44,9 @@ start_node "$C" "$TMP/serve.log"
 run storescu -aet MODALITY -aec SEGNODE 127.0.0.1 $PORT "$TMP"/in/*/0001.dcm
 expect_rc 0 "storescu of three studies (four series)"
 
-# find LEVEL KEY... — findscu -v -S; $FIND = its output, $UIDS = the sorted Study (STUDY level)
+# cfind LEVEL KEY... — findscu -v -S; $FIND = its output, $UIDS = the sorted Study (STUDY level)
 # or Series (SERIES level) Instance UIDs of the Pending answers, space-separated.
-find() {
+cfind() {
     local level=$1 tag
     shift
     [ "$level" = SERIES ] && tag=0020,000e || tag=0020,000d
@@ -61,44 +62,44 @@ find() {
 expect_uids() { if [ "$UIDS" = "$1" ]; then ok "$2"; else fail "$2: got '$UIDS', expected '$1'"; fi; }
 
 # ---- Study Time ----------------------------------------------------------------------------
-find STUDY -k StudyTime=0700-0900
+cfind STUDY -k StudyTime=0700-0900
 expect_rc 0 "findscu StudyTime=0700-0900"
 expect_uids "$R.1 $R.2" "StudyTime range 0700-0900 includes 07:30 and 08:30:00.123, excludes 14:00"
-find STUDY -k StudyTime=0800-
+cfind STUDY -k StudyTime=0800-
 expect_uids "$R.2 $R.3" "StudyTime 0800- (open end)"
-find STUDY -k StudyTime=-0729
+cfind STUDY -k StudyTime=-0729
 expect_uids "" "StudyTime -0729 excludes 07:30"
-find STUDY -k StudyTime=-0730
+cfind STUDY -k StudyTime=-0730
 expect_uids "$R.1" "StudyTime -0730 includes 07:30:00 (an end takes in its whole minute)"
-find STUDY -k StudyTime=083000
+cfind STUDY -k StudyTime=083000
 expect_uids "$R.2" "StudyTime 083000 matches 083000.123"
-find STUDY -k StudyTime=0900-1300
+cfind STUDY -k StudyTime=0900-1300
 expect_uids "" "StudyTime 0900-1300 matches none"
-find STUDY -k StudyTime
+cfind STUDY -k StudyTime
 expect_uids "$R.1 $R.2 $R.3" "an empty StudyTime is universal"
 expect_re "$FIND" '\(0008,0030\) TM \[083000\.123\]' "StudyTime returned as stored"
 
 # ---- Study ID ------------------------------------------------------------------------------
-find STUDY -k StudyID=ABC-1
+cfind STUDY -k StudyID=ABC-1
 expect_uids "$R.1" "StudyID single value"
-find STUDY -k StudyID=abc-1
+cfind STUDY -k StudyID=abc-1
 expect_uids "" "StudyID is case-sensitive"
-find STUDY -k 'StudyID=abc*'
+cfind STUDY -k 'StudyID=abc*'
 expect_uids "$R.2" "StudyID wildcard abc*"
-find STUDY -k 'StudyID=*-?'
+cfind STUDY -k 'StudyID=*-?'
 expect_uids "$R.1 $R.2" "StudyID wildcard *-?"
 
 # ---- Series Number (SERIES level) ----------------------------------------------------------
-find SERIES -k StudyInstanceUID=$R.1 -k SeriesNumber=12
+cfind SERIES -k StudyInstanceUID=$R.1 -k SeriesNumber=12
 expect_uids "$R.1.2" "SeriesNumber=12 finds the second series of study A"
 expect_re "$FIND" '\(0020,0011\) IS \[12\]' "SeriesNumber returned"
-find SERIES -k SeriesNumber=5
+cfind SERIES -k SeriesNumber=5
 expect_uids "$R.1.1" "SeriesNumber=5 across all studies"
-find SERIES -k SeriesNumber=05
+cfind SERIES -k SeriesNumber=05
 expect_uids "$R.1.1" "SeriesNumber compared as an integer (05 is 5)"
-find SERIES -k SeriesNumber=1
+cfind SERIES -k SeriesNumber=1
 expect_uids "$R.3.1" "SeriesNumber=1 does not match 12"
-FINDSCU_LOG=-d find SERIES -k 'SeriesNumber=1*'
+FINDSCU_LOG=-d cfind SERIES -k 'SeriesNumber=1*'
 expect_in "$FIND" "DIMSE Status                  : 0xa900" "a non-integer SeriesNumber gets A900"
 expect_re "$FIND" "\(0000,0902\) LO \[Series Number key '1\*' is not an integer" "with an Error Comment"
 expect_uids "" "and no matches"
@@ -106,32 +107,44 @@ expect_in "$(cat "$TMP/serve.log")" "C-FIND refused: Series Number key '1*' is n
 
 # ---- Patient's Name with trailing empty components -----------------------------------------
 for key in 'DOE^JANE' 'Doe^Jane' 'DOE^JANE*' 'Doe^Jane^^^' 'DOE^JANE^*'; do
-    find STUDY -k "PatientName=$key"
+    cfind STUDY -k "PatientName=$key"
     expect_uids "$R.1" "PatientName=$key finds Doe^Jane^^^"
 done
-find STUDY -k "PatientName=DOE^JAN"
+cfind STUDY -k "PatientName=DOE^JAN"
 expect_uids "" "PatientName=DOE^JAN finds nothing"
 
 # ---- Pending FF00 / FF01 -------------------------------------------------------------------
-find STUDY -k StudyID=XYZ -k PatientName -k NumberOfStudyRelatedInstances
+cfind STUDY -k StudyID=XYZ -k PatientName -k NumberOfStudyRelatedInstances
 expect_in "$FIND" "Find Response: 1 (Pending)" "supported keys only: Pending FF00"
 expect_not_in "$FIND" "WarningUnsupportedOptionalKeys" "no FF01 without an unsupported key"
-find STUDY -k StudyID=XYZ -k InstitutionName
+cfind STUDY -k StudyID=XYZ -k InstitutionName
 expect_uids "$R.3" "an unsupported key does not change the matches"
 expect_in "$FIND" "Find Response: 1 (Pending: WarningUnsupportedOptionalKeys)" \
     "an unsupported key (InstitutionName): Pending FF01"
 expect_re "$FIND" '\(0008,0080\) LO \(no value available\)' "and it comes back zero-length"
-find STUDY -k StudyID=XYZ -k "ReferringPhysicianName=SMITH*"
+cfind STUDY -k StudyID=XYZ -k "ReferringPhysicianName=SMITH*"
 expect_in "$FIND" "(Pending: WarningUnsupportedOptionalKeys)" \
     "a value for a key returned but not matched (ReferringPhysicianName): FF01"
-find STUDY -k StudyID=XYZ -k "ReferringPhysicianName=*"
+cfind STUDY -k StudyID=XYZ -k "ReferringPhysicianName=*"
 expect_not_in "$FIND" "WarningUnsupportedOptionalKeys" "the same key with '*': FF00"
-find STUDY -k StudyID=XYZ -k SeriesNumber
+cfind STUDY -k StudyID=XYZ -k SeriesNumber
 expect_in "$FIND" "(Pending: WarningUnsupportedOptionalKeys)" \
     "a SERIES key at STUDY level: FF01"
-find SERIES -k SeriesNumber=1 -k SeriesDescription -k ModalitiesInStudy -k BodyPartExamined
+cfind SERIES -k SeriesNumber=1 -k SeriesDescription -k ModalitiesInStudy -k BodyPartExamined
 expect_in "$FIND" "Find Response: 1 (Pending)" "SERIES level, supported keys: FF00"
 expect_not_in "$FIND" "WarningUnsupportedOptionalKeys" "no FF01 at SERIES level"
+
+# ---- find_max_results: more matches than that are refused (A700), read at each request --------
+sed -i 's/^\(disk_min_free_mb = 0\)$/\1\nfind_max_results = 3/' "$TMP/node.conf"
+kill -HUP "$NODE"
+for _ in $(seq 1 50); do grep -q "SIGHUP: reloaded" "$TMP/serve.log" && break; sleep 0.1; done
+cfind SERIES -k "SeriesInstanceUID=*"
+expect_in "$FIND" "Received Final Find Response (Refused: OutOfResources)" \
+    "four series with find_max_results = 3: A700"
+expect_not_in "$FIND" "(Pending" "and no partial answer"
+expect_in "$(cat "$TMP/serve.log")" "more than 3 matches (find_max_results); narrow the query" "the reason is logged"
+cfind STUDY -k "StudyInstanceUID=*"
+expect_uids "$R.1 $R.2 $R.3" "three studies still answered"
 
 stop_node
 expect_rc 0 "SIGTERM: node exits 0"
