@@ -149,7 +149,9 @@ static void cfg__node_defaults(sn_node_config *n)
     n->sweep_interval_ms = 1000;
     n->outbox_retry_base = 5;
     n->outbox_retry_cap = 600;
-    n->outbox_max_attempts = 10;
+    /* with base 5 s and cap 600 s, 150 tries span about 24 h: a PACS down for a maintenance
+     * window or a night still gets its results (10 gave up after 31 minutes) */
+    n->outbox_max_attempts = 150;
     n->outbox_workers = 4;
     n->workers = 1;
     n->job_timeout = 1800;

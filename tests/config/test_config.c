@@ -128,7 +128,7 @@ static void test_shipped_example(void **state)
     assert_int_equal(cfg->node.sweep_interval_ms, 1000);
     assert_int_equal(cfg->node.outbox_retry_base, 5);
     assert_int_equal(cfg->node.outbox_retry_cap, 600);
-    assert_int_equal(cfg->node.outbox_max_attempts, 10);
+    assert_int_equal(cfg->node.outbox_max_attempts, 150);
     assert_int_equal(cfg->node.outbox_workers, 4);
     assert_int_equal(cfg->node.workers, 1);
     assert_int_equal(cfg->node.job_timeout, 1800);
@@ -223,7 +223,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->node.sweep_interval_ms, 1000);
     assert_int_equal(cfg->node.outbox_retry_base, 5);
     assert_int_equal(cfg->node.outbox_retry_cap, 600);
-    assert_int_equal(cfg->node.outbox_max_attempts, 10);
+    assert_int_equal(cfg->node.outbox_max_attempts, 150);
     assert_int_equal(cfg->node.outbox_workers, 4);
     assert_int_equal(cfg->node.workers, 1);
     assert_int_equal(cfg->node.job_timeout, 1800);
