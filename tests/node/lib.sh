@@ -4,7 +4,9 @@
 # PID on exit (never by name); the temp dir $TMP is removed.
 #   run CMD...            runs CMD, leaves $RC, $OUT (stdout) and $ERR (stderr)
 #   ok/fail MSG           records a check; finish exits 1 if any check failed
-#   write_conf FILE       writes [node] for this test from stdin's extra lines (see below)
+#   write_conf            writes $TMP/node.conf: [node] on $PORT (loopback, storage in $TMP,
+#                         no HTTP, no watermark, stable_after 60) with stdin's lines added,
+#                         and [peer MODALITY] allowed echo, store and find
 #   start_node CONF LOG   starts `segnode serve`, waits until its DICOM port accepts; sets NODE
 #   stop_node             SIGTERM, waits (30 s), leaves the exit status in $RC
 set -u
@@ -61,6 +63,15 @@ py_check() {
 }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+write_conf() {
+    {
+        printf '[node]\nae_title = SEGNODE\nport = %s\nbind = 127.0.0.1\nstorage = %s\nhttp_port = 0\n' "$PORT" "$TMP/storage"
+        printf 'disk_min_free_mb = 0\nstable_after = 60\n'
+        [ -t 0 ] || cat
+        printf '\n[peer MODALITY]\nae_title = MODALITY\nallow = echo, store, find\n'
+    } >"$TMP/node.conf"
+}
 
 # need_ports P... — fail early (not skip) when a port of this test is taken.
 need_ports() {

@@ -12,20 +12,7 @@ PORT=11330
 . "$HERE/lib.sh"
 need_ports $PORT
 
-cat >"$TMP/node.conf" <<CONF
-[node]
-ae_title = SEGNODE
-port = $PORT
-bind = 127.0.0.1
-storage = $TMP/storage
-http_port = 0
-disk_min_free_mb = 0
-stable_after = 60
-
-[peer MODALITY]
-ae_title = MODALITY
-allow = echo, store, find
-CONF
+write_conf </dev/null
 C="$TMP/node.conf"
 "$PY" "$HERE/gen_dicom.py" charset "$TMP/cs" || { echo "gen_dicom.py charset failed"; exit 1; }
 start_node "$C" "$TMP/serve.log"

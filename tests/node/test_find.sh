@@ -13,20 +13,7 @@ PORT=11340
 . "$HERE/lib.sh"
 need_ports $PORT
 
-cat >"$TMP/node.conf" <<CONF
-[node]
-ae_title = SEGNODE
-port = $PORT
-bind = 127.0.0.1
-storage = $TMP/storage
-http_port = 0
-disk_min_free_mb = 0
-stable_after = 60
-
-[peer MODALITY]
-ae_title = MODALITY
-allow = echo, store, find
-CONF
+write_conf </dev/null
 C="$TMP/node.conf"
 R=1.2.826.0.1.3680043.10.1138.40
 # study A: two series (numbers 5 and 12); B: a time with a fraction; C: the afternoon

@@ -12,20 +12,7 @@ PORT=11400
 . "$HERE/lib.sh"
 need_ports $PORT
 
-cat >"$TMP/node.conf" <<CONF
-[node]
-ae_title = SEGNODE
-port = $PORT
-bind = 127.0.0.1
-storage = $TMP/storage
-http_port = 0
-disk_min_free_mb = 0
-stable_after = 60
-
-[peer MODALITY]
-ae_title = MODALITY
-allow = echo, store, find
-CONF
+write_conf </dev/null
 C="$TMP/node.conf"
 SERIES=$(gen_series "$TMP/series" 300 --rows 128 --patient "STORE^THREEHUNDRED" --seed 11)
 STUDY=$("$PY" -c "import pydicom,sys; print(pydicom.dcmread(sys.argv[1]).StudyInstanceUID)" "$TMP/series/0001.dcm")
