@@ -800,6 +800,11 @@ int find_row_cb(void *ctx, const store_find_row *row)
         put_int(out, DCM_SeriesNumber, row->series_number);
         put_int(out, DCM_NumberOfSeriesRelatedInstances, row->series_instances);
     }
+    if (row->sop_instance_uid) {
+        put(out, DCM_SOPInstanceUID, row->sop_instance_uid);
+        put(out, DCM_SOPClassUID, row->sop_class_uid);
+        put_int(out, DCM_InstanceNumber, row->instance_number);
+    }
     /* Text outside ASCII (the index holds UTF-8) goes back in the request's character set when
      * it names one that can carry every value of this answer, else in UTF-8 (ISO_IR 192). */
     const char *text[] = {row->patient_id, row->patient_name, row->study_description, row->accession_number,
@@ -831,8 +836,13 @@ int find_row_cb(void *ctx, const store_find_row *row)
  * the SCU gives is not used for matching), or not at all (returned zero-length). */
 enum find_key_kind { KEY_UNSUPPORTED, KEY_RETURN_ONLY, KEY_MATCHED };
 
-find_key_kind find_key_support(const DcmTagKey &tag, bool series_level)
+find_key_kind find_key_support(const DcmTagKey &tag, bool series_level, bool image_level)
 {
+    static const DcmTagKey matched_image[] = {DCM_SOPInstanceUID, DCM_SOPClassUID, DCM_InstanceNumber};
+    if (image_level)
+        for (const DcmTagKey &t : matched_image)
+            if (tag == t)
+                return KEY_MATCHED;
     static const DcmTagKey matched[] = {DCM_PatientID, DCM_PatientName, DCM_StudyInstanceUID, DCM_StudyDate,
                                         DCM_StudyTime, DCM_AccessionNumber, DCM_StudyID, DCM_StudyDescription,
                                         DCM_SeriesInstanceUID};
@@ -873,18 +883,20 @@ bool find_key_universal(DcmDataset *mask, const DcmTagKey &tag)
 void run_find(find_ctx &f, DcmDataset *mask)
 {
     std::string level = get_str(mask, DCM_QueryRetrieveLevel);
-    const bool series_level = level == "SERIES";
-    const int nkeys = 11;
+    const bool image_level = level == "IMAGE", series_level = level == "SERIES" || image_level;
+    const int nkeys = 14;
     std::string k[nkeys];
     bool wide = false;
     auto keys = [&]() {
         const DcmTagKey tags[nkeys] = {DCM_PatientID, DCM_PatientName, DCM_StudyInstanceUID, DCM_StudyDate,
                                        DCM_AccessionNumber, DCM_StudyDescription,
                                        series_level ? DCM_Modality : DCM_ModalitiesInStudy,
-                                       DCM_SeriesInstanceUID, DCM_StudyTime, DCM_StudyID, DCM_SeriesNumber};
+                                       DCM_SeriesInstanceUID, DCM_StudyTime, DCM_StudyID, DCM_SeriesNumber,
+                                       DCM_SOPInstanceUID, DCM_SOPClassUID, DCM_InstanceNumber};
         wide = false;
-        for (int i = 0; i < nkeys; i++)   /* Series Number (the last) is a SERIES level key */
-            wide |= wide_text(k[i] = i == nkeys - 1 && !series_level ? std::string() : get_str(mask, tags[i]));
+        for (int i = 0; i < nkeys; i++)   /* Series Number: SERIES and IMAGE; the last three: IMAGE */
+            wide |= wide_text(k[i] = (i == 10 && !series_level) || (i > 10 && !image_level)
+                                         ? std::string() : get_str(mask, tags[i]));
     };
     keys();
     /* The index holds UTF-8: keys in another character set are converted before matching. */
@@ -907,8 +919,9 @@ void run_find(find_ctx &f, DcmDataset *mask)
             return;
         }
     }
-    store_find_query q = {k[0].c_str(), k[1].c_str(), k[2].c_str(), k[3].c_str(), k[4].c_str(), k[5].c_str(),
-                          k[6].c_str(), k[7].c_str(), k[8].c_str(), k[9].c_str(), k[10].c_str()};
+    store_find_query q = {k[0].c_str(),  k[1].c_str(),  k[2].c_str(),  k[3].c_str(), k[4].c_str(),
+                          k[5].c_str(),  k[6].c_str(),  k[7].c_str(),  k[8].c_str(), k[9].c_str(),
+                          k[10].c_str(), k[11].c_str(), k[12].c_str(), k[13].c_str()};
     /* The template answers with every key the SCU asked for, Specific Character Set aside,
      * all zero-length but the level: find_row_cb fills the keys the index holds, and a key it
      * does not support comes back empty, never with the requester's value (PS3.4 C.4.1.1.3.2).
@@ -920,7 +933,7 @@ void run_find(find_ctx &f, DcmDataset *mask)
         DcmElement *e = f.tmpl->getElement(i);
         if (!e || e->getTag() == DCM_QueryRetrieveLevel)
             continue;
-        switch (find_key_support(e->getTag(), series_level)) {
+        switch (find_key_support(e->getTag(), series_level, image_level)) {
         case KEY_UNSUPPORTED:
             f.optional_unsupported = true;
             break;
@@ -939,14 +952,16 @@ void run_find(find_ctx &f, DcmDataset *mask)
         rc = store_find_studies(f.a->srv->st, &q, find_row_cb, &f, err, sizeof err);
     else if (level == "SERIES")
         rc = store_find_series(f.a->srv->st, &q, find_row_cb, &f, err, sizeof err);
+    else if (image_level)
+        rc = store_find_instances(f.a->srv->st, &q, find_row_cb, &f, err, sizeof err);
     else {
         f.error_status = STATUS_FIND_Error_DataSetDoesNotMatchSOPClass;
-        f.error = "Query/Retrieve Level '" + level + "' not supported (STUDY, SERIES)";
+        f.error = "Query/Retrieve Level '" + level + "' not supported (STUDY, SERIES, IMAGE)";
         rc = SN_OK;
     }
     delete f.tmpl;
     f.tmpl = nullptr;
-    if (rc == SN_EINVAL) {   /* a key the matching cannot take (a Series Number not an integer) */
+    if (rc == SN_EINVAL) {   /* a key the matching cannot take (a Series or Instance Number not an integer) */
         f.error_status = STATUS_FIND_Error_DataSetDoesNotMatchSOPClass;
         f.error = err;
         SN_LOG_WARN(SCP_LOG, "%s: C-FIND refused: %s", f.a->calling_ae.c_str(), err);

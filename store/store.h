@@ -176,7 +176,10 @@ int store_instance_list(store *st, const char *series_uid, store_instance_cb cb,
 typedef struct store_find_query {
     const char *patient_id, *patient_name, *study_uid, *study_date, *accession_number,
         *study_description, *modality /* modalities in study / series modality */, *series_uid,
-        *study_time, *study_id, *series_number;
+        *study_time, *study_id, *series_number,
+        /* IMAGE level only: SOP Instance UID (single or list), SOP Class UID (single or list),
+         * Instance Number (an integer, as Series Number) */
+        *sop_instance_uid, *sop_class_uid, *instance_number;
 } store_find_query;
 typedef struct store_find_row {
     const char *patient_id, *patient_name, *patient_birth_date, *patient_sex, *study_uid,
@@ -187,12 +190,19 @@ typedef struct store_find_row {
     const char *series_uid, *modality, *series_description, *body_part;
     int series_number;
     int64_t series_instances;
+    /* image level only (NULL/-1 above it) */
+    const char *sop_instance_uid, *sop_class_uid;
+    int instance_number;
 } store_find_row;
 typedef int (*store_find_cb)(void *ctx, const store_find_row *row);
 int store_find_studies(store *st, const store_find_query *q, store_find_cb cb, void *ctx,
                        char *err, size_t errlen);
 int store_find_series(store *st, const store_find_query *q, store_find_cb cb, void *ctx,
                       char *err, size_t errlen);
+/* Image (instance) level: every study and series key as at SERIES level, plus the IMAGE keys;
+ * SN_EINVAL for a Series or Instance Number key that is not an integer. */
+int store_find_instances(store *st, const store_find_query *q, store_find_cb cb, void *ctx,
+                         char *err, size_t errlen);
 
 /* ---- jobs (created by the sweeper; run by the pipeline in later issues) ------------------- */
 

@@ -3,7 +3,8 @@
 # findscu: Study Time (single values, ranges, fractions), Study ID (single, wildcard,
 # case-sensitive), Series Number at SERIES level (an integer; a non-integer key gets A900),
 # a Patient's Name stored with trailing empty components ("Doe^Jane^^^" found by "DOE^JANE"),
-# Pending FF01 instead of FF00 when the request has a key the node does not support, and
+# Pending FF01 instead of FF00 when the request has a key the node does not support, the
+# IMAGE level (SOP Instance UID list, SOP Class UID, Instance Number), and
 # find_max_results (after a reload): more matches than that get A700, no partial answer.
 # Ports 11340-11349.
 # usage: test_find.sh SEGNODE_BINARY
@@ -120,6 +121,26 @@ expect_in "$FIND" "(Pending: WarningUnsupportedOptionalKeys)" \
 cfind SERIES -k SeriesNumber=1 -k SeriesDescription -k ModalitiesInStudy -k BodyPartExamined
 expect_in "$FIND" "Find Response: 1 (Pending)" "SERIES level, supported keys: FF00"
 expect_not_in "$FIND" "WarningUnsupportedOptionalKeys" "no FF01 at SERIES level"
+
+# ---- IMAGE level (SOP Instance UID list, SOP Class UID, Instance Number) ------------------
+cfind IMAGE -k "SeriesInstanceUID=$R.1.1" -k SOPInstanceUID -k SOPClassUID -k InstanceNumber -k PatientName
+expect_rc 0 "IMAGE level by Series Instance UID"
+n=$(printf '%s\n' "$FIND" | grep -c "Find Response: .* (Pending)")
+if [ "$n" = 1 ]; then ok "one instance in series $R.1.1"; else fail "IMAGE level: $n answers"; fi
+expect_re "$FIND" "\(0008,0018\) UI \[$R.1.1.1\]" "its SOP Instance UID"
+expect_re "$FIND" '\(0008,0016\) UI (=CTImageStorage|\[1.2.840.10008.5.1.4.1.1.2\])' "its SOP Class UID (CT Image Storage)"
+expect_re "$FIND" '\(0020,0013\) IS \[1 ?\]' "its Instance Number"
+expect_re "$FIND" '\(0010,0010\) PN \[Doe\^Jane' "and the study's keys"
+cfind IMAGE -k "StudyInstanceUID=$R.1" -k "SOPInstanceUID=$R.1.2.1\\$R.2.1.1"
+n=$(printf '%s\n' "$FIND" | grep -c "Find Response: .* (Pending)")
+if [ "$n" = 1 ] && printf '%s' "$FIND" | grep -q "UI \[$R.1.2.1\]"; then
+    ok "a SOP Instance UID list within one study: the one of that study"
+else fail "SOP Instance UID list: $n answers"; fi
+cfind IMAGE -k "StudyInstanceUID=$R.1" -k "InstanceNumber=2"
+n=$(printf '%s\n' "$FIND" | grep -c "Find Response: .* (Pending)")
+if [ "$n" = 0 ]; then ok "Instance Number 2 matches nothing"; else fail "Instance Number 2: $n answers"; fi
+FINDSCU_LOG=-d cfind IMAGE -k "InstanceNumber=x"
+expect_re "$FIND" "0xa900" "an Instance Number key that is not an integer: A900"
 
 # ---- find_max_results: more matches than that are refused (A700), read at each request --------
 sed -i 's/^\(disk_min_free_mb = 0\)$/\1\nfind_max_results = 3/' "$TMP/node.conf"
