@@ -1361,6 +1361,28 @@ static void test_find(void **state)
     /* Person Name stored with trailing empty components */
     assert_int_equal(find_n(f, 0, (store_find_query){.patient_name = "SMITH^ANNA"}), 1);
     assert_int_equal(find_n(f, 0, (store_find_query){.patient_name = "Smith^Anna^^^"}), 1);
+    /* IMAGE level: one instance per series here (Instance Number 1, MR Image Storage) */
+    find_get gi = {0};
+    store_find_query qi = {.study_uid = st1};
+    assert_int_equal(store_find_instances(f->st, &qi, find_cb, &gi, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(gi.n, 2);
+    snprintf(list, sizeof list, "%s\\%s", SOP_2, "1.2.3");
+    memset(&gi, 0, sizeof gi);
+    qi = (store_find_query){.sop_instance_uid = list};
+    assert_int_equal(store_find_instances(f->st, &qi, find_cb, &gi, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(gi.n, 1);
+    assert_string_equal(gi.uids[0], SER_B);
+    memset(&gi, 0, sizeof gi);
+    qi = (store_find_query){.sop_class_uid = "1.2.840.10008.5.1.4.1.1.4", .instance_number = "1", .modality = "CT"};
+    assert_int_equal(store_find_instances(f->st, &qi, find_cb, &gi, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(gi.n, 1);
+    memset(&gi, 0, sizeof gi);
+    qi = (store_find_query){.sop_class_uid = "1.2.840.10008.5.1.4.1.1.2"};
+    assert_int_equal(store_find_instances(f->st, &qi, find_cb, &gi, f->err, sizeof f->err), SN_OK);
+    assert_int_equal(gi.n, 0);
+    qi = (store_find_query){.instance_number = "1-2"};
+    assert_int_equal(store_find_instances(f->st, &qi, find_cb, &gi, f->err, sizeof f->err), SN_EINVAL);
+    assert_non_null(strstr(f->err, "Instance Number key"));
 
     find_get g = {0};
     store_find_query q = {.study_uid = st1};
