@@ -583,27 +583,42 @@ int store_find_studies(store *st, const store_find_query *q, store_find_cb cb, v
     return query__done(st, db, s, rc, err, errlen);
 }
 
-int store_find_series(store *st, const store_find_query *q, store_find_cb cb, void *ctx,
-                      char *err, size_t errlen)
+/* SERIES (level 1) and IMAGE (level 2) queries: one row mapping, the series columns and keys
+ * written once. */
+#define FIND__SERIES_COLS \
+    FIND__STUDY_COLS ", s.series_uid, s.modality, s.description, s.body_part, s.series_number, s.instances"
+#define FIND__SERIES_WHERE \
+    FIND__STUDY_WHERE \
+    " AND (?7 IS NULL OR sn_match(?7, s.modality, 1))" \
+    " AND (?8 IS NULL OR sn_uid_match(?8, s.series_uid))" \
+    " AND (?11 IS NULL OR sn_int_match(?11, s.series_number))"
+
+static int find__below_study(store *st, int level, const store_find_query *q, store_find_cb cb, void *ctx,
+                             char *err, size_t errlen)
 {
     static const store_find_query all;
     sqlite3 *db;
     sqlite3_stmt *s;
-    int rc = find__check(q ? q : &all, 1, err, errlen);
+    int rc = find__check(q ? q : &all, level, err, errlen);
     if (rc != SN_OK)
         return rc;
-    rc = query__prepare(st,
-        "SELECT " FIND__STUDY_COLS ", s.series_uid, s.modality, s.description, s.body_part,"
-        " s.series_number, s.instances"
-        " FROM series s JOIN studies st ON st.id=s.study_id JOIN patients p ON p.id=st.patient_id"
-        " WHERE" FIND__STUDY_WHERE
-        " AND (?7 IS NULL OR sn_match(?7, s.modality, 1))"
-        " AND (?8 IS NULL OR sn_uid_match(?8, s.series_uid))"
-        " AND (?11 IS NULL OR sn_int_match(?11, s.series_number))"
-        " ORDER BY st.id, s.series_number IS NULL, s.series_number, s.id", &db, &s, err, errlen);
+    rc = query__prepare(st, level == 1
+        ? "SELECT " FIND__SERIES_COLS
+          " FROM series s JOIN studies st ON st.id=s.study_id JOIN patients p ON p.id=st.patient_id"
+          " WHERE" FIND__SERIES_WHERE
+          " ORDER BY st.id, s.series_number IS NULL, s.series_number, s.id"
+        : "SELECT " FIND__SERIES_COLS ", i.sop_instance_uid, i.sop_class_uid, i.instance_number"
+          " FROM instances i JOIN series s ON s.id=i.series_id JOIN studies st ON st.id=s.study_id"
+          " JOIN patients p ON p.id=st.patient_id"
+          " WHERE" FIND__SERIES_WHERE
+          " AND (?12 IS NULL OR sn_uid_match(?12, i.sop_instance_uid))"
+          " AND (?13 IS NULL OR sn_uid_match(?13, i.sop_class_uid))"
+          " AND (?14 IS NULL OR sn_int_match(?14, i.instance_number))"
+          " ORDER BY st.id, s.id, i.instance_number IS NULL, i.instance_number, i.id",
+        &db, &s, err, errlen);
     if (rc != SN_OK)
         return rc;
-    find__bind_query(s, q ? q : &all, 1);
+    find__bind_query(s, q ? q : &all, level);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         store_find_row r;
         find__study_row(s, &r);
@@ -613,53 +628,27 @@ int store_find_series(store *st, const store_find_query *q, store_find_cb cb, vo
         r.body_part = col_str(s, 17);
         r.series_number = col_int_or(s, 18, -1);
         r.series_instances = sqlite3_column_int64(s, 19);
+        if (level == 2) {
+            r.sop_instance_uid = col_str(s, 20);
+            r.sop_class_uid = col_str(s, 21);
+            r.instance_number = col_int_or(s, 22, -1);
+        }
         if (cb(ctx, &r))
             break;
     }
     return query__done(st, db, s, rc, err, errlen);
 }
 
+int store_find_series(store *st, const store_find_query *q, store_find_cb cb, void *ctx,
+                      char *err, size_t errlen)
+{
+    return find__below_study(st, 1, q, cb, ctx, err, errlen);
+}
+
 int store_find_instances(store *st, const store_find_query *q, store_find_cb cb, void *ctx,
                          char *err, size_t errlen)
 {
-    static const store_find_query all;
-    sqlite3 *db;
-    sqlite3_stmt *s;
-    int rc = find__check(q ? q : &all, 2, err, errlen);
-    if (rc != SN_OK)
-        return rc;
-    rc = query__prepare(st,
-        "SELECT " FIND__STUDY_COLS ", s.series_uid, s.modality, s.description, s.body_part,"
-        " s.series_number, s.instances, i.sop_instance_uid, i.sop_class_uid, i.instance_number"
-        " FROM instances i JOIN series s ON s.id=i.series_id JOIN studies st ON st.id=s.study_id"
-        " JOIN patients p ON p.id=st.patient_id"
-        " WHERE" FIND__STUDY_WHERE
-        " AND (?7 IS NULL OR sn_match(?7, s.modality, 1))"
-        " AND (?8 IS NULL OR sn_uid_match(?8, s.series_uid))"
-        " AND (?11 IS NULL OR sn_int_match(?11, s.series_number))"
-        " AND (?12 IS NULL OR sn_uid_match(?12, i.sop_instance_uid))"
-        " AND (?13 IS NULL OR sn_uid_match(?13, i.sop_class_uid))"
-        " AND (?14 IS NULL OR sn_int_match(?14, i.instance_number))"
-        " ORDER BY st.id, s.id, i.instance_number IS NULL, i.instance_number, i.id", &db, &s, err, errlen);
-    if (rc != SN_OK)
-        return rc;
-    find__bind_query(s, q ? q : &all, 2);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        store_find_row r;
-        find__study_row(s, &r);
-        r.series_uid = col_str(s, 14);
-        r.modality = col_str(s, 15);
-        r.series_description = col_str(s, 16);
-        r.body_part = col_str(s, 17);
-        r.series_number = col_int_or(s, 18, -1);
-        r.series_instances = sqlite3_column_int64(s, 19);
-        r.sop_instance_uid = col_str(s, 20);
-        r.sop_class_uid = col_str(s, 21);
-        r.instance_number = col_int_or(s, 22, -1);
-        if (cb(ctx, &r))
-            break;
-    }
-    return query__done(st, db, s, rc, err, errlen);
+    return find__below_study(st, 2, q, cb, ctx, err, errlen);
 }
 
 /* ---- jobs and counts --------------------------------------------------------------------- */
