@@ -108,6 +108,32 @@ job_of() {
     return 1
 }
 
+# push_jobs SUBJECT... — store each phantom subject's MR T1 series from SCANNER and wait for
+# its job; the job ids go into the array J, in order (the test fails and ends if one is missing)
+push_jobs() {
+    local s uid j
+    J=()
+    for s in "$@"; do
+        push_series "$s" SCANNER
+        uid=$(dcm_attr "$(ls "$TMP/ph/subject-$s/mr-t1/"*.dcm | head -1)" SeriesInstanceUID)
+        j=$(job_of "$uid") || { fail "no job for subject $s"; finish; }
+        J+=("$j")
+    done
+    ok "jobs ${J[*]}"
+}
+
+# statusscp_start PORT AE STATUSES — statusscp.py (the peer that answers chosen C-STORE
+# statuses) in the background, log in $TMP/statusscp.log; waits until it answers C-ECHO
+statusscp_start() {
+    "$PY" "$(dirname "${BASH_SOURCE[0]}")/statusscp.py" "$1" "$2" "$3" >"$TMP/statusscp.log" 2>&1 &
+    PIDS="$PIDS $!"
+    wait_dicom "$1" "$2" || { echo "statusscp did not start"; cat "$TMP/statusscp.log"; exit 1; }
+}
+
+# archive_route — write_node_conf's second argument for the tests that send every MR result to
+# one peer ARCHIVE on $ARCH_PORT
+archive_route() { printf '\n[peer ARCHIVE]\nae_title = ARCHIVE\nport = %s\n[route mr]\nmodality = MR\nsend_to = ARCHIVE\n' "$ARCH_PORT"; }
+
 # finish_job JOB SEG_FILE — store_job_finish through the driver; echoes the number of rows
 finish_job() {
     local meta

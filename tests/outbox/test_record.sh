@@ -14,28 +14,13 @@ need_ports $NODE_PORT $NODE_HTTP $ARCH_PORT
 
 phantom 2
 # the first C-STORE is answered 5 s after its data set arrives: time to take the lock
-"$PY" "$(dirname "$0")/statusscp.py" $ARCH_PORT ARCHIVE 0000@5,0000 >"$TMP/statusscp.log" 2>&1 &
-PIDS="$PIDS $!"
-wait_dicom $ARCH_PORT ARCHIVE || { echo "statusscp did not start"; cat "$TMP/statusscp.log"; exit 1; }
+statusscp_start $ARCH_PORT ARCHIVE 0000@5,0000
 # one sender: no other thread's claim queues for the index in front of its record
 write_node_conf "outbox_retry_base = 1
 outbox_retry_cap = 1
-outbox_workers = 1" "
-[peer ARCHIVE]
-ae_title = ARCHIVE
-port = $ARCH_PORT
-[route mr]
-modality = MR
-send_to = ARCHIVE"
+outbox_workers = 1" "$(archive_route)"
 node_start
-J=()
-for s in 001 002; do
-    push_series $s SCANNER
-    uid=$(dcm_attr "$(ls "$TMP/ph/subject-$s/mr-t1/"*.dcm | head -1)" SeriesInstanceUID)
-    j=$(job_of "$uid") || { fail "no job for subject $s"; finish; }
-    J+=("$j")
-done
-ok "jobs ${J[*]}"
+push_jobs 001 002
 
 run finish_job "${J[0]}" "$TMP/ph/subject-001/seg/mr-t1.dcm"; expect_rc 0 "finish job 1"
 for _ in $(seq 1 100); do grep -q "C-STORE" "$TMP/statusscp.log" && break; sleep 0.1; done

@@ -26,13 +26,7 @@ phantom 1
 storescp_start archive ARCHIVE $ARCH_PORT -xf "$TMP/ctonly.cfg" CTOnly
 write_node_conf "outbox_retry_base = 1
 outbox_retry_cap = 1
-outbox_max_attempts = 5" "
-[peer ARCHIVE]
-ae_title = ARCHIVE
-port = $ARCH_PORT
-[route mr]
-modality = MR
-send_to = ARCHIVE"
+outbox_max_attempts = 5" "$(archive_route)"
 node_start
 MR1=$(ls "$TMP/ph/subject-001/mr-t1/"*.dcm | head -1)
 SEG=$TMP/ph/subject-001/seg/mr-t1.dcm

@@ -12,27 +12,12 @@ NODE_PORT=11650 NODE_HTTP=11651 ARCH_PORT=11654
 need_ports $NODE_PORT $NODE_HTTP $ARCH_PORT
 
 phantom 3
-"$PY" "$(dirname "$0")/statusscp.py" $ARCH_PORT ARCHIVE 0110,0107,0116,0001 >"$TMP/statusscp.log" 2>&1 &
-PIDS="$PIDS $!"
-wait_dicom $ARCH_PORT ARCHIVE || { echo "statusscp did not start"; cat "$TMP/statusscp.log"; exit 1; }
+statusscp_start $ARCH_PORT ARCHIVE 0110,0107,0116,0001
 write_node_conf "outbox_retry_base = 1
 outbox_retry_cap = 1
-outbox_max_attempts = 5" "
-[peer ARCHIVE]
-ae_title = ARCHIVE
-port = $ARCH_PORT
-[route mr]
-modality = MR
-send_to = ARCHIVE"
+outbox_max_attempts = 5" "$(archive_route)"
 node_start
-for s in 001 002 003; do push_series $s SCANNER; done
-J=()
-for s in 001 002 003; do
-    uid=$(dcm_attr "$(ls "$TMP/ph/subject-$s/mr-t1/"*.dcm | head -1)" SeriesInstanceUID)
-    j=$(job_of "$uid") || { fail "no job for subject $s"; finish; }
-    J+=("$j")
-done
-ok "jobs ${J[*]}"
+push_jobs 001 002 003
 
 # one row at a time, so the statuses come in the order given
 run finish_job "${J[0]}" "$TMP/ph/subject-001/seg/mr-t1.dcm"; expect_rc 0 "finish job 1"
