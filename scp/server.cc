@@ -884,19 +884,21 @@ void run_find(find_ctx &f, DcmDataset *mask)
 {
     std::string level = get_str(mask, DCM_QueryRetrieveLevel);
     const bool image_level = level == "IMAGE", series_level = level == "SERIES" || image_level;
-    const int nkeys = 14;
+    /* the matching keys in store_find_query's order, each with the lowest level that takes it
+     * (0 STUDY, 1 SERIES, 2 IMAGE); above it a key is not read */
+    const int depth = image_level ? 2 : series_level ? 1 : 0, nkeys = 14;
+    const struct { DcmTagKey tag; int level; } key[nkeys] = {
+        {DCM_PatientID, 0}, {DCM_PatientName, 0}, {DCM_StudyInstanceUID, 0}, {DCM_StudyDate, 0},
+        {DCM_AccessionNumber, 0}, {DCM_StudyDescription, 0},
+        {series_level ? DCM_Modality : DCM_ModalitiesInStudy, 0}, {DCM_SeriesInstanceUID, 0},
+        {DCM_StudyTime, 0}, {DCM_StudyID, 0}, {DCM_SeriesNumber, 1},
+        {DCM_SOPInstanceUID, 2}, {DCM_SOPClassUID, 2}, {DCM_InstanceNumber, 2}};
     std::string k[nkeys];
     bool wide = false;
     auto keys = [&]() {
-        const DcmTagKey tags[nkeys] = {DCM_PatientID, DCM_PatientName, DCM_StudyInstanceUID, DCM_StudyDate,
-                                       DCM_AccessionNumber, DCM_StudyDescription,
-                                       series_level ? DCM_Modality : DCM_ModalitiesInStudy,
-                                       DCM_SeriesInstanceUID, DCM_StudyTime, DCM_StudyID, DCM_SeriesNumber,
-                                       DCM_SOPInstanceUID, DCM_SOPClassUID, DCM_InstanceNumber};
         wide = false;
-        for (int i = 0; i < nkeys; i++)   /* Series Number: SERIES and IMAGE; the last three: IMAGE */
-            wide |= wide_text(k[i] = (i == 10 && !series_level) || (i > 10 && !image_level)
-                                         ? std::string() : get_str(mask, tags[i]));
+        for (int i = 0; i < nkeys; i++)
+            wide |= wide_text(k[i] = key[i].level <= depth ? get_str(mask, key[i].tag) : std::string());
     };
     keys();
     /* The index holds UTF-8: keys in another character set are converted before matching. */
