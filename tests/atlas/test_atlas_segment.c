@@ -23,6 +23,14 @@
 
 
 
+/* Voxels where two label maps of n voxels differ. */
+static size_t differ_at(const uint16_t *a, const uint16_t *b, size_t n)
+{
+    size_t d = 0;
+    for (size_t i = 0; i < n; i++) d += a[i] != b[i];
+    return d;
+}
+
 int main(void)
 {
     char err[512], note[512];
@@ -126,8 +134,7 @@ int main(void)
         o.fusion = ATLAS_FUSE_MAJORITY;
         o.refine = 0;
         CHECK(!pipeline_atlas_segment(&o, &v, out, note, sizeof note, err, sizeof err), "segment, refine 0: %s", err);
-        size_t differ = 0;
-        for (size_t i = 0; i < n; i++) differ += out[i] != out0[i];
+        size_t differ = differ_at(out, out0, n);
         printf("refine 0: labels differ from the refined ones at %zu voxels; note: %s\n", differ, note);
         CHECK(!strstr(note, "intensity refinement"), "refine 0: note '%s'", note);
     }
@@ -166,8 +173,7 @@ int main(void)
         uint16_t *all = malloc(n * sizeof *all);
         o.select_k = 0, o.probs = NULL;
         CHECK(all && !pipeline_atlas_segment(&o, &v, all, note, sizeof note, err, sizeof err), "select_k 0: %s", err);
-        size_t d0 = 0;
-        for (size_t i = 0; all && i < n; i++) d0 += all[i] != out[i];
+        size_t d0 = all ? differ_at(all, out, n) : 0;
         printf("select_k all against auto: labels differ at %zu voxels; note: %s\n", d0, note);
         CHECK(all && !d0 && !strstr(note, "after affine") && strstr(note, "1 left out as the same anatomy"),
               "select_k all: %zu voxels differ, note '%s'", d0, note);
@@ -185,8 +191,7 @@ int main(void)
         o.fusion = ATLAS_FUSE_MAJORITY;
         o.select_k = 1;
         CHECK(!pipeline_atlas_segment(&o, &v, out, note, sizeof note, err, sizeof err), "select_k 1: %s", err);
-        size_t differ = 0;
-        for (size_t i = 0; i < n; i++) differ += out[i] != out0[i];
+        size_t differ = differ_at(out, out0, n);
         printf("select_k 1 of 2: labels differ from a1 alone at %zu voxels; note: %s\n", differ, note);
         CHECK(!differ, "select_k 1: not the better atlas registered in full (%zu voxels differ)", differ);
         CHECK(strstr(note, "1 of 2 atlases fused") && strstr(note, "the 1 most similar after affine registered further"),
@@ -209,8 +214,7 @@ int main(void)
             CHECK(rc == SN_EDEVICE && strstr(err, "cuda:0"), "no device: SN_EDEVICE naming cuda:0 (got %d: %s)", rc, err);
         } else {
             CHECK(rc == SN_OK, "segment on cuda:0: %s", err);
-            size_t differ = 0;
-            for (size_t i = 0; i < n; i++) differ += out[i] != out0[i];
+            size_t differ = differ_at(out, out0, n);
             printf("cuda:0: labels differ from the CPU's at %zu of %zu voxels; note: %s\n", differ, n, note);
             CHECK(differ < n / 500 && strstr(note, "on cuda:0"), "GPU labels against the CPU's: %zu voxels", differ);
         }
