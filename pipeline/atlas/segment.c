@@ -121,7 +121,9 @@ int pipeline_atlas_segment(const pipeline_atlas_opts *o, const pipeline_volume *
      * auto: k = the number of anatomies, when two atlases share one */
     const atlas_prep *cap[PIPELINE_ATLAS_MAX];
     for (int a = 0; a < na; a++) cap[a] = atl[a];
-    const int anatomies = atlas_anatomies(cap, na), is_auto = o->select_k == PIPELINE_SELECT_K_AUTO;
+    const int is_auto = o->select_k == PIPELINE_SELECT_K_AUTO;
+    /* (the label maps are compared only for auto; atlas_distinct compares them again below) */
+    const int anatomies = is_auto ? atlas_anatomies(cap, na) : na;
     const int select_k = is_auto ? (anatomies < na ? anatomies : 0) : o->select_k;
     const int rank_first = select_k > 0 && select_k < na;
     ro.deformable = !rank_first;
