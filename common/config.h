@@ -94,9 +94,8 @@ typedef struct sn_node_config {
     uint32_t max_pdu;                /* default 116794 (DCMTK's ASC_DEFAULTMAXPDU) */
     int acse_timeout;                /* seconds to wait for association PDUs; default 30 */
     int dimse_timeout;               /* seconds to wait for DIMSE messages; default 60 (0 = none) */
-    int find_max_results;            /* C-FIND: more matches than this are refused (A700), since
-                                        every answer is built before the first is sent; default
-                                        10000 (0 = no limit) */
+    int find_max_results;            /* C-FIND: more matches than this are refused (A700) before
+                                        any answer is sent; default 10000 (0 = no limit) */
     int64_t disk_min_free_mb;        /* refuse new associations below this; default 1024 */
     int log_level;                   /* sn_log_level; default info */
     int fsync;                       /* fsync each instance before Success; default 1 */

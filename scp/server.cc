@@ -16,8 +16,10 @@
 #include "dcmtk/dcmtls/tlslayer.h"
 #endif
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <atomic>
+#include <deque>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -737,18 +739,35 @@ OFCondition handle_store(assoc_ctx &a, T_ASC_PresentationContextID pid, T_DIMSE_
     return DIMSE_sendStoreResponse(a.assoc, pid, &req, &rsp, fail.status ? &detail : nullptr);
 }
 
-/* ---- C-FIND (Study Root; STUDY and SERIES levels) ---------------------------------------- */
+/* ---- C-FIND (Study Root; STUDY, SERIES and IMAGE levels) --------------------------------- */
+
+/* A C-FIND lists the matching rows' keys first (8 bytes each), then fetches and builds the
+ * answers FIND_BATCH at a time as they are sent, so the node's memory does not grow with the
+ * answer (100,000 matching studies: 8 MB, against 230 MB when every answer was built first). */
+const size_t FIND_BATCH = 64;
+typedef int (*find_fn)(store *, const store_find_query *, store_find_cb, void *, char *, size_t);
 
 struct find_ctx {
     assoc_ctx *a;
     bool ran = false;
     DcmDataset *tmpl = nullptr;        /* the request's keys, copied into each answer */
-    std::vector<DcmDataset *> results;
+    std::string k[14];                 /* the matching keys, as q holds them */
+    store_find_query q = {};
+    find_fn fn = nullptr;              /* the level's query */
+    std::vector<int64_t> keys;         /* the matches, in answer order */
+    size_t next = 0;                   /* the next key to fetch */
+    size_t sent = 0;
+    std::deque<DcmDataset *> answers;  /* fetched, not yet sent */
     std::string charset;               /* the request's Specific Character Set, as sent */
-    size_t next = 0;
     Uint16 error_status = 0;
     std::string error;
     bool optional_unsupported = false; /* answer Pending with FF01, not FF00 */
+    ~find_ctx()
+    {
+        delete tmpl;
+        for (DcmDataset *d : answers)
+            delete d;
+    }
 };
 
 void put(DcmDataset *out, const DcmTagKey &tag, const char *value)
@@ -763,20 +782,26 @@ void put_int(DcmDataset *out, const DcmTagKey &tag, int64_t v)
         out->putAndInsertString(tag, std::to_string((long long)v).c_str());
 }
 
-int find_row_cb(void *ctx, const store_find_row *row)
+int find_key_cb(void *ctx, const store_find_row *row)
 {
     find_ctx *f = (find_ctx *)ctx;
-    /* Every answer is built before the first goes out (about 2.5 kB each): past the limit the
-     * query stops and the request is refused, rather than the node's memory growing with it. */
+    /* past the limit the query stops and the request is refused: a runaway query would hold
+     * the association (and the peer) for every answer */
     const int limit = f->a->cfg->node.find_max_results;
-    if (limit > 0 && f->results.size() >= (size_t)limit) {
-        for (DcmDataset *d : f->results)
-            delete d;
-        f->results.clear();
+    if (limit > 0 && f->keys.size() >= (size_t)limit) {
+        f->keys.clear();
         f->error_status = STATUS_FIND_Refused_OutOfResources;
         f->error = "more than " + std::to_string(limit) + " matches (find_max_results); narrow the query";
         return 1;
     }
+    f->keys.push_back(row->key);
+    return 0;
+}
+
+/* One answer, from its row as the index holds it when its batch is fetched. */
+int find_row_cb(void *ctx, const store_find_row *row)
+{
+    find_ctx *f = (find_ctx *)ctx;
     DcmDataset *out = new DcmDataset(*f->tmpl);
     put(out, DCM_PatientID, row->patient_id);
     put(out, DCM_PatientName, row->patient_name);
@@ -828,7 +853,7 @@ int find_row_cb(void *ctx, const store_find_row *row)
         if (!done)
             out->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192");
     }
-    f->results.push_back(out);
+    f->answers.push_back(out);
     return 0;
 }
 
@@ -893,7 +918,7 @@ void run_find(find_ctx &f, DcmDataset *mask)
         {series_level ? DCM_Modality : DCM_ModalitiesInStudy, 0}, {DCM_SeriesInstanceUID, 0},
         {DCM_StudyTime, 0}, {DCM_StudyID, 0}, {DCM_SeriesNumber, 1},
         {DCM_SOPInstanceUID, 2}, {DCM_SOPClassUID, 2}, {DCM_InstanceNumber, 2}};
-    std::string k[nkeys];
+    std::string (&k)[nkeys] = f.k;
     bool wide = false;
     auto keys = [&]() {
         wide = false;
@@ -921,9 +946,9 @@ void run_find(find_ctx &f, DcmDataset *mask)
             return;
         }
     }
-    store_find_query q = {k[0].c_str(),  k[1].c_str(),  k[2].c_str(),  k[3].c_str(), k[4].c_str(),
-                          k[5].c_str(),  k[6].c_str(),  k[7].c_str(),  k[8].c_str(), k[9].c_str(),
-                          k[10].c_str(), k[11].c_str(), k[12].c_str(), k[13].c_str()};
+    f.q = {k[0].c_str(),  k[1].c_str(),  k[2].c_str(),  k[3].c_str(), k[4].c_str(),
+           k[5].c_str(),  k[6].c_str(),  k[7].c_str(),  k[8].c_str(), k[9].c_str(),
+           k[10].c_str(), k[11].c_str(), k[12].c_str(), k[13].c_str(), nullptr, 0};
     /* The template answers with every key the SCU asked for, Specific Character Set aside,
      * all zero-length but the level: find_row_cb fills the keys the index holds, and a key it
      * does not support comes back empty, never with the requester's value (PS3.4 C.4.1.1.3.2).
@@ -949,20 +974,15 @@ void run_find(find_ctx &f, DcmDataset *mask)
         e->clear();
     }
     char err[512] = "";
-    int rc;
-    if (level == "STUDY")
-        rc = store_find_studies(f.a->srv->st, &q, find_row_cb, &f, err, sizeof err);
-    else if (level == "SERIES")
-        rc = store_find_series(f.a->srv->st, &q, find_row_cb, &f, err, sizeof err);
-    else if (image_level)
-        rc = store_find_instances(f.a->srv->st, &q, find_row_cb, &f, err, sizeof err);
-    else {
+    int rc = SN_OK;
+    f.fn = level == "STUDY" ? store_find_studies : level == "SERIES" ? store_find_series
+         : image_level ? store_find_instances : nullptr;
+    if (f.fn) {
+        rc = f.fn(f.a->srv->st, &f.q, find_key_cb, &f, err, sizeof err);
+    } else {
         f.error_status = STATUS_FIND_Error_DataSetDoesNotMatchSOPClass;
         f.error = "Query/Retrieve Level '" + level + "' not supported (STUDY, SERIES, IMAGE)";
-        rc = SN_OK;
     }
-    delete f.tmpl;
-    f.tmpl = nullptr;
     if (rc == SN_EINVAL) {   /* a key the matching cannot take (a Series or Instance Number not an integer) */
         f.error_status = STATUS_FIND_Error_DataSetDoesNotMatchSOPClass;
         f.error = err;
@@ -995,17 +1015,31 @@ void find_callback(void *ctx, OFBool cancelled, T_DIMSE_C_FindRQ *, DcmDataset *
         rsp->DimseStatus = STATUS_FIND_Cancel_MatchingTerminatedDueToCancelRequest;
         return;
     }
+    /* the next batch of matches that are still in the index and still match (a study may be
+     * deleted, by retention or an admin, while its answers are sent) */
+    while (!f.error_status && f.answers.empty() && f.next < f.keys.size()) {
+        char err[512] = "";
+        f.q.keys = f.keys.data() + f.next;
+        f.q.nkeys = std::min(FIND_BATCH, f.keys.size() - f.next);
+        f.next += f.q.nkeys;
+        if (f.fn(f.a->srv->st, &f.q, find_row_cb, &f, err, sizeof err) != SN_OK) {
+            SN_LOG_ERROR(SCP_LOG, "C-FIND failed after %zu answer(s): %s", f.sent, err);
+            f.error_status = STATUS_FIND_Failed_UnableToProcess;
+            f.error = err;
+        }
+    }
     if (f.error_status) {
         rsp->DimseStatus = f.error_status;
         *detail = new DcmDataset;
         (*detail)->putAndInsertString(DCM_ErrorComment, f.error.substr(0, 64).c_str());
         return;
     }
-    if (f.next < f.results.size()) {
+    if (!f.answers.empty()) {
         rsp->DimseStatus = f.optional_unsupported ? STATUS_FIND_Pending_WarningUnsupportedOptionalKeys
                                                   : STATUS_FIND_Pending_MatchesAreContinuing;
-        *ids = f.results[f.next];       /* DIMSE_findProvider deletes it after sending */
-        f.results[f.next++] = nullptr;
+        *ids = f.answers.front();       /* DIMSE_findProvider deletes it after sending */
+        f.answers.pop_front();
+        f.sent++;
     } else {
         rsp->DimseStatus = STATUS_FIND_Success;
     }
@@ -1019,9 +1053,7 @@ OFCondition handle_find(assoc_ctx &a, T_ASC_PresentationContextID pid, T_DIMSE_C
     int timeout = a.cfg->node.dimse_timeout;
     OFCondition cond = DIMSE_findProvider(a.assoc, pid, &req, find_callback, &f,
                                           timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING, timeout);
-    for (DcmDataset *d : f.results)
-        delete d;
-    SN_LOG_INFO(SCP_LOG, "%s: C-FIND answered with %zu match(es)%s%s", a.calling_ae.c_str(), f.next,
+    SN_LOG_INFO(SCP_LOG, "%s: C-FIND answered with %zu match(es)%s%s", a.calling_ae.c_str(), f.sent,
                 f.error.empty() ? "" : ", error: ", f.error.c_str());
     return cond;
 }

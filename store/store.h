@@ -180,8 +180,15 @@ typedef struct store_find_query {
         /* IMAGE level only: SOP Instance UID (single or list), SOP Class UID (single or list),
          * Instance Number (an integer, as Series Number) */
         *sop_instance_uid, *sop_class_uid, *instance_number;
+    /* nkeys 0: every matching row. Else only the rows of these keys (store_find_row.key, from
+     * an earlier call with the same matching keys) that still match, in the same order: an SCP
+     * lists the keys first and fetches the answers a few at a time as it sends them, so its
+     * memory does not grow with the answer. */
+    const int64_t *keys;
+    size_t nkeys;
 } store_find_query;
 typedef struct store_find_row {
+    int64_t key;   /* the row at the query's level (study, series, instance), for store_find_query.key */
     const char *patient_id, *patient_name, *patient_birth_date, *patient_sex, *study_uid,
         *study_date, *study_time, *study_description, *accession_number, *study_id,
         *referring_physician, *modalities_in_study /* backslash-separated */;

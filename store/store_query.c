@@ -468,8 +468,9 @@ int store_instance_list(store *st, const char *series_uid, store_instance_cb cb,
 
 /* ---- C-FIND ------------------------------------------------------------------------------ */
 
-/* Study-level columns 0..13 and filters ?1..?6, ?9, ?10 are shared by both levels; ?7 and ?8
- * (modality, Series Instance UID) differ, ?11 (Series Number) is SERIES level only. */
+/* Study-level columns (1..14, after the level's key in 0) and filters ?1..?6, ?9, ?10 are shared
+ * by every level; ?7 and ?8 (modality, Series Instance UID) differ, ?11 (Series Number) is
+ * SERIES and IMAGE level, ?12..?14 IMAGE level only, ?15 the key of a single row. */
 #define FIND__STUDY_COLS \
     "p.patient_key, p.patient_name, p.birth_date, p.sex, st.study_uid, st.study_date," \
     " st.study_time, st.description, st.accession_number, st.study_id, st.referring_physician," \
@@ -514,7 +515,8 @@ static int find__check(const store_find_query *q, int series_level, char *err, s
     return SN_OK;
 }
 
-static void find__bind_query(sqlite3_stmt *s, const store_find_query *q, int series_level)
+static int find__bind_query(sqlite3_stmt *s, const store_find_query *q, int series_level,
+                            char *err, size_t errlen)
 {
     find__bind(s, 1, q->patient_id);
     find__bind(s, 2, q->patient_name);
@@ -533,29 +535,54 @@ static void find__bind_query(sqlite3_stmt *s, const store_find_query *q, int ser
         find__bind(s, 13, q->sop_class_uid);
         find__bind(s, 14, q->instance_number);
     }
+    if (q->nkeys) {   /* a JSON array for json_each */
+        size_t cap = q->nkeys * 21 + 3, n = 0;
+        char *json = malloc(cap);
+        if (!json)
+            return sn_errf(err, errlen, SN_ENOMEM, "C-FIND: out of memory for %zu keys", q->nkeys);
+        json[n++] = '[';
+        for (size_t i = 0; i < q->nkeys; i++)
+            n += (size_t)snprintf(json + n, cap - n, "%s%lld", i ? "," : "", (long long)q->keys[i]);
+        json[n++] = ']';
+        sqlite3_bind_text(s, 15, json, (int)n, free);
+    }
+    return SN_OK;
 }
 
+/* Column 0 is the level's row id (the key), then the study columns. */
 static void find__study_row(sqlite3_stmt *s, store_find_row *r)
 {
     memset(r, 0, sizeof *r);
-    r->patient_id = col_str(s, 0);
-    r->patient_name = col_str(s, 1);
-    r->patient_birth_date = col_str(s, 2);
-    r->patient_sex = col_str(s, 3);
-    r->study_uid = col_str(s, 4);
-    r->study_date = col_str(s, 5);
-    r->study_time = col_str(s, 6);
-    r->study_description = col_str(s, 7);
-    r->accession_number = col_str(s, 8);
-    r->study_id = col_str(s, 9);
-    r->referring_physician = col_str(s, 10);
-    r->modalities_in_study = col_str(s, 11);
-    r->study_series = sqlite3_column_int64(s, 12);
-    r->study_instances = sqlite3_column_int64(s, 13);
+    r->key = sqlite3_column_int64(s, 0);
+    r->patient_id = col_str(s, 1);
+    r->patient_name = col_str(s, 2);
+    r->patient_birth_date = col_str(s, 3);
+    r->patient_sex = col_str(s, 4);
+    r->study_uid = col_str(s, 5);
+    r->study_date = col_str(s, 6);
+    r->study_time = col_str(s, 7);
+    r->study_description = col_str(s, 8);
+    r->accession_number = col_str(s, 9);
+    r->study_id = col_str(s, 10);
+    r->referring_physician = col_str(s, 11);
+    r->modalities_in_study = col_str(s, 12);
+    r->study_series = sqlite3_column_int64(s, 13);
+    r->study_instances = sqlite3_column_int64(s, 14);
     r->series_number = -1;
     r->series_instances = -1;
     r->instance_number = -1;
 }
+
+/* A query at each level: all rows, or (key = FIND__KEYS(x)) the rows of the keys in ?15. */
+#define FIND__KEYS(id) " " id " IN (SELECT value FROM json_each(?15)) AND"
+#define FIND__STUDY_SQL(key) \
+    "SELECT st.id, " FIND__STUDY_COLS \
+    " FROM studies st JOIN patients p ON p.id=st.patient_id WHERE" key FIND__STUDY_WHERE \
+    " AND (?7 IS NULL OR EXISTS(SELECT 1 FROM series x WHERE x.study_id=st.id" \
+    "      AND sn_match(?7, x.modality, 1)))" \
+    " AND (?8 IS NULL OR EXISTS(SELECT 1 FROM series x WHERE x.study_id=st.id" \
+    "      AND sn_uid_match(?8, x.series_uid)))" \
+    " ORDER BY st.study_date DESC, st.id DESC"
 
 int store_find_studies(store *st, const store_find_query *q, store_find_cb cb, void *ctx,
                        char *err, size_t errlen)
@@ -563,17 +590,16 @@ int store_find_studies(store *st, const store_find_query *q, store_find_cb cb, v
     static const store_find_query all;
     sqlite3 *db;
     sqlite3_stmt *s;
-    int rc = query__prepare(st,
-        "SELECT " FIND__STUDY_COLS
-        " FROM studies st JOIN patients p ON p.id=st.patient_id WHERE" FIND__STUDY_WHERE
-        " AND (?7 IS NULL OR EXISTS(SELECT 1 FROM series x WHERE x.study_id=st.id"
-        "      AND sn_match(?7, x.modality, 1)))"
-        " AND (?8 IS NULL OR EXISTS(SELECT 1 FROM series x WHERE x.study_id=st.id"
-        "      AND sn_uid_match(?8, x.series_uid)))"
-        " ORDER BY st.study_date DESC, st.id DESC", &db, &s, err, errlen);
+    if (!q)
+        q = &all;
+    int rc = query__prepare(st, q->nkeys ? FIND__STUDY_SQL(FIND__KEYS("st.id")) : FIND__STUDY_SQL(""),
+                            &db, &s, err, errlen);
     if (rc != SN_OK)
         return rc;
-    find__bind_query(s, q ? q : &all, 0);
+    if ((rc = find__bind_query(s, q, 0, err, errlen)) != SN_OK) {
+        query__done(st, db, s, SQLITE_DONE, err, errlen);
+        return rc;
+    }
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         store_find_row r;
         find__study_row(s, &r);
@@ -593,45 +619,54 @@ int store_find_studies(store *st, const store_find_query *q, store_find_cb cb, v
     " AND (?8 IS NULL OR sn_uid_match(?8, s.series_uid))" \
     " AND (?11 IS NULL OR sn_int_match(?11, s.series_number))"
 
+#define FIND__SERIES_SQL(key) \
+    "SELECT s.id, " FIND__SERIES_COLS \
+    " FROM series s JOIN studies st ON st.id=s.study_id JOIN patients p ON p.id=st.patient_id" \
+    " WHERE" key FIND__SERIES_WHERE \
+    " ORDER BY st.id, s.series_number IS NULL, s.series_number, s.id"
+#define FIND__INSTANCE_SQL(key) \
+    "SELECT i.id, " FIND__SERIES_COLS ", i.sop_instance_uid, i.sop_class_uid, i.instance_number" \
+    " FROM instances i JOIN series s ON s.id=i.series_id JOIN studies st ON st.id=s.study_id" \
+    " JOIN patients p ON p.id=st.patient_id" \
+    " WHERE" key FIND__SERIES_WHERE \
+    " AND (?12 IS NULL OR sn_uid_match(?12, i.sop_instance_uid))" \
+    " AND (?13 IS NULL OR sn_uid_match(?13, i.sop_class_uid))" \
+    " AND (?14 IS NULL OR sn_int_match(?14, i.instance_number))" \
+    " ORDER BY st.id, s.id, i.instance_number IS NULL, i.instance_number, i.id"
+
 static int find__below_study(store *st, int level, const store_find_query *q, store_find_cb cb, void *ctx,
                              char *err, size_t errlen)
 {
     static const store_find_query all;
     sqlite3 *db;
     sqlite3_stmt *s;
-    int rc = find__check(q ? q : &all, level, err, errlen);
+    if (!q)
+        q = &all;
+    int rc = find__check(q, level, err, errlen);
     if (rc != SN_OK)
         return rc;
-    rc = query__prepare(st, level == 1
-        ? "SELECT " FIND__SERIES_COLS
-          " FROM series s JOIN studies st ON st.id=s.study_id JOIN patients p ON p.id=st.patient_id"
-          " WHERE" FIND__SERIES_WHERE
-          " ORDER BY st.id, s.series_number IS NULL, s.series_number, s.id"
-        : "SELECT " FIND__SERIES_COLS ", i.sop_instance_uid, i.sop_class_uid, i.instance_number"
-          " FROM instances i JOIN series s ON s.id=i.series_id JOIN studies st ON st.id=s.study_id"
-          " JOIN patients p ON p.id=st.patient_id"
-          " WHERE" FIND__SERIES_WHERE
-          " AND (?12 IS NULL OR sn_uid_match(?12, i.sop_instance_uid))"
-          " AND (?13 IS NULL OR sn_uid_match(?13, i.sop_class_uid))"
-          " AND (?14 IS NULL OR sn_int_match(?14, i.instance_number))"
-          " ORDER BY st.id, s.id, i.instance_number IS NULL, i.instance_number, i.id",
-        &db, &s, err, errlen);
+    const char *sql = level == 1 ? (q->nkeys ? FIND__SERIES_SQL(FIND__KEYS("s.id")) : FIND__SERIES_SQL(""))
+                                 : (q->nkeys ? FIND__INSTANCE_SQL(FIND__KEYS("i.id")) : FIND__INSTANCE_SQL(""));
+    rc = query__prepare(st, sql, &db, &s, err, errlen);
     if (rc != SN_OK)
         return rc;
-    find__bind_query(s, q ? q : &all, level);
+    if ((rc = find__bind_query(s, q, level, err, errlen)) != SN_OK) {
+        query__done(st, db, s, SQLITE_DONE, err, errlen);
+        return rc;
+    }
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         store_find_row r;
         find__study_row(s, &r);
-        r.series_uid = col_str(s, 14);
-        r.modality = col_str(s, 15);
-        r.series_description = col_str(s, 16);
-        r.body_part = col_str(s, 17);
-        r.series_number = col_int_or(s, 18, -1);
-        r.series_instances = sqlite3_column_int64(s, 19);
+        r.series_uid = col_str(s, 15);
+        r.modality = col_str(s, 16);
+        r.series_description = col_str(s, 17);
+        r.body_part = col_str(s, 18);
+        r.series_number = col_int_or(s, 19, -1);
+        r.series_instances = sqlite3_column_int64(s, 20);
         if (level == 2) {
-            r.sop_instance_uid = col_str(s, 20);
-            r.sop_class_uid = col_str(s, 21);
-            r.instance_number = col_int_or(s, 22, -1);
+            r.sop_instance_uid = col_str(s, 21);
+            r.sop_class_uid = col_str(s, 22);
+            r.instance_number = col_int_or(s, 23, -1);
         }
         if (cb(ctx, &r))
             break;

@@ -4,7 +4,8 @@
 # case-sensitive), Series Number at SERIES level (an integer; a non-integer key gets A900),
 # a Patient's Name stored with trailing empty components ("Doe^Jane^^^" found by "DOE^JANE"),
 # Pending FF01 instead of FF00 when the request has a key the node does not support, the
-# IMAGE level (SOP Instance UID list, SOP Class UID, Instance Number), and
+# IMAGE level (SOP Instance UID list, SOP Class UID, Instance Number), answers across the
+# node's fetch batches (150 instances of a series, each once and in order), and
 # find_max_results (after a reload): more matches than that get A700, no partial answer.
 # Ports 11340-11349.
 # usage: test_find.sh SEGNODE_BINARY
@@ -142,16 +143,32 @@ if [ "$n" = 0 ]; then ok "Instance Number 2 matches nothing"; else fail "Instanc
 FINDSCU_LOG=-d cfind IMAGE -k "InstanceNumber=x"
 expect_re "$FIND" "0xa900" "an Instance Number key that is not an integer: A900"
 
+# ---- answers streamed 64 at a time: 150 instances of one series, each once, in order -------
+gen_series "$TMP/in/big" 150 --rows 8 --seed 45 --patient 'BIG^SERIES' --study $R.4 --series $R.4.1 \
+    --study-time 160000 --study-id BIG --series-number 2 >/dev/null ||
+    { echo "gen_dicom.py series failed"; exit 1; }
+run storescu -aet MODALITY -aec SEGNODE 127.0.0.1 $PORT "$TMP"/in/big/*.dcm
+expect_rc 0 "storescu of 150 instances"
+cfind IMAGE -k "SeriesInstanceUID=$R.4.1" -k SOPInstanceUID -k InstanceNumber
+n=$(printf '%s\n' "$FIND" | grep -c "Find Response: .* (Pending)")
+got=$(sed -n 's/^I: (0020,0013) IS \[\([0-9]*\) *\].*/\1/p' "$TMP/find.out" | tr '\n' ' ')
+want=$(seq 1 150 | tr '\n' ' ')
+if [ "$n" = 150 ] && [ "$got" = "$want" ]; then ok "IMAGE level: 150 answers (three batches), in Instance Number order"
+else fail "IMAGE level over 150 instances: $n answers, numbers '$got'"; fi
+nuid=$(sed -n "s/^I: (0008,0018) UI \[\($R.4.1.[0-9]*\)[^]]*\].*/\1/p" "$TMP/find.out" | sort -u | wc -l)   # odd lengths end in a NUL pad
+if [ "$nuid" = 150 ]; then ok "150 distinct SOP Instance UIDs"; else fail "$nuid distinct SOP Instance UIDs"; fi
+expect_in "$FIND" "Received Final Find Response (Success)" "then Success"
+
 # ---- find_max_results: more matches than that are refused (A700), read at each request --------
 sed -i 's/^\(disk_min_free_mb = 0\)$/\1\nfind_max_results = 3/' "$TMP/node.conf"
 kill -HUP "$NODE"
 for _ in $(seq 1 50); do grep -q "SIGHUP: reloaded" "$TMP/serve.log" && break; sleep 0.1; done
 cfind SERIES -k "SeriesInstanceUID=*"
 expect_in "$FIND" "Received Final Find Response (Refused: OutOfResources)" \
-    "four series with find_max_results = 3: A700"
+    "five series with find_max_results = 3: A700"
 expect_not_in "$FIND" "(Pending" "and no partial answer"
 expect_in "$(cat "$TMP/serve.log")" "more than 3 matches (find_max_results); narrow the query" "the reason is logged"
-cfind STUDY -k "StudyInstanceUID=*"
+cfind STUDY -k "StudyInstanceUID=$R.1\\$R.2\\$R.3"
 expect_uids "$R.1 $R.2 $R.3" "three studies still answered"
 
 stop_node

@@ -1256,11 +1256,12 @@ static void test_series_route_again(void **state)
 
 /* ---- C-FIND ------------------------------------------------------------------------------ */
 
-typedef struct find_get { int n; char uids[16][65]; char mods[16][32]; int64_t series, inst; } find_get;
+typedef struct find_get { int n; char uids[16][65]; char mods[16][32]; int64_t series, inst, keys[16]; } find_get;
 static int find_cb(void *ctx, const store_find_row *r)
 {
     find_get *g = ctx;
     if (g->n < 16) {
+        g->keys[g->n] = r->key;
         sn_strlcpy(g->uids[g->n], r->series_uid ? r->series_uid : r->study_uid, 65);
         sn_strlcpy(g->mods[g->n], r->modalities_in_study ? r->modalities_in_study : "", 32);
     }
@@ -1391,6 +1392,48 @@ static void test_find(void **state)
     assert_int_equal(g.series, 2);
     assert_int_equal(g.inst, 2);
     assert_true(!strcmp(g.mods[0], "MR\\CT") || !strcmp(g.mods[0], "CT\\MR"));
+
+    /* One row by its key (how the SCP fetches each answer as it sends it), at every level: the
+     * row listed under that key, nothing for a key whose row no longer matches the other keys
+     * or is gone. */
+    typedef int (*level_fn)(store *, const store_find_query *, store_find_cb, void *, char *, size_t);
+    const level_fn level[] = {store_find_studies, store_find_series, store_find_instances};
+    for (int l = 0; l < 3; l++) {
+        find_get all = {0}, one = {0};
+        store_find_query qa = {0};
+        assert_int_equal(level[l](f->st, &qa, find_cb, &all, f->err, sizeof f->err), SN_OK);
+        assert_int_equal(all.n, l ? 3 : 2);
+        for (int i = 0; i < all.n; i++) {
+            assert_true(all.keys[i] > 0);
+            memset(&one, 0, sizeof one);
+            qa.keys = &all.keys[i];
+            qa.nkeys = 1;
+            assert_int_equal(level[l](f->st, &qa, find_cb, &one, f->err, sizeof f->err), SN_OK);
+            assert_int_equal(one.n, 1);
+            assert_int_equal(one.keys[0], all.keys[i]);
+            assert_string_equal(one.uids[0], all.uids[i]);
+        }
+        /* several keys: the rows in the listing's order, a key with no row left out */
+        int64_t some[3] = {all.keys[all.n - 1], 999999, all.keys[0]};
+        memset(&one, 0, sizeof one);
+        qa = (store_find_query){.keys = some, .nkeys = 3};
+        assert_int_equal(level[l](f->st, &qa, find_cb, &one, f->err, sizeof f->err), SN_OK);
+        assert_int_equal(one.n, 2);
+        assert_int_equal(one.keys[0], all.keys[0]);
+        assert_int_equal(one.keys[1], all.keys[all.n - 1]);
+        /* row 0 is st2's (PAT2) at STUDY level, newest date first, and st1's below it, where
+         * rows go by study: the key fetches it only if it also matches Patient ID PAT2 */
+        const int st2_first = l == 0;
+        memset(&one, 0, sizeof one);
+        qa = (store_find_query){.patient_id = "PAT2", .keys = all.keys, .nkeys = 1};
+        assert_int_equal(level[l](f->st, &qa, find_cb, &one, f->err, sizeof f->err), SN_OK);
+        assert_int_equal(one.n, st2_first);
+        memset(&one, 0, sizeof one);
+        some[0] = all.keys[all.n - 1] + 1000;
+        qa = (store_find_query){.keys = some, .nkeys = 1};
+        assert_int_equal(level[l](f->st, &qa, find_cb, &one, f->err, sizeof f->err), SN_OK);
+        assert_int_equal(one.n, 0);
+    }
 }
 
 static void test_matchers(void **state)
