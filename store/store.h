@@ -166,7 +166,7 @@ typedef int (*store_instance_cb)(void *ctx, const char *sop_instance_uid,
 int store_instance_list(store *st, const char *series_uid, store_instance_cb cb, void *ctx,
                         char *err, size_t errlen);
 
-/* Study-level and series-level C-FIND (Study Root). Each key is NULL/"" (or only '*') for
+/* Study, series and image-level C-FIND (Study Root). Each key is NULL/"" (or only '*') for
  * universal match, else matched as DICOM does: `*` and `?` wildcards for IDs, names and
  * descriptions (Person Names ignore trailing empty components), exact for UIDs (a
  * backslash-separated UID list matches any), "YYYYMMDD-YYYYMMDD" ranges for dates, single
@@ -179,7 +179,10 @@ typedef struct store_find_query {
         *study_time, *study_id, *series_number,
         /* IMAGE level only: SOP Instance UID (single or list), SOP Class UID (single or list),
          * Instance Number (an integer, as Series Number) */
-        *sop_instance_uid, *sop_class_uid, *instance_number;
+        *sop_instance_uid, *sop_class_uid, *instance_number,
+        /* every level: Patient's Birth Date (as Study Date), Patient's Sex (exact, or with
+         * wildcards), Referring Physician's Name (as Patient's Name) */
+        *patient_birth_date, *patient_sex, *referring_physician;
     /* nkeys 0: every matching row. Else only the rows of these keys (store_find_row.key, from
      * an earlier call with the same matching keys) that still match, in the same order: an SCP
      * lists the keys first and fetches the answers a few at a time as it sends them, so its

@@ -468,9 +468,10 @@ int store_instance_list(store *st, const char *series_uid, store_instance_cb cb,
 
 /* ---- C-FIND ------------------------------------------------------------------------------ */
 
-/* Study-level columns (1..14, after the level's key in 0) and filters ?1..?6, ?9, ?10 are shared
- * by every level; ?7 and ?8 (modality, Series Instance UID) differ, ?11 (Series Number) is
- * SERIES and IMAGE level, ?12..?14 IMAGE level only, ?15 the key of a single row. */
+/* Study-level columns (1..14, after the level's key in 0) and filters ?1..?6, ?9, ?10, ?16..?18
+ * are shared by every level; ?7 and ?8 (modality, Series Instance UID) differ, ?11 (Series
+ * Number) is SERIES and IMAGE level, ?12..?14 IMAGE level only, ?15 the keys of the rows to
+ * fetch. */
 #define FIND__STUDY_COLS \
     "p.patient_key, p.patient_name, p.birth_date, p.sex, st.study_uid, st.study_date," \
     " st.study_time, st.description, st.accession_number, st.study_id, st.referring_physician," \
@@ -486,7 +487,10 @@ int store_instance_list(store *st, const char *series_uid, store_instance_cb cb,
     " AND (?5 IS NULL OR sn_match(?5, st.accession_number, 0))" \
     " AND (?6 IS NULL OR sn_match(?6, st.description, 1))" \
     " AND (?9 IS NULL OR sn_time_match(?9, st.study_time))" \
-    " AND (?10 IS NULL OR sn_match(?10, st.study_id, 0))"
+    " AND (?10 IS NULL OR sn_match(?10, st.study_id, 0))" \
+    " AND (?16 IS NULL OR sn_date_match(?16, p.birth_date))" \
+    " AND (?17 IS NULL OR sn_match(?17, p.sex, 0))" \
+    " AND (?18 IS NULL OR sn_pn_match(?18, st.referring_physician))"
 
 /* A key of only '*' (or empty) is universal: it must also match absent values. */
 static int find__universal(const char *v)
@@ -528,6 +532,9 @@ static int find__bind_query(sqlite3_stmt *s, const store_find_query *q, int seri
     find__bind(s, 8, q->series_uid);
     find__bind(s, 9, q->study_time);
     find__bind(s, 10, q->study_id);
+    find__bind(s, 16, q->patient_birth_date);
+    find__bind(s, 17, q->patient_sex);
+    find__bind(s, 18, q->referring_physician);
     if (series_level)
         find__bind(s, 11, q->series_number);
     if (series_level > 1) {

@@ -107,6 +107,12 @@ def cmd_series(a):
             ds.StudyID = a.study_id
         if a.series_number is not None:
             ds.SeriesNumber = a.series_number
+        if a.birth_date is not None:
+            ds.PatientBirthDate = a.birth_date
+        if a.sex is not None:
+            ds.PatientSex = a.sex
+        if a.referring is not None:
+            ds.ReferringPhysicianName = a.referring
         save(ds, os.path.join(a.outdir, "%04d.dcm" % (i + 1)))
     print(series)
 
@@ -207,6 +213,9 @@ def main():
     s.add_argument("--study-time")
     s.add_argument("--study-id")
     s.add_argument("--series-number", type=int)
+    s.add_argument("--birth-date")
+    s.add_argument("--sex")
+    s.add_argument("--referring", help="Referring Physician's Name")
     b = sub.add_parser("bad")
     b.add_argument("outdir")
     c = sub.add_parser("charset")

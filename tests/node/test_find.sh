@@ -1,7 +1,8 @@
 #!/bin/bash
 # tests/node/test_find.sh — C-FIND matching on the Required keys beyond names and UIDs, with
 # findscu: Study Time (single values, ranges, fractions), Study ID (single, wildcard,
-# case-sensitive), Series Number at SERIES level (an integer; a non-integer key gets A900),
+# case-sensitive), Patient's Birth Date, Patient's Sex and Referring Physician's Name, Series
+# Number at SERIES level (an integer; a non-integer key gets A900),
 # a Patient's Name stored with trailing empty components ("Doe^Jane^^^" found by "DOE^JANE"),
 # Pending FF01 instead of FF00 when the request has a key the node does not support, the
 # IMAGE level (SOP Instance UID list, SOP Class UID, Instance Number), answers across the
@@ -24,7 +25,8 @@ gen_series "$TMP/in/a1" 1 --rows 16 --seed 41 --patient 'Doe^Jane^^^' --study $R
 gen_series "$TMP/in/a2" 1 --rows 16 --seed 42 --patient 'Doe^Jane^^^' --study $R.1 --series $R.1.2 \
     --study-time 073000 --study-id ABC-1 --series-number 12 >/dev/null &&
 gen_series "$TMP/in/b" 1 --rows 16 --seed 43 --patient 'ROE^RICHARD' --study $R.2 --series $R.2.1 \
-    --study-time 083000.123 --study-id abc-2 --series-number 3 >/dev/null &&
+    --study-time 083000.123 --study-id abc-2 --series-number 3 \
+    --birth-date 19851231 --sex F --referring 'Welby^Marcus^^Dr.' >/dev/null &&
 gen_series "$TMP/in/c" 1 --rows 16 --seed 44 --patient 'POE^EDGAR' --study $R.3 --series $R.3.1 \
     --study-time 140000 --study-id XYZ --series-number 1 >/dev/null ||
     { echo "gen_dicom.py series failed"; exit 1; }
@@ -102,6 +104,25 @@ done
 cfind STUDY -k "PatientName=DOE^JAN"
 expect_uids "" "PatientName=DOE^JAN finds nothing"
 
+# ---- Patient's Birth Date, Patient's Sex, Referring Physician's Name (B: 19851231, F,
+# Welby^Marcus^^Dr.; A and C: 19700101, O, none) ------------------------------------------
+cfind STUDY -k PatientBirthDate=19800101-
+expect_uids "$R.2" "PatientBirthDate=19800101- (a range)"
+cfind STUDY -k PatientBirthDate=19700101
+expect_uids "$R.1 $R.3" "PatientBirthDate=19700101"
+cfind STUDY -k PatientSex=F
+expect_uids "$R.2" "PatientSex=F"
+cfind SERIES -k PatientSex=O
+expect_uids "$R.1.1 $R.1.2 $R.3.1" "PatientSex=O at SERIES level"
+cfind STUDY -k "ReferringPhysicianName=WELBY^MARCUS^^DR."
+expect_uids "$R.2" "ReferringPhysicianName=WELBY^MARCUS^^DR. (a Person Name, case-insensitive)"
+cfind STUDY -k "ReferringPhysicianName=Welby*"
+expect_uids "$R.2" "ReferringPhysicianName=Welby*"
+cfind STUDY -k "ReferringPhysicianName=WELBY^MARCUS"
+expect_uids "" "ReferringPhysicianName=WELBY^MARCUS: the prefix Dr. is not an empty component"
+cfind STUDY -k "ReferringPhysicianName=SMITH*"
+expect_uids "" "ReferringPhysicianName=SMITH* finds nothing"
+
 # ---- Pending FF00 / FF01 -------------------------------------------------------------------
 cfind STUDY -k StudyID=XYZ -k PatientName -k NumberOfStudyRelatedInstances
 expect_in "$FIND" "Find Response: 1 (Pending)" "supported keys only: Pending FF00"
@@ -111,11 +132,13 @@ expect_uids "$R.3" "an unsupported key does not change the matches"
 expect_in "$FIND" "Find Response: 1 (Pending: WarningUnsupportedOptionalKeys)" \
     "an unsupported key (InstitutionName): Pending FF01"
 expect_re "$FIND" '\(0008,0080\) LO \(no value available\)' "and it comes back zero-length"
-cfind STUDY -k StudyID=XYZ -k "ReferringPhysicianName=SMITH*"
+cfind STUDY -k StudyID=XYZ -k "NumberOfStudyRelatedSeries=2"
 expect_in "$FIND" "(Pending: WarningUnsupportedOptionalKeys)" \
-    "a value for a key returned but not matched (ReferringPhysicianName): FF01"
-cfind STUDY -k StudyID=XYZ -k "ReferringPhysicianName=*"
-expect_not_in "$FIND" "WarningUnsupportedOptionalKeys" "the same key with '*': FF00"
+    "a value for a key returned but not matched (NumberOfStudyRelatedSeries): FF01"
+cfind STUDY -k StudyID=XYZ -k "NumberOfStudyRelatedSeries="
+expect_not_in "$FIND" "WarningUnsupportedOptionalKeys" "the same key zero-length: FF00"
+cfind STUDY -k StudyID=XYZ -k "ReferringPhysicianName=*" -k PatientSex=O -k PatientBirthDate=19700101
+expect_not_in "$FIND" "WarningUnsupportedOptionalKeys" "Birth Date, Sex and Referring Physician are matched: FF00"
 cfind STUDY -k StudyID=XYZ -k SeriesNumber
 expect_in "$FIND" "(Pending: WarningUnsupportedOptionalKeys)" \
     "a SERIES key at STUDY level: FF01"

@@ -1271,10 +1271,12 @@ static int find_cb(void *ctx, const store_find_row *r)
     return 0;
 }
 
+/* series_level: 0 STUDY, 1 SERIES, 2 IMAGE */
 static int find_n(fx *f, int series_level, store_find_query q)
 {
     find_get g = {0};
-    int rc = series_level ? store_find_series(f->st, &q, find_cb, &g, f->err, sizeof f->err)
+    int rc = series_level == 2 ? store_find_instances(f->st, &q, find_cb, &g, f->err, sizeof f->err)
+           : series_level ? store_find_series(f->st, &q, find_cb, &g, f->err, sizeof f->err)
                           : store_find_studies(f->st, &q, find_cb, &g, f->err, sizeof f->err);
     assert_int_equal(rc, SN_OK);
     return g.n;
@@ -1297,6 +1299,9 @@ static void test_find(void **state)
     c.accession_number = "ACC2";
     c.study_description = NULL;
     c.modality = "PT";
+    c.patient_birth_date = "19851231";
+    c.patient_sex = "F";
+    c.referring_physician = "Welby^Marcus^^Dr.";
     assert_int_equal(commit_bytes(f, &a, "a", NULL, NULL), SN_OK);
     assert_int_equal(commit_bytes(f, &b, "b", NULL, NULL), SN_OK);
     assert_int_equal(commit_bytes(f, &c, "c", NULL, NULL), SN_OK);
@@ -1359,6 +1364,19 @@ static void test_find(void **state)
     store_find_query qb = {.series_number = "3?"};
     assert_int_equal(store_find_series(f->st, &qb, find_cb, &bad, f->err, sizeof f->err), SN_EINVAL);
     assert_non_null(strstr(f->err, "not an integer"));
+    /* Patient's Birth Date (st1 19700101, st2 19851231), Sex (M, F), Referring Physician
+     * (st1 none, st2 "Welby^Marcus^^Dr.") */
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_birth_date = "19800101-"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_birth_date = "19700101"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_birth_date = "-19991231"}), 2);
+    assert_int_equal(find_n(f, 1, (store_find_query){.patient_birth_date = "19700101"}), 2);
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_sex = "F"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_sex = "O"}), 0);
+    assert_int_equal(find_n(f, 0, (store_find_query){.patient_sex = "*"}), 2);
+    assert_int_equal(find_n(f, 0, (store_find_query){.referring_physician = "WELBY^*"}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.referring_physician = "Welby^Marcus^^Dr."}), 1);
+    assert_int_equal(find_n(f, 0, (store_find_query){.referring_physician = "Kildare"}), 0);
+    assert_int_equal(find_n(f, 2, (store_find_query){.patient_sex = "F"}), 1);
     /* Person Name stored with trailing empty components */
     assert_int_equal(find_n(f, 0, (store_find_query){.patient_name = "SMITH^ANNA"}), 1);
     assert_int_equal(find_n(f, 0, (store_find_query){.patient_name = "Smith^Anna^^^"}), 1);
