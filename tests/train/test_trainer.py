@@ -3,7 +3,8 @@
 batch: GIN goes to each batch with its own probability (finetune --aug for the translated-CT
 batch, --pseudo-aug for the real target slices, default --aug), and both batches' losses reach
 the optimiser. GIN on the real PET slices merged the right kidney with the liver, so the PET
-bundle never learnt it (tools/train/README.md); this pins the switch that turns it off.
+bundle never learnt it (tools/train/README.md); this pins the switch that turns it off. And
+stage 2 refuses another in-plane spacing than its stage-1 run's.
 Needs PyTorch (the trainer's dependency); exits 77 (skipped) without it.
   test_trainer.py"""
 import os
@@ -95,6 +96,18 @@ def dice_checks(fails):
 def main():
     fails = []
     dice_checks(fails)
+    # stage 2 on another in-plane grid than its stage-1 run is refused before any work
+    import json, tempfile
+    with tempfile.TemporaryDirectory() as run:
+        json.dump({"cmd": "adapt", "spacing": 4.0}, open(os.path.join(run, "config.json"), "w"))
+        ns = A.argparse.Namespace(run=run, spacing=2.0, out=os.path.join(run, "ft"))
+        try:
+            A.cmd_finetune(ns)
+            refused = ""
+        except SystemExit as e:
+            refused = str(e)
+        check("trained at 4 mm" in refused and not os.path.exists(ns.out),
+              "finetune --spacing 2 on a 4 mm stage 1: refused (%r)" % refused, fails)
     calls = []
     out = step(0.8, 0.0, calls)
     check(calls == [(2, 0.8)], "pseudo-aug 0: GIN on the CT batch only (calls %s)" % calls, fails)

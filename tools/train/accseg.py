@@ -533,6 +533,12 @@ def cmd_finetune(args):
     """Stage 2: more segmenter iterations from a finished run (its S.pt, and G.pt for an adapt
     run). G is frozen: S trains on G(CT) (no gradient to G) with the CT labels, or on CT itself
     for the baseline. The other losses are G's and are done. Cheap: no D, no NCE, no G update."""
+    first = json.load(open(os.path.join(args.run, "config.json")))
+    if first.get("spacing", args.spacing) != args.spacing:
+        # G translates, and S learned, at stage 1's grid: another one would train S silently on
+        # translations of a scale G never saw
+        sys.exit("--spacing %g: the stage-1 run %s was trained at %g mm" %
+                 (args.spacing, args.run, first["spacing"]))
     rng, lf = setup(args)
     ct = SliceBank(series_dirs(args.ct, "ct", args.ct_subjects), args.spacing, True, args.cache,
                    step=args.ct_step)
@@ -544,7 +550,6 @@ def cmd_finetune(args):
         G = Generator(args.gwidth, args.gres)
         G.load_state_dict(torch.load(os.path.join(args.run, "G.pt")))
         G.eval()
-    first = json.load(open(os.path.join(args.run, "config.json")))
     pb, pseudo_manifest = None, None
     if args.pseudo:
         args.target = first.get("target", "ct")

@@ -11,6 +11,9 @@
 # probability on those real slices (default 0.8 like the rest of stage 2; 0 for pet).
 # REUSE_STAGE1=1 skips stage 1 when $RUNS/MODALITY already holds a finished one (same command,
 # same seed).
+# SPACING=MM and PATCH=N set the in-plane grid of both stages (default 4 mm, 64 x 64: the
+# bundle's target_spacing and patch_size); S1_ARGS adds options to stage 1 only (for instance
+# --dice-all-classes, the loss models/mr-t1's stage 1 was trained with).
 # Run it under `nice` on a shared machine; one thread (the default) is the fastest there.
 set -e
 m=${1:?usage: train.sh ct|mr-t1|mr-t2|cbct|pet}
@@ -22,27 +25,31 @@ RUNS=${RUNS:-/work/train-data/runs}
 MODELS=${MODELS:-$here/../../models}
 S1=${S1_ITERS:-600}
 FT=${FT_ITERS:-3000}
+GRID="--spacing ${SPACING:-4} --patch ${PATCH:-64}"
 if [ "$m" = ct ]; then
     $T baseline --ct "$CT" --out "$RUNS/baseline"
     $T finetune --ct "$CT" --run "$RUNS/baseline" --iters 1500 --out "$RUNS/baseline-ft" \
         --export "$MODELS/ct"
 else
     if [ -z "$REUSE_STAGE1" ] || [ ! -f "$RUNS/$m/G.pt" ]; then
+        # shellcheck disable=SC2086
         $T adapt --ct "$CT" --target "$m" --target-root "$TARGET_ROOT" --iters "$S1" --aug 0.5 \
-            --out "$RUNS/$m"
+            $GRID ${S1_ARGS:-} --out "$RUNS/$m"
     fi
     if [ -n "$PSEUDO" ]; then
         # GIN on the real pseudo-labelled slices: stage 2's (--aug) unless PSEUDO_AUG says
         # otherwise; none for PET (tools/train/README.md, the PET bullet)
         pa=${PSEUDO_AUG:-}
         [ -z "$pa" ] && [ "$m" = pet ] && pa=0
-        $T finetune --ct "$CT" --run "$RUNS/$m" --iters "$FT" --aug 0.8 \
+        # shellcheck disable=SC2086
+        $T finetune --ct "$CT" --run "$RUNS/$m" --iters "$FT" --aug 0.8 $GRID \
             --pseudo "$PSEUDO" --target-root "${PSEUDO_ROOTS:-$TARGET_ROOT}" \
             --pseudo-band "${PSEUDO_BAND:-1}" --pseudo-weight "${PSEUDO_WEIGHT:-1}" \
             ${pa:+--pseudo-aug "$pa"} \
             --out "$RUNS/$m-pseudo-ft" --export "$MODELS/$m"
     else
-        $T finetune --ct "$CT" --run "$RUNS/$m" --iters "$FT" --aug 0.8 --out "$RUNS/$m-ft" \
+        # shellcheck disable=SC2086
+        $T finetune --ct "$CT" --run "$RUNS/$m" --iters "$FT" --aug 0.8 $GRID --out "$RUNS/$m-ft" \
             --export "$MODELS/$m"
     fi
 fi
