@@ -66,8 +66,10 @@ static int outbox__stopping(outbox *ob)
 /* May waiting help? (see the file comment) */
 static int outbox__transient(int status, unsigned dimse, const char *why)
 {
+    /* A7xx Refused: Out of Resources, and 0213 Resource limitation (PS3.7 C.5): the peer may
+     * have room later. Every other failure status is the object's or the peer's policy. */
     if (dimse != 0xFFFFu && dimse != 0)
-        return (dimse & 0xFF00u) == 0xA700u;
+        return (dimse & 0xFF00u) == 0xA700u || dimse == 0x0213u;
     switch (status) {
     case SN_ENET:
     case SN_ETIMEOUT:
