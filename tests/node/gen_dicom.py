@@ -101,18 +101,11 @@ def cmd_series(a):
     series = a.series or uid(a.seed, 2)
     for i in range(a.n):
         ds = ct_slice(i, a.n, a.rows, a.patient, study, series, a.modality, a.description, rng)
-        if a.study_time is not None:
-            ds.StudyTime = a.study_time
-        if a.study_id is not None:
-            ds.StudyID = a.study_id
-        if a.series_number is not None:
-            ds.SeriesNumber = a.series_number
-        if a.birth_date is not None:
-            ds.PatientBirthDate = a.birth_date
-        if a.sex is not None:
-            ds.PatientSex = a.sex
-        if a.referring is not None:
-            ds.ReferringPhysicianName = a.referring
+        for keyword, value in (("StudyTime", a.study_time), ("StudyID", a.study_id),
+                               ("SeriesNumber", a.series_number), ("PatientBirthDate", a.birth_date),
+                               ("PatientSex", a.sex), ("ReferringPhysicianName", a.referring)):
+            if value is not None:
+                setattr(ds, keyword, value)
         save(ds, os.path.join(a.outdir, "%04d.dcm" % (i + 1)))
     print(series)
 
