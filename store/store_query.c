@@ -543,17 +543,27 @@ static int find__bind_query(sqlite3_stmt *s, const store_find_query *q, int seri
         find__bind(s, 14, q->instance_number);
     }
     if (q->nkeys) {   /* a JSON array for json_each */
-        size_t cap = q->nkeys * 21 + 3, n = 0;
-        char *json = malloc(cap);
+        sqlite3_str *j = sqlite3_str_new(NULL);
+        for (size_t i = 0; i < q->nkeys; i++)
+            sqlite3_str_appendf(j, "%s%lld", i ? "," : "[", (long long)q->keys[i]);
+        sqlite3_str_appendchar(j, 1, ']');
+        int n = sqlite3_str_length(j);
+        char *json = sqlite3_str_finish(j);
         if (!json)
             return sn_errf(err, errlen, SN_ENOMEM, "C-FIND: out of memory for %zu keys", q->nkeys);
-        json[n++] = '[';
-        for (size_t i = 0; i < q->nkeys; i++)
-            n += (size_t)snprintf(json + n, cap - n, "%s%lld", i ? "," : "", (long long)q->keys[i]);
-        json[n++] = ']';
-        sqlite3_bind_text(s, 15, json, (int)n, free);
+        sqlite3_bind_text(s, 15, json, n, sqlite3_free);
     }
     return SN_OK;
+}
+
+/* A level's query prepared and its keys bound; on failure nothing is held. */
+static int find__prepare(store *st, const char *sql, const store_find_query *q, int level,
+                         sqlite3 **db, sqlite3_stmt **s, char *err, size_t errlen)
+{
+    int rc = query__prepare(st, sql, db, s, err, errlen);
+    if (rc == SN_OK && (rc = find__bind_query(*s, q, level, err, errlen)) != SN_OK)
+        query__done(st, *db, *s, SQLITE_DONE, err, errlen);
+    return rc;
 }
 
 /* Column 0 is the level's row id (the key), then the study columns. */
@@ -599,14 +609,10 @@ int store_find_studies(store *st, const store_find_query *q, store_find_cb cb, v
     sqlite3_stmt *s;
     if (!q)
         q = &all;
-    int rc = query__prepare(st, q->nkeys ? FIND__STUDY_SQL(FIND__KEYS("st.id")) : FIND__STUDY_SQL(""),
-                            &db, &s, err, errlen);
+    int rc = find__prepare(st, q->nkeys ? FIND__STUDY_SQL(FIND__KEYS("st.id")) : FIND__STUDY_SQL(""),
+                           q, 0, &db, &s, err, errlen);
     if (rc != SN_OK)
         return rc;
-    if ((rc = find__bind_query(s, q, 0, err, errlen)) != SN_OK) {
-        query__done(st, db, s, SQLITE_DONE, err, errlen);
-        return rc;
-    }
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         store_find_row r;
         find__study_row(s, &r);
@@ -654,13 +660,8 @@ static int find__below_study(store *st, int level, const store_find_query *q, st
         return rc;
     const char *sql = level == 1 ? (q->nkeys ? FIND__SERIES_SQL(FIND__KEYS("s.id")) : FIND__SERIES_SQL(""))
                                  : (q->nkeys ? FIND__INSTANCE_SQL(FIND__KEYS("i.id")) : FIND__INSTANCE_SQL(""));
-    rc = query__prepare(st, sql, &db, &s, err, errlen);
-    if (rc != SN_OK)
+    if ((rc = find__prepare(st, sql, q, level, &db, &s, err, errlen)) != SN_OK)
         return rc;
-    if ((rc = find__bind_query(s, q, level, err, errlen)) != SN_OK) {
-        query__done(st, db, s, SQLITE_DONE, err, errlen);
-        return rc;
-    }
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         store_find_row r;
         find__study_row(s, &r);
