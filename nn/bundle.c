@@ -201,6 +201,14 @@ static int parse_info(const nn_json *j, nn_model_info *in, char *err, size_t err
     if (!strcmp(kind, "zscore")) in->norm = NN_NORM_ZSCORE;
     else if (!strcmp(kind, "ct")) in->norm = NN_NORM_CT;
     else if (!strcmp(kind, "none")) in->norm = NN_NORM_NONE;
+    else if (!strcmp(kind, "robust")) {
+        in->norm = NN_NORM_ROBUST;
+        const char *mask = nn__json_str(nm, "mask", "all");
+        if (!strcmp(mask, "above_mean")) in->norm_above_mean = 1;
+        else if (strcmp(mask, "all"))
+            return sn_errf(err, errlen, SN_EINVAL, "model.json: unknown normalization mask '%s'",
+                           mask);
+    }
     else return sn_errf(err, errlen, SN_EINVAL, "model.json: unknown normalization '%s'", kind);
     if (in->norm_std <= 0) return sn_errf(err, errlen, SN_EINVAL, "model.json: std must be > 0");
     const nn_json *labels = nn__json_get(j, "labels");

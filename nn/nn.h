@@ -239,7 +239,10 @@ typedef struct nn_label {
 typedef enum nn_norm_kind {
     NN_NORM_NONE = 0,
     NN_NORM_ZSCORE,            /* (x - mean) / std; per volume when mean/std are not given */
-    NN_NORM_CT                 /* clip to [lo, hi], then (x - mean) / std */
+    NN_NORM_CT,                /* clip to [lo, hi], then (x - mean) / std */
+    NN_NORM_ROBUST             /* (x - median) / (p75 - p25) of the volume's voxels: those above
+                                * the volume's mean ("mask": "above_mean", e.g. the body of a
+                                * PET, whatever its share of the field of view) or all of them */
 } nn_norm_kind;
 
 typedef struct nn_model_info {
@@ -251,6 +254,7 @@ typedef struct nn_model_info {
     double spacing[3];         /* target spacing in mm, D, H, W order (0 = keep native) */
     nn_norm_kind norm;
     int norm_per_volume;       /* z-score with the volume's own mean/std */
+    int norm_above_mean;       /* NN_NORM_ROBUST: statistics of the voxels above the mean */
     double norm_mean, norm_std, norm_lo, norm_hi;
     int n_labels;
     nn_label labels[64];
@@ -308,6 +312,11 @@ void nn_sliding_opts_default(nn_sliding_opts *o);
  * allocated, K = out channels). Allocates its session and buffers once, nothing per patch. */
 int nn_sliding_run(const nn_model *m, nn_backend *b, const float *in, const int64_t dims[3],
                    const nn_sliding_opts *opts, float *logits, char *err, size_t errlen);
+
+/* The bundle's intensity normalisation of `n` voxels (`out` may be `vol`); per-volume
+ * statistics (z-score per volume, robust) come from these voxels. 0 or SN_ENOMEM. */
+int nn_normalize(const nn_model_info *info, const float *vol, int64_t n, float *out, char *err,
+                 size_t errlen);
 
 /* Whole-volume inference as a node runs it: single-channel volume `vol` [D, H, W] with voxel
  * spacing `spacing` (mm, D, H, W order) -> normalise as the bundle says, resample to the bundle's

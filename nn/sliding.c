@@ -295,6 +295,96 @@ void nn_resample_trilinear(const float *src, const int64_t sd[3], float *dst, co
     }
 }
 
+/* The k-th smallest of a[0..n) (quickselect; reorders a: afterwards a[k] holds it, every
+ * element before is <= and every element after >=). */
+static float select_kth(float *a, int64_t n, int64_t k)
+{
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        float p = a[lo + (hi - lo) / 2];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < p) i++;
+            while (a[j] > p) j--;
+            if (i <= j) {
+                float t = a[i];
+                a[i++] = a[j];
+                a[j--] = t;
+            }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else break;
+    }
+    return a[k];
+}
+
+/* The q-quantile of a[0..n) with linear interpolation between order statistics (numpy's
+ * default percentile), n >= 1. */
+static double quantile(float *a, int64_t n, double q)
+{
+    double pos = q * (double)(n - 1);
+    int64_t k = (int64_t)floor(pos);
+    double f = pos - (double)k, lo = select_kth(a, n, k);
+    if (f <= 0 || k + 1 >= n) return lo;
+    float hi = a[k + 1];
+    for (int64_t i = k + 2; i < n; i++)
+        if (a[i] < hi) hi = a[i];
+    return lo + f * ((double)hi - lo);
+}
+
+int nn_normalize(const nn_model_info *info, const float *vol, int64_t n, float *out, char *err,
+                 size_t errlen)
+{
+    double mean = info->norm_mean, sd = info->norm_std;
+    if (info->norm == NN_NORM_NONE || n < 1) {
+        if (out != vol) memcpy(out, vol, sizeof(float) * (size_t)n);
+        return 0;
+    }
+    if (info->norm == NN_NORM_ZSCORE && info->norm_per_volume) {
+        double s = 0, q = 0;
+        for (int64_t i = 0; i < n; i++) s += vol[i];
+        mean = s / (double)n;
+        for (int64_t i = 0; i < n; i++) q += (vol[i] - mean) * (vol[i] - mean);
+        sd = sqrt(q / (double)n);
+        if (sd < 1e-8) sd = 1e-8;
+    } else if (info->norm == NN_NORM_ROBUST) {
+        /* median and interquartile range of the mask's voxels; a flat mask falls back to
+         * its standard deviation, then to 1 */
+        double s = 0;
+        for (int64_t i = 0; i < n; i++) s += vol[i];
+        double vm = s / (double)n;
+        float *a = malloc(sizeof(float) * (size_t)n);
+        if (!a) return sn_errf(err, errlen, SN_ENOMEM, "normalisation: out of host memory");
+        int64_t m = 0;
+        for (int64_t i = 0; i < n; i++)
+            if (!info->norm_above_mean || vol[i] > vm) a[m++] = vol[i];
+        if (m == 0) {   /* a constant volume: nothing above its mean */
+            memcpy(a, vol, sizeof(float) * (size_t)n);
+            m = n;
+        }
+        double q25 = quantile(a, m, 0.25), q75 = quantile(a, m, 0.75);
+        mean = quantile(a, m, 0.5);
+        sd = q75 - q25;
+        if (sd <= 1e-8 * fmax(1.0, fabs(mean))) {
+            double q = 0, mm = 0;
+            for (int64_t i = 0; i < m; i++) mm += a[i];
+            mm /= (double)m;
+            for (int64_t i = 0; i < m; i++) q += (a[i] - mm) * (a[i] - mm);
+            sd = sqrt(q / (double)m);
+            if (sd <= 1e-8) sd = 1;
+        }
+        free(a);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        double v = vol[i];
+        if (info->norm == NN_NORM_CT) v = v < info->norm_lo ? info->norm_lo
+                                       : v > info->norm_hi ? info->norm_hi : v;
+        out[i] = (float)((v - mean) / sd);
+    }
+    return 0;
+}
+
 int nn_infer_volume(const nn_model *m, nn_backend *b, const float *vol, const int64_t dims[3],
                     const double spacing[3], const nn_sliding_opts *opts, int16_t *labels,
                     float **probs, char *err, size_t errlen)
@@ -325,24 +415,8 @@ int nn_infer_volume(const nn_model *m, nn_backend *b, const float *vol, const in
         rc = sn_errf(err, errlen, SN_ENOMEM, "inference: out of host memory");
         goto done;
     }
-    /* intensity normalisation */
-    double mean = info->norm_mean, sd = info->norm_std;
-    for (int64_t i = 0; i < S; i++) {
-        double v = vol[i];
-        if (info->norm == NN_NORM_CT) v = v < info->norm_lo ? info->norm_lo
-                                       : v > info->norm_hi ? info->norm_hi : v;
-        norm[i] = (float)v;
-    }
-    if (info->norm == NN_NORM_ZSCORE && info->norm_per_volume) {
-        double s = 0, q = 0;
-        for (int64_t i = 0; i < S; i++) s += norm[i];
-        mean = s / (double)S;
-        for (int64_t i = 0; i < S; i++) q += (norm[i] - mean) * (norm[i] - mean);
-        sd = sqrt(q / (double)S);
-        if (sd < 1e-8) sd = 1e-8;
-    }
-    if (info->norm != NN_NORM_NONE)
-        for (int64_t i = 0; i < S; i++) norm[i] = (float)((norm[i] - mean) / sd);
+    rc = nn_normalize(info, vol, S, norm, err, errlen);
+    if (rc) goto done;
     if (resample) nn_resample_trilinear(norm, dims, rin, rd, 1);
     rc = nn_sliding_run(m, b, rin, rd, opts, rlog, err, errlen);
     if (rc) goto done;

@@ -66,6 +66,9 @@ static void write_st(const char *path, int co, int ci, const char *dtype, float 
     fclose(f);
 }
 
+/* the normalization object write_json puts in model.json */
+static const char *g_norm = "{\"type\":\"none\"}";
+
 /* model.json for: x [1, 1, P] -> conv 1x1x1 (w, b) -> out; with knobs for the bad cases. */
 static void write_json(const char *path, const char *op, const char *wshape, const char *wdtype,
                        const char *traced, int patch)
@@ -74,13 +77,13 @@ static void write_json(const char *path, const char *op, const char *wshape, con
     fprintf(f,
             "{\"format\":\"segnode-model\",\"version\":1,\"name\":\"t\",\"spatial_dims\":3,"
             "\"in_channels\":1,\"out_channels\":2,\"patch_size\":[%d,%d,%d],"
-            "\"target_spacing\":[2.0,1.0,1.0],\"normalization\":{\"type\":\"none\"},"
+            "\"target_spacing\":[2.0,1.0,1.0],\"normalization\":%s,"
             "\"labels\":[{\"value\":0,\"name\":\"bg\"},{\"value\":5,\"name\":\"fg\"}],"
             "\"graph\":{\"inputs\":[{\"name\":\"x\",\"shape\":[1,1,%d,%d,%d]}],"
             "\"params\":{\"w\":{\"shape\":%s,\"dtype\":\"%s\"},\"b\":{\"shape\":[2]}},"
             "\"nodes\":[{\"name\":\"c\",\"op\":\"%s\",\"inputs\":[\"x\",\"w\",\"b\"],"
             "\"attrs\":{},\"shape\":%s}],\"outputs\":[\"c\"]}}",
-            patch, patch, patch, patch, patch, patch, wshape, wdtype, op, traced);
+            patch, patch, patch, g_norm, patch, patch, patch, wshape, wdtype, op, traced);
     fclose(f);
 }
 
@@ -132,8 +135,65 @@ static void bad_bundles(void)
     fputs("{\"format\":\"segnode-model\", \"version\": 1, \"graph\": {", f);
     fclose(f);
     load_case("broken json", "JSON", SN_EINVAL);
+    /* normalizations: the robust one parses with its mask; unknown kinds and masks refused */
+    write_st(st, 2, 1, "F32", 1, 0, 0);
+    g_norm = "{\"type\":\"robust\",\"mask\":\"above_mean\"}";
+    write_json(js, "conv", "[2,1,1,1,1]", "F32", traced, 8);
+    nn_model *m = NULL;
+    char err[512];
+    int rc = nn_model_load(g_dir, &m, err, sizeof err);
+    CHECK(rc == 0 && nn_model_info_get(m)->norm == NN_NORM_ROBUST &&
+              nn_model_info_get(m)->norm_above_mean == 1, "robust normalization: %s", err);
+    nn_model_free(m);
+    g_norm = "{\"type\":\"robust\",\"mask\":\"body\"}";
+    write_json(js, "conv", "[2,1,1,1,1]", "F32", traced, 8);
+    load_case("unknown mask", "mask 'body'", SN_EINVAL);
+    g_norm = "{\"type\":\"suv\"}";
+    write_json(js, "conv", "[2,1,1,1,1]", "F32", traced, 8);
+    load_case("unknown normalization", "normalization 'suv'", SN_EINVAL);
+    g_norm = "{\"type\":\"none\"}";
     unlink(js);
     unlink(st);
+}
+
+/* nn_normalize against numpy: 60 voxels of air (0) and a body of 1..40, in a scrambled order.
+ * Robust above the mean (8.2): median 24.5, IQR 32.25 - 16.75 = 15.5 (np.percentile of 9..40);
+ * robust over all: median 0, IQR 15.25; per-volume z-score; a constant volume gives zeros. */
+static void normalize(void)
+{
+    char err[256];
+    float v[100], out[100];
+    for (int i = 0; i < 100; i++) {
+        int j = (i * 37) % 100;   /* a permutation of 0..99 */
+        v[i] = j < 60 ? 0.0f : (float)(j - 59);
+    }
+    nn_model_info in = {0};
+    in.norm = NN_NORM_ROBUST;
+    in.norm_above_mean = 1;
+    int rc = nn_normalize(&in, v, 100, out, err, sizeof err);
+    double e = 0;
+    for (int i = 0; i < 100; i++) e = fmax(e, fabs(out[i] - (v[i] - 24.5) / 15.5));
+    printf("robust above the mean: rc=%d max error %.3g\n", rc, e);
+    CHECK(rc == 0 && e < 1e-6, "robust above the mean wrong (%g)", e);
+    in.norm_above_mean = 0;
+    rc = nn_normalize(&in, v, 100, out, err, sizeof err);
+    e = 0;
+    for (int i = 0; i < 100; i++) e = fmax(e, fabs(out[i] - v[i] / 15.25));
+    CHECK(rc == 0 && e < 1e-6, "robust over all voxels wrong (%g)", e);
+    in.norm = NN_NORM_ZSCORE;
+    in.norm_per_volume = 1;
+    double s = 0, q = 0;
+    for (int i = 0; i < 100; i++) s += v[i];
+    for (int i = 0; i < 100; i++) q += (v[i] - s / 100) * (v[i] - s / 100);
+    rc = nn_normalize(&in, v, 100, v, err, sizeof err);   /* in place */
+    CHECK(rc == 0 && fabs(v[0] - (0 - s / 100) / sqrt(q / 100)) < 1e-6, "z-score wrong");
+    in.norm = NN_NORM_ROBUST;
+    in.norm_above_mean = 1;
+    for (int i = 0; i < 100; i++) v[i] = 7;
+    rc = nn_normalize(&in, v, 100, out, err, sizeof err);
+    e = 0;
+    for (int i = 0; i < 100; i++) e = fmax(e, fabs(out[i]));
+    CHECK(rc == 0 && e == 0, "constant volume: %g", e);
 }
 
 /* The identity-like model: logits = [x, -x] (w = +1, -1). Sliding window must reproduce it. */
@@ -224,6 +284,7 @@ int main(int argc, char **argv)
     snprintf(g_dir, sizeof g_dir, "/tmp/nn_bundle_XXXXXX");
     if (!mkdtemp(g_dir)) return 1;
     bad_bundles();
+    normalize();
     nn_backend *b = NULL;
     nn_backend_cpu_new(0, &b, err, sizeof err);
     sliding(b);

@@ -96,6 +96,17 @@ def dice_checks(fails):
 def main():
     fails = []
     dice_checks(fails)
+    # the robust normalisation as nn_normalize computes it (tests/nn/test_bundle.c, same data:
+    # 60 voxels of air, a body of 1..40; above the mean 8.2: median 24.5, IQR 15.5)
+    import numpy as np
+    v = np.array([0.0] * 60 + list(range(1, 41)))
+    r = A.D.normalize(v, "robust")
+    check(np.abs(r - (v - 24.5) / 15.5).max() < 1e-6, "robust normalisation: median / IQR "
+          "above the mean", fails)
+    check(np.abs(A.D.normalize(np.full(10, 7.0), "robust")).max() == 0,
+          "robust normalisation of a constant volume: zeros", fails)
+    check(A.D.NORMS["robust"] == {"type": "robust", "mask": "above_mean"},
+          "the bundle's normalization object", fails)
     # stage 2 on another in-plane grid than its stage-1 run is refused before any work
     import json, tempfile
     with tempfile.TemporaryDirectory() as run:

@@ -290,11 +290,13 @@ class SliceBank:
     """All slices of some series, with random 96x96 crops (zero = volume mean where the image
     is smaller than the patch)."""
 
-    def __init__(self, dirs, spacing, labels, cache, step=1, organ_frac=0.8, load=None):
+    def __init__(self, dirs, spacing, labels, cache, step=1, organ_frac=0.8, load=None,
+                 norm="zscore"):
         """`load(d)` replaces data.load_series (pseudo-labels: data.load_pseudo)."""
         self.imgs, self.labs, self.manifest = [], [], []
         for d in dirs:
-            s = load(d) if load else D.load_series(d, spacing, labels, cache_dir=cache, step=step)
+            s = load(d) if load else D.load_series(d, spacing, labels, cache_dir=cache, step=step,
+                                                   norm=norm)
             for k in range(s["img"].shape[0]):
                 self.imgs.append(s["img"][k])
                 self.labs.append(s["lab"][k] if labels else None)
@@ -354,7 +356,8 @@ def pseudo_bank(args):
     if not pairs:
         sys.exit("%s: no pseudo-label volumes for %s" % (args.pseudo, args.target))
     bank = SliceBank(sorted(pairs), args.spacing, True, args.cache, load=lambda d: D.load_pseudo(
-        d, pairs[d], args.spacing, cache_dir=args.cache, band=args.pseudo_band, ignore=IGNORE))
+        d, pairs[d], args.spacing, cache_dir=args.cache, band=args.pseudo_band, ignore=IGNORE,
+        norm=args.norm))
     for m, d in zip(bank.manifest, sorted(pairs)):
         m["root"] = os.path.dirname(os.path.dirname(d))
         m["labels"] = pairs[d]
@@ -376,7 +379,7 @@ def export_bundle(S, args, kind, manifest, last, out):
             "modality": MODALITY.get(args.target, ""),
             "patch_size": [PATCH, PATCH],
             "target_spacing": [args.spacing, args.spacing],
-            "normalization": {"type": "zscore", "per_volume": True},
+            "normalization": D.NORMS[getattr(args, "norm", "zscore")],
             "labels": D.bundle_labels(),
             "training": {k: v for k, v in vars(args).items() if k not in ("func",)},
             "training_losses": last,
@@ -447,8 +450,9 @@ def cmd_baseline(args):
 def cmd_adapt(args):
     rng, lf = setup(args)
     ct = SliceBank(series_dirs(args.ct, "ct", args.ct_subjects), args.spacing, True, args.cache, step=args.ct_step)
+    # the target as the bundle will normalise it; the CT stays z-scored (G's input only)
     tg = SliceBank(series_dirs(args.target_root, args.target), args.spacing, False, args.cache,
-                   step=args.target_step)
+                   step=args.target_step, norm=args.norm)
     n_cls = len(D.ORGANS) + 1
     G, Dn, S = Generator(args.gwidth, args.gres), PatchD(args.dwidth), seg_net(n_cls, args.width)
     H = PatchSampleF(G.nce_channels)
@@ -539,6 +543,8 @@ def cmd_finetune(args):
         # translations of a scale G never saw
         sys.exit("--spacing %g: the stage-1 run %s was trained at %g mm" %
                  (args.spacing, args.run, first["spacing"]))
+    # G was trained against, and S on, target slices in stage 1's normalisation: keep it
+    args.norm = first.get("norm", "zscore")
     rng, lf = setup(args)
     ct = SliceBank(series_dirs(args.ct, "ct", args.ct_subjects), args.spacing, True, args.cache,
                    step=args.ct_step)
@@ -645,6 +651,10 @@ def main():
     p.add_argument("--target-root", default="/work/train-data/target",
                    help="phantom folder with the unlabelled target series")
     p.add_argument("--target-step", type=int, default=1)
+    p.add_argument("--norm", choices=sorted(D.NORMS), default="zscore",
+                   help="the target's normalisation, the bundle's (stage 2 keeps stage 1's): "
+                        "zscore per volume, or robust (median / IQR of the voxels above the "
+                        "volume's mean)")
     p.add_argument("--init", help="baseline run folder: S starts from its weights")
     p.add_argument("--g-warm", type=int, default=40, help="G identity warm-start iterations")
     p.add_argument("--lr-s", type=float, default=3e-3, help="segmenter")

@@ -1,6 +1,6 @@
 """tools/train/data.py — phantom series -> 2-D training slices, prepared exactly as the node's
 nn_infer_volume prepares a volume for a 2-D bundle (nn/sliding.c): z-score over the whole native
-volume (per_volume), then in-plane resampling to the bundle's spacing with align_corners=False
+volume (per_volume; or the robust normalisation, `normalize`), then in-plane resampling to the bundle's spacing with align_corners=False
 linear interpolation, slices kept as acquired (a 2-D bundle's spacing has no slice entry).
 Labels go through the same grid with nearest neighbour. Geometry and labels come from the DICOM
 alone (tools/phantom/phantomio.py, pydicom). Results are cached as .npz next to the series.
@@ -53,6 +53,31 @@ def zscore(vol):
     return (v - m) / max(s, 1e-8)
 
 
+# normalisations a bundle can name (nn/sliding.c nn_normalize) -> model.json's object
+NORMS = {"zscore": {"type": "zscore", "per_volume": True},
+         "robust": {"type": "robust", "mask": "above_mean"}}
+
+
+def normalize(vol, norm="zscore"):
+    """zscore: (x - mean) / std of the whole volume. robust: (x - median) / (p75 - p25) of the
+    voxels above the volume's mean, a body mask that does not depend on how much of the field
+    of view is air (PET: the small 432 mm phantom against the 700 mm one); a flat mask falls
+    back to its std, then 1. Both as nn_normalize computes them."""
+    if norm == "zscore":
+        return zscore(vol)
+    if norm != "robust":
+        raise ValueError("normalisation %r: not one of %s" % (norm, ", ".join(NORMS)))
+    v = vol.astype(np.float64)
+    f = v[v > v.mean()]
+    if f.size == 0:
+        f = v.ravel()
+    q25, q50, q75 = np.percentile(f, [25, 50, 75])
+    sd = q75 - q25
+    if sd <= 1e-8 * max(1.0, abs(q50)):
+        sd = f.std() if f.std() > 1e-8 else 1.0
+    return ((v - q50) / sd).astype(np.float32)
+
+
 def out_size(n, sp, target):
     return max(1, int(np.floor(n * sp / target + 0.5)))
 
@@ -90,16 +115,19 @@ def npz_cache(cache_dir, key):
     return cache, np.load(cache) if os.path.exists(cache) else None
 
 
-def load_series(series_dir, target, with_labels, organs=ORGANS, cache_dir=None, step=1):
+def load_series(series_dir, target, with_labels, organs=ORGANS, cache_dir=None, step=1,
+                norm="zscore"):
     """Returns dict(img [nz, ry, rx] float32 normalised, lab [nz, ry, rx] uint8 class index or None).
-    `step` keeps every step-th slice (thin CT slices are highly redundant)."""
-    key = hashlib.sha1(("%s|%g|%d|%s|%d" % (os.path.abspath(series_dir), target, with_labels,
-                                             ",".join(organs), step)).encode()).hexdigest()[:16]
+    `step` keeps every step-th slice (thin CT slices are highly redundant); `norm` as normalize."""
+    key = hashlib.sha1(("%s|%g|%d|%s|%d%s" % (os.path.abspath(series_dir), target, with_labels,
+                                               ",".join(organs), step,
+                                               "" if norm == "zscore" else "|" + norm)
+                        ).encode()).hexdigest()[:16]
     cache, z = npz_cache(cache_dir, key)
     if z is not None:
         return {"img": z["img"], "lab": z["lab"] if with_labels else None, "spacing": z["spacing"]}
     vol, g, _ = phantomio.read_series(series_dir)
-    img = zscore(vol)[::step]
+    img = normalize(vol, norm)[::step]
     sp = (float(g.spacing[1]), float(g.spacing[0]))   # (row = y, column = x)
     img = resample_inplane(img, sp, target, "linear")
     lab = None
@@ -147,19 +175,20 @@ def boundary_band(cls, band):
 
 
 def load_pseudo(series_dir, label_path, target, organs=ORGANS, cache_dir=None, step=1, band=0,
-                ignore=255):
+                ignore=255, norm="zscore"):
     """An unlabelled target series with a pseudo-label volume (`label_path`: SEG or NIfTI on
     the series' grid, e.g. the atlas method's output): dict(img, lab) like load_series, with the
     pixels within `band` pixels of a pseudo-label boundary (at the training grid) set to
     `ignore`, where a registration-based label is least reliable."""
-    key = hashlib.sha1(("pseudo|%s|%s|%d|%g|%s|%d|%d" % (
+    key = hashlib.sha1(("pseudo|%s|%s|%d|%g|%s|%d|%d%s" % (
         os.path.abspath(series_dir), os.path.abspath(label_path),
-        int(os.path.getmtime(label_path)), target, ",".join(organs), step, band)
+        int(os.path.getmtime(label_path)), target, ",".join(organs), step, band,
+        "" if norm == "zscore" else "|" + norm)
     ).encode()).hexdigest()[:16]
     cache, z = npz_cache(cache_dir, key)
     if z is not None:
         return {"img": z["img"], "lab": z["lab"], "spacing": z["spacing"]}
-    s = load_series(series_dir, target, False, organs, cache_dir, step)
+    s = load_series(series_dir, target, False, organs, cache_dir, step, norm)
     table = phantomio.load_labels_table(LABELS_TSV)
     lv = read_label_file(label_path, table)
     _, g, _ = phantomio.read_series(series_dir)
