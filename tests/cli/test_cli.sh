@@ -77,6 +77,14 @@ run "$SEGNODE" $C segment --method atlas --atlases a1,a2 --refine maybe --out "$
 expect_rc 2 "segment --refine maybe"; expect_in "$ERR" "--refine must be intensity or none" "segment refuses an unknown --refine before reading the series"
 run "$SEGNODE" $C segment --labels x.nii --refine none --out "$TMP/segk.dcm" "$TMP/one-series"
 expect_rc 2 "segment --refine without the atlas method"; expect_in "$ERR" "--refine applies to --method atlas" "segment --refine needs --method atlas"
+run "$SEGNODE" segment --method net --out "$TMP/segn.dcm" "$TMP/one-series"
+expect_rc 2 "segment --method net without --model"; expect_in "$ERR" "needs --model DIR" "segment --method net asks for --model"
+run "$SEGNODE" segment --method net --model "$TMP/no-such-bundle" --atlases a1 --out "$TMP/segn.dcm" "$TMP/one-series"
+expect_rc 2 "segment --method net --atlases"; expect_in "$ERR" "and no --labels, --atlases" "segment --method net refuses atlas options"
+run "$SEGNODE" segment --labels x.nii --model "$TMP/no-such-bundle" --out "$TMP/segn.dcm" "$TMP/one-series"
+expect_rc 2 "segment --model without the net method"; expect_in "$ERR" "--model applies to --method net" "segment --model needs --method net"
+run "$SEGNODE" segment --method unet --out "$TMP/segn.dcm" "$TMP/one-series"
+expect_rc 2 "segment --method unet"; expect_in "$ERR" "unknown method unet" "segment names the methods it knows"
 run "$SEGNODE" atlas frob;       expect_rc 2 "atlas with an unknown subcommand"; expect_in "$ERR" "unknown subcommand" "atlas names the bad subcommand"
 # atlas names: a route's characters ('.' too), never a leading '.' (the name is a library folder)
 for name in .. .hidden 'a/b'; do

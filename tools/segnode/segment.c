@@ -1,8 +1,11 @@
 /* tools/segnode/segment.c — `segnode segment`: turn a label map (a DICOM SEG or a NIfTI label
  * image on the series' grid) into a DICOM SEG for a series folder, offline. Reads the series
  * (pipeline/volume.h), the labels (pipeline/segread.h or pipeline/niftiread.h), and writes with
- * the product SEG writer (pipeline/segwrite.h). The segmentation methods (--method atlas|net)
- * are not in this build yet. Exit codes: 0 ok, 1 failure (bad input, write error), 2 usage. */
+ * the product SEG writer (pipeline/segwrite.h). --method atlas runs the atlas method with the
+ * library's atlases (tools/segnode/atlas.c); --method net runs a model bundle through the node's
+ * own "net" method (pipeline/method_net.h: inference, the largest component per label, holes
+ * filled), so the SEG is what a route with `method = net` sends. Exit codes: 0 ok, 1 failure
+ * (bad input, write error), 2 usage. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,11 @@
 #ifdef SEGNODE_HAVE_ATLAS
 #include "tools/segnode/atlas.h"
 #endif
+#ifdef SEGNODE_HAVE_METHODS
+#include "common/log.h"
+#include "nn/nn.h"
+#include "pipeline/method.h"
+#endif
 
 static void usage(FILE *f)
 {
@@ -27,6 +35,7 @@ static void usage(FILE *f)
             "usage: segnode segment --labels FILE.dcm|FILE.nii[.gz] --out SEG.dcm [options] SERIES_DIR\n"
             "       segnode segment --method atlas --atlases NAME[,NAME...] [--fusion majority|local|jlf]\n"
             "                       [--select-k K|all|auto] --out SEG.dcm SERIES_DIR\n"
+            "       segnode segment --method net --model DIR --out SEG.dcm SERIES_DIR\n"
             "Write a DICOM Segmentation for the series in SERIES_DIR from a label map on its grid:\n"
             "a SEG (BINARY or FRACTIONAL; segments mapped to labels by their codes) or a NIfTI-1\n"
             "label image whose affine matches the series'. The SEG joins the series' study.\n"
@@ -43,7 +52,8 @@ static void usage(FILE *f)
             "  --refine R                 atlas method: intensity (default: the fused atlas votes\n"
             "                             refined on the series' own intensities) or none, as a\n"
             "                             route's refine\n"
-            "  --device D                 atlas method: auto (default: the GPU when there is one, else\n"
+            "  --model DIR                net method: the model bundle (as a route's model)\n"
+            "  --device D                 atlas and net methods: auto (default: the GPU when there is one, else\n"
             "                             or when it fails the CPU), cpu, cuda\n"
             "  --label-table FILE         label code table (default: $SEGNODE_LABELS, else\n"
             "                             labels.tsv beside the config file, else the shipped one)\n");
@@ -105,11 +115,73 @@ static int extend_table(const char *table_path, const pipeline_seg *seg, char tm
     return 0;
 }
 
+#ifdef SEGNODE_HAVE_METHODS
+/* `v` segmented by the node's "net" method as a route with `method = net` and `model = DIR`
+ * (no labels key: every bundle label the table knows) runs it, on `device` auto (the GPU when
+ * there is one, the CPU when it fails, as the worker falls back), cpu or cuda. Prints the job's
+ * note and stage times. Returns a CLI exit code. */
+static int net_segment(const pipeline_volume *v, const pipeline_labels *table, const char *model,
+                       const char *device, uint16_t *out)
+{
+    const int automatic = !device || !strcmp(device, "auto");
+    if (!automatic && strcmp(device, "cpu") && strcmp(device, "cuda")) {
+        fprintf(stderr, "segnode segment: --device must be auto, cpu or cuda\n");
+        return CLI_EXIT_USAGE;
+    }
+    pipeline_method_register_builtin();
+    pipeline_method m;
+    if (pipeline_method_find("net", &m) != SN_OK) {
+        fprintf(stderr, "segnode segment: method net not available in this build\n");
+        return CLI_EXIT_USAGE;
+    }
+    sn_route *r = calloc(1, sizeof *r);
+    if (!r) return CLI_EXIT_FAIL;
+    snprintf(r->name, sizeof r->name, "segment");
+    r->method = SN_METHOD_NET;
+    if ((size_t)snprintf(r->model, sizeof r->model, "%s", model) >= sizeof r->model) {
+        fprintf(stderr, "segnode segment: --model path too long\n");
+        free(r);
+        return CLI_EXIT_USAGE;
+    }
+    pipeline_method_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.route = r;
+    ctx.table = table;
+    const int gpu = automatic ? nn_cuda_devices(NULL, 0) > 0 : !strcmp(device, "cuda");
+    ctx.device = gpu ? "cuda:0" : "cpu";
+    ctx.device_index = gpu ? 0 : -1;
+    char err[1024] = "";
+    uint16_t *lab = NULL;
+    int rc = m.run(&ctx, v, &lab, err, sizeof err);
+    if (rc == SN_EDEVICE && automatic) {
+        SN_LOG_WARN("net", "%s; running on the CPU", err);
+        memset(&ctx, 0, sizeof ctx);
+        ctx.route = r;
+        ctx.table = table;
+        ctx.device = "cpu";
+        ctx.device_index = -1;
+        rc = m.run(&ctx, v, &lab, err, sizeof err);
+    }
+    free(r);
+    if (rc) {
+        fprintf(stderr, "segnode segment: %s\n", err);
+        return rc == SN_EINVAL || rc == SN_ENOENT ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+    }
+    memcpy(out, lab, (size_t)v->nx * v->ny * v->nz * sizeof *out);
+    free(lab);
+    printf("net: %s", ctx.note);
+    for (int i = 0; i < ctx.nstages; i++)
+        printf("%s %s %.0f ms", i ? "," : ";", ctx.stages[i].name, ctx.stages[i].ms);
+    printf("\n");
+    return CLI_EXIT_OK;
+}
+#endif
+
 int segnode_segment(int argc, char **argv)
 {
     const char *labels_path = NULL, *out_path = NULL, *desc = NULL, *series = NULL, *method = NULL,
                *dir = NULL, *table_path = NULL, *atlases = NULL, *fusion = NULL,
-               *device = NULL;
+               *device = NULL, *model = NULL;
     int keep_empty = 0, series_number = 900, select_k = SN_SELECT_K_AUTO;
     const char *select_k_arg = NULL, *refine_arg = NULL;
     int refine = 1;
@@ -147,6 +219,8 @@ int segnode_segment(int argc, char **argv)
             method = argv[++i];
         } else if (!strcmp(a, "--device") && i + 1 < argc) {
             device = argv[++i];
+        } else if (!strcmp(a, "--model") && i + 1 < argc) {
+            model = argv[++i];
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "segnode segment: unknown option %s\n", a);
             usage(stderr);
@@ -158,22 +232,38 @@ int segnode_segment(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
-    if (method && strcmp(method, "atlas")) {
-        fprintf(stderr, "segnode segment: method %s not available in this build yet\n", method);
+    const int net = method && !strcmp(method, "net");
+    if (method && !net && strcmp(method, "atlas")) {
+        fprintf(stderr, "segnode segment: unknown method %s (atlas, net)\n", method);
+        return CLI_EXIT_USAGE;
+    }
+    if (net) {
+#ifndef SEGNODE_HAVE_METHODS
+        fprintf(stderr, "segnode segment: method net not available in this build\n");
+        return CLI_EXIT_USAGE;
+#endif
+        if (!model || labels_path || atlases || fusion || select_k_arg || refine_arg) {
+            fprintf(stderr, "segnode segment: --method net needs --model DIR (and no --labels, --atlases, "
+                    "--fusion, --select-k or --refine)\n");
+            return CLI_EXIT_USAGE;
+        }
+        labels_path = "(net)";
+    } else if (model) {
+        fprintf(stderr, "segnode segment: --model applies to --method net\n");
         return CLI_EXIT_USAGE;
     }
 #ifndef SEGNODE_HAVE_ATLAS
-    if (method) {
+    if (method && !net) {
         fprintf(stderr, "segnode segment: method atlas not available in this build\n");
         return CLI_EXIT_USAGE;
     }
 #endif
-    if (method && (!atlases || labels_path)) {
+    if (method && !net && (!atlases || labels_path)) {
         fprintf(stderr, "segnode segment: --method atlas needs --atlases NAME[,NAME...] (and no --labels)\n");
         return CLI_EXIT_USAGE;
     }
 #ifdef SEGNODE_HAVE_ATLAS
-    if (method) {   /* before the series is read */
+    if (method && !net) {   /* before the series is read */
         char list[1024];
         const char *nm[PIPELINE_ATLAS_MAX];
         int na = segnode_atlas_names(atlases, list, sizeof list, nm);
@@ -209,7 +299,7 @@ int segnode_segment(int argc, char **argv)
         }
         refine = !strcmp(refine_arg, "intensity");
     }
-    if (method) labels_path = "(atlas)";
+    if (method && !net) labels_path = "(atlas)";
     if (!labels_path || !out_path || !dir) {
         usage(stderr);
         return CLI_EXIT_USAGE;
@@ -247,7 +337,15 @@ int segnode_segment(int argc, char **argv)
         fprintf(stderr, "segnode segment: out of memory\n");
         goto out;
     }
-    if (method) {
+    if (net) {
+#ifdef SEGNODE_HAVE_METHODS
+        rc = net_segment(v, table, model, device, lab);
+        if (rc) {
+            exit_code = rc;
+            goto out;
+        }
+#endif
+    } else if (method) {
 #ifdef SEGNODE_HAVE_ATLAS
         rc = segnode_atlas_segment(v, atlases, fusion, select_k, refine, device, lab);
         if (rc) {
@@ -289,8 +387,8 @@ int segnode_segment(int argc, char **argv)
     lm.nx = v->nx, lm.ny = v->ny, lm.nz = v->nz, lm.bytes_per_voxel = 2, lm.data = lab;
     pipeline_seg_write_opts wo;
     pipeline_seg_write_opts_default(&wo);
-    wo.algorithm_name = method ? "segnode multi-atlas" : "segnode label import";
-    wo.method = method ? "segnode multi-atlas MIND-SSC convexAdam fusion" : "segnode label import";
+    wo.algorithm_name = net ? "segnode net" : method ? "segnode multi-atlas" : "segnode label import";
+    wo.method = net ? "net" : method ? "segnode multi-atlas MIND-SSC convexAdam fusion" : "segnode label import";
     wo.series_description = desc;
     wo.keep_empty = keep_empty;
     wo.series_number = series_number;

@@ -2,6 +2,9 @@
 """tools/train/evaluate.py — Dice and average symmetric surface distance (ASD, mm) per label
 and modality on phantom subjects not used in training, for model bundles (run through the node's
 own `segnode infer`, i.e. nn/ on the CPU) and the atlas method (`segnode segment --method atlas`).
+With --node each bundle is also scored as the node sends it, under NAME@node: the SEG of
+`segnode segment --method net` (the route's net method: the largest component per label, holes
+filled), where `segnode infer` gives the raw argmax.
 The target modality's ground truth (DIR/subject-NNN/seg/<modality>.dcm) is read here only.
 
   evaluate.py --segnode build/tools/segnode/segnode --data /work/train-data/eval \\
@@ -43,6 +46,15 @@ def run_model(segnode, bundle, series, tmp, threads):
     return D.read_nifti(out), time.time() - t0
 
 
+def run_net_node(segnode, bundle, series, tmp):
+    out = os.path.join(tmp, "net.dcm")
+    t0 = time.time()
+    subprocess.run([segnode, "segment", "--method", "net", "--model", bundle, "--device", "cpu",
+                    "--out", out, series], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return D.read_label_file(out), time.time() - t0
+
+
 def run_atlas(segnode, config, atlases, series, tmp):
     out = os.path.join(tmp, "atlas.dcm")
     t0 = time.time()
@@ -75,6 +87,8 @@ def main():
     ap.add_argument("--config", help="segnode config whose storage holds the atlas library")
     ap.add_argument("--organs", default=",".join(D.ORGANS))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--node", action="store_true",
+                    help="also score each bundle's SEG as the node sends it (NAME@node)")
     ap.add_argument("--json")
     ap.add_argument("--markdown")
     args = ap.parse_args()
@@ -90,6 +104,8 @@ def main():
     if not args.segnode or not args.data:
         ap.error("--segnode and --data are needed")
     methods = [m.split("=", 1) for m in args.model]
+    if args.node:
+        methods = [x for n, p in methods for x in ([n, p], [n + "@node", p])]
     if args.atlas:
         methods.append(["atlas", None])
     rows = []           # dicts: method, modality, subject, organ, dice, asd, seconds
@@ -106,7 +122,11 @@ def main():
                         bundle = path.replace("{mod}", mod)
                         if not os.path.exists(os.path.join(bundle, "model.json")):
                             continue
-                        pred, secs = run_model(args.segnode, bundle, series, tmp, args.threads)
+                        if name.endswith("@node"):
+                            pred, secs = run_net_node(args.segnode, bundle, series, tmp)
+                        else:
+                            pred, secs = run_model(args.segnode, bundle, series, tmp,
+                                                   args.threads)
                     else:
                         pred, secs = run_atlas(args.segnode, args.config, args.atlas, series, tmp)
                     if pred.shape != gt.shape:
@@ -133,23 +153,25 @@ def main():
 
 def table(rows, organs):
     """One row per modality and method: Dice / ASD (mm) per organ, mean over subjects."""
-    out = ["| modality | method | " + " | ".join(organs) + " | s/volume |",
-           "|---|---|" + "---|" * len(organs) + "---|"]
+    out = ["| modality | method | " + " | ".join(organs) + " | mean Dice | s/volume |",
+           "|---|---|" + "---|" * len(organs) + "---|---|"]
     keys = []
     for r in rows:
         k = (r["modality"], r["method"])
         if k not in keys:
             keys.append(k)
     for mod, meth in keys:
-        cells = []
+        cells, means = [], []
         sel = [r for r in rows if r["modality"] == mod and r["method"] == meth]
         for o in organs:
             d = [r["dice"] for r in sel if r["organ"] == o]
+            means.append(np.nanmean(d))
             a = [r["asd"] for r in sel if r["organ"] == o and not np.isnan(r["asd"])]
             cells.append("%.3f / %s" % (np.nanmean(d), "%.1f" % np.mean(a) if a else "-"))
         secs = np.mean([r["seconds"] for r in sel])
         n = len({r["subject"] for r in sel})
-        out.append("| %s | %s | %s | %.1f (n=%d) |" % (mod, meth, " | ".join(cells), secs, n))
+        out.append("| %s | %s | %s | %.3f | %.1f (n=%d) |" % (mod, meth, " | ".join(cells),
+                                                           np.mean(means), secs, n))
     return "\n".join(out) + "\n"
 
 
