@@ -8,7 +8,8 @@
  * to no requested class; when the bundle lacks some requested labels, that background is split
  * between background and those labels in the atlases' proportions (the net has no say between
  * them, so they are decided by the atlases). The label is the argmax (lowest class on ties),
- * then the largest component per label and hole filling (pipeline_net_postprocess). The net runs first, on the job's device: a device failure there
+ * then the net's post-processing (pipeline_net_postprocess: per label the largest component and
+ * those of at least PIPELINE_NET_KEEP_FRACTION of its size, holes filled). The net runs first, on the job's device: a device failure there
  * (SN_EDEVICE, the worker retries on the CPU) costs no registration. */
 #include <stdio.h>
 #include <stdlib.h>

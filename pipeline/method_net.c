@@ -286,7 +286,7 @@ int pipeline_net_classes_map(const nn_model_info *info, const pipeline_labels *t
     return SN_OK;
 }
 
-/* atlas_postprocess labels components over the whole volume, twice per label: 13 s on a
+/* atlas_postprocess_keep labels components over the whole volume, twice per label: 13 s on a
  * 384x384x192 CBCT for six organs. Each label's work only concerns its bounding box grown by one
  * voxel (its components lie inside; a hole it encloses too, and a non-label region that reaches
  * the grown box's border reaches beyond it, as one touching the volume's border does), so each
@@ -325,7 +325,7 @@ void pipeline_net_postprocess(const pipeline_labels *table, uint8_t *lab, int nx
         }
     uint8_t *box = malloc((size_t)nx * ny * nz);
     if (!box) {
-        atlas_postprocess(lab, nx, ny, nz, keep);
+        atlas_postprocess_keep(lab, nx, ny, nz, keep, PIPELINE_NET_KEEP_FRACTION);
         return;
     }
     for (int l = 1; l < 256; l++) {
@@ -346,14 +346,14 @@ void pipeline_net_postprocess(const pipeline_labels *table, uint8_t *lab, int nx
                     dst[i] = src[i] == l ? 1 : src[i] ? 2 : 0;
             }
         const uint8_t kb[3] = {0, keep[l], 1};
-        atlas_postprocess(box, bx, by, bz, kb);
+        atlas_postprocess_keep(box, bx, by, bz, kb, PIPELINE_NET_KEEP_FRACTION);
         for (int k = 0; k < bz; k++)
             for (int j = 0; j < by; j++) {
                 uint8_t *dst = lab + (size_t)a[0] + (size_t)nx * ((size_t)(a[1] + j) + (size_t)ny * (a[2] + k));
                 const uint8_t *src = box + (size_t)bx * ((size_t)j + (size_t)by * k);
                 for (int i = 0; i < bx; i++) {
                     if (dst[i] == l && src[i] != 1)
-                        dst[i] = 0;                /* a smaller component of l */
+                        dst[i] = 0;                /* a component of l too small to keep */
                     else if (dst[i] == 0 && src[i] == 1)
                         dst[i] = (uint8_t)l;       /* a hole enclosed by l */
                 }

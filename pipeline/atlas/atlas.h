@@ -219,6 +219,10 @@ int atlas_anatomies(const atlas_prep *const *atlases, int n);
  * label. keep_all may be NULL (every label single-component). */
 void atlas_postprocess(uint8_t *lab, int nx, int ny, int nz, const uint8_t *keep_all);
 
+/* The same, keeping with the largest component every component of at least min_fraction of
+ * its size (min_fraction >= 1: the largest alone, atlas_postprocess). */
+void atlas_postprocess_keep(uint8_t *lab, int nx, int ny, int nz, const uint8_t *keep_all, double min_fraction);
+
 #ifdef __cplusplus
 }
 #endif

@@ -484,6 +484,11 @@ static int components(const uint8_t *mask, int nx, int ny, int nz, int32_t *comp
 
 void atlas_postprocess(uint8_t *lab, int nx, int ny, int nz, const uint8_t *keep_all)
 {
+    atlas_postprocess_keep(lab, nx, ny, nz, keep_all, 1.0);
+}
+
+void atlas_postprocess_keep(uint8_t *lab, int nx, int ny, int nz, const uint8_t *keep_all, double min_fraction)
+{
     const size_t S = (size_t)nx * ny * nz;
     uint8_t *mask = malloc(S);
     int32_t *comp = malloc(sizeof(int32_t) * S);
@@ -500,8 +505,13 @@ void atlas_postprocess(uint8_t *lab, int nx, int ny, int nz, const uint8_t *keep
             int best = 1;
             for (int c = 2; c <= nc; c++)
                 if (size[c] > size[best]) best = c;
+            /* keep[c]: the largest, and with min_fraction < 1 every component at least that
+             * share of it (size[] is reused as the flag) */
+            const double floor_size = min_fraction * (double)size[best];
+            for (int c = 1; c <= nc; c++)
+                size[c] = c == best || (min_fraction < 1.0 && (double)size[c] >= floor_size);
             for (size_t i = 0; i < S; i++)
-                if (mask[i] && comp[i] != best) lab[i] = 0;
+                if (mask[i] && !size[comp[i]]) lab[i] = 0;
             free(size);
             size = NULL;
         }

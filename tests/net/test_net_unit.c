@@ -230,8 +230,10 @@ static uint32_t rnd(uint32_t *seed)
 }
 
 /* pipeline_net_postprocess works label by label on bounding boxes: it must give exactly what
- * atlas_postprocess gives on the whole volume (islands, holes, holes holding another label,
- * labels touching the border, many-component labels kept whole). */
+ * atlas_postprocess_keep gives on the whole volume with PIPELINE_NET_KEEP_FRACTION (islands,
+ * holes, holes holding another label, labels touching the border, many-component labels kept
+ * whole). And the fraction itself: an aorta broken by a missing slice keeps both pieces, a
+ * speck under 5% of the largest piece goes, and atlas_postprocess keeps the largest alone. */
 static void test_postprocess(const pipeline_labels *table)
 {
     const int nx = 41, ny = 37, nz = 29;
@@ -261,7 +263,7 @@ static void test_postprocess(const pipeline_labels *table)
         memcpy(b, a, S);
         uint8_t keep[256] = {0};
         keep[2] = keep[3] = keep[7] = 1;
-        atlas_postprocess(a, nx, ny, nz, keep);
+        atlas_postprocess_keep(a, nx, ny, nz, keep, PIPELINE_NET_KEEP_FRACTION);
         uint8_t *c = malloc(S);
         memcpy(c, b, S);
         pipeline_net_postprocess(table, b, nx, ny, nz);
@@ -269,8 +271,26 @@ static void test_postprocess(const pipeline_labels *table)
         changed |= memcmp(c, b, S) != 0;
         free(c);
     }
-    CHECK(same_all, "bounding-box post-processing equals atlas_postprocess on 20 random label maps");
+    CHECK(same_all, "bounding-box post-processing equals atlas_postprocess_keep on 20 random label maps");
     CHECK(changed, "and the maps did need post-processing");
+    /* a tube along z (label 5) missing slice 12: 2x2 voxels on slices 0-11 (48) and 13-28
+     * (64); a 2-voxel speck (under 5% of 64) elsewhere */
+    memset(a, 0, S);
+    for (int k = 0; k < nz; k++)
+        for (int j = 10; j < 12; j++)
+            for (int i = 10; i < 12; i++)
+                if (k != 12) a[i + (size_t)nx * (j + (size_t)ny * k)] = 5;
+    a[30 + (size_t)nx * (30 + (size_t)ny * 5)] = a[31 + (size_t)nx * (30 + (size_t)ny * 5)] = 5;
+    memcpy(b, a, S);
+    pipeline_net_postprocess(table, b, nx, ny, nz);
+    size_t tube = 0, speck = b[30 + (size_t)nx * (30 + (size_t)ny * 5)];
+    for (size_t i = 0; i < S; i++) tube += b[i] == 5;
+    CHECK(tube == 112 && speck == 0, "net: both pieces of a broken tube kept (%zu of 112 voxels), the speck "
+          "dropped (%zu)", tube, speck);
+    atlas_postprocess(a, nx, ny, nz, NULL);
+    tube = 0;
+    for (size_t i = 0; i < S; i++) tube += a[i] == 5;
+    CHECK(tube == 64, "atlas: the largest piece alone (%zu voxels, 64 expected)", tube);
     free(a);
     free(b);
 }
