@@ -3,8 +3,8 @@
  * (pipeline/volume.h), the labels (pipeline/segread.h or pipeline/niftiread.h), and writes with
  * the product SEG writer (pipeline/segwrite.h). --method atlas runs the atlas method with the
  * library's atlases (tools/segnode/atlas.c); --method net runs a model bundle through the node's
- * own "net" method (pipeline/method_net.h: inference, the largest component per label, holes
- * filled), so the SEG is what a route with `method = net` sends. Exit codes: 0 ok, 1 failure
+ * own "net" method (pipeline/method_net.h: inference, then its post-processing of components and
+ * holes), so the SEG is what a route with `method = net` sends. Exit codes: 0 ok, 1 failure
  * (bad input, write error), 2 usage. */
 #include <ctype.h>
 #include <stdio.h>
@@ -144,23 +144,20 @@ static int net_segment(const pipeline_volume *v, const pipeline_labels *table, c
         return CLI_EXIT_USAGE;
     }
     pipeline_method_ctx ctx;
-    memset(&ctx, 0, sizeof ctx);
-    ctx.route = r;
-    ctx.table = table;
-    const int gpu = automatic ? nn_cuda_devices(NULL, 0) > 0 : !strcmp(device, "cuda");
-    ctx.device = gpu ? "cuda:0" : "cpu";
-    ctx.device_index = gpu ? 0 : -1;
+    int gpu = automatic ? nn_cuda_devices(NULL, 0) > 0 : !strcmp(device, "cuda"), rc;
     char err[1024] = "";
     uint16_t *lab = NULL;
-    int rc = m.run(&ctx, v, &lab, err, sizeof err);
-    if (rc == SN_EDEVICE && automatic) {
-        SN_LOG_WARN("net", "%s; running on the CPU", err);
+    for (;;) {
         memset(&ctx, 0, sizeof ctx);
         ctx.route = r;
         ctx.table = table;
-        ctx.device = "cpu";
-        ctx.device_index = -1;
+        ctx.device = gpu ? "cuda:0" : "cpu";
+        ctx.device_index = gpu ? 0 : -1;
         rc = m.run(&ctx, v, &lab, err, sizeof err);
+        if (rc != SN_EDEVICE || !automatic || !gpu)
+            break;
+        SN_LOG_WARN("net", "%s; running on the CPU", err);   /* as the worker falls back */
+        gpu = 0;
     }
     free(r);
     if (rc) {
