@@ -5,7 +5,7 @@ phantom subject of the bundle's modality (an id and seed not used in training) i
 truth SEG (read with pydicom, tools/phantom/phantomio.py) must reach FLOOR, and each further
 ORGAN=FLOOR its own (PET: the right kidney, which an earlier bundle never predicted). The same
 floors hold for what a route with `method = net` sends: `segnode segment --method net` (the
-node's net method: the largest component per label, holes filled) writes a SEG of the series,
+node's net method with its post-processing of components and holes) writes a SEG of the series,
 read back with pydicom. The floors
 in tests/train/CMakeLists.txt are measured values less a margin, not targets (those are in
 tools/train/README.md, measured on full-size subjects).
@@ -54,7 +54,7 @@ def main():
             good = scores[o] >= f
             print("  %s Dice %.3f, floor %.3f: %s" % (o, scores[o], f, "ok" if good else "FAIL"))
             ok = ok and good
-    # post-processing keeps one component per organ and fills holes: nothing new appears
+    # post-processing drops small components and fills holes: nothing new appears
     # outside what the raw labels already cover, give or take the filled holes
     extra = int(((node > 0) & (pred == 0)).sum())
     print("SEG voxels the raw labels leave background: %d (holes filled)" % extra)

@@ -1,7 +1,8 @@
 """tools/train/data.py — phantom series -> 2-D training slices, prepared exactly as the node's
 nn_infer_volume prepares a volume for a 2-D bundle (nn/sliding.c): z-score over the whole native
-volume (per_volume; or the robust normalisation, `normalize`), then in-plane resampling to the bundle's spacing with align_corners=False
-linear interpolation, slices kept as acquired (a 2-D bundle's spacing has no slice entry).
+volume (per_volume; or the robust normalisation, `normalize`), then in-plane resampling to the
+bundle's spacing with align_corners=False linear interpolation, slices kept as acquired (a 2-D
+bundle's spacing has no slice entry).
 Labels go through the same grid with nearest neighbour. Geometry and labels come from the DICOM
 alone (tools/phantom/phantomio.py, pydicom). Results are cached as .npz next to the series.
 

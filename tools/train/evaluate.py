@@ -3,8 +3,8 @@
 and modality on phantom subjects not used in training, for model bundles (run through the node's
 own `segnode infer`, i.e. nn/ on the CPU) and the atlas method (`segnode segment --method atlas`).
 With --node each bundle is also scored as the node sends it, under NAME@node: the SEG of
-`segnode segment --method net` (the route's net method: the largest component per label, holes
-filled), where `segnode infer` gives the raw argmax.
+`segnode segment --method net` (the route's net method with its post-processing: small
+components dropped, holes filled), where `segnode infer` gives the raw argmax.
 The target modality's ground truth (DIR/subject-NNN/seg/<modality>.dcm) is read here only.
 
   evaluate.py --segnode build/tools/segnode/segnode --data /work/train-data/eval \\
