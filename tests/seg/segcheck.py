@@ -562,8 +562,9 @@ def t_liver(work, segnode, seg_tool, table, data):
 
 
 def t_method(work, segnode, *_):
-    # atlas exists (issue 7) but needs --atlases; net is not in this build yet
-    for m, why in (("atlas", "needs --atlases"), ("net", "not available in this build yet")):
+    # atlas needs --atlases, net needs --model; other methods are unknown
+    for m, why in (("atlas", "needs --atlases"), ("net", "needs --model DIR"),
+                   ("unet", "unknown method unet")):
         p = run([segnode, "segment", "--method", m, "--out", os.path.join(work, "m.dcm"), work], ok=False)
         print(f"--method {m} ->", p.returncode, p.stdout.strip())
         if p.returncode != 2 or why not in p.stdout:
@@ -571,7 +572,8 @@ def t_method(work, segnode, *_):
     p = run([segnode, "segment"], ok=False)
     if p.returncode != 2:
         fail("usage error not exit 2")
-    print("OK: --method atlas without --atlases and --method net refused (exit 2)")
+    print("OK: --method atlas without --atlases, net without --model and an unknown method "
+          "refused (exit 2)")
 
 
 def main():
