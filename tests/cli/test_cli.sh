@@ -83,6 +83,8 @@ run "$SEGNODE" segment --method net --model "$TMP/no-such-bundle" --atlases a1 -
 expect_rc 2 "segment --method net --atlases"; expect_in "$ERR" "and no --labels, --atlases" "segment --method net refuses atlas options"
 run "$SEGNODE" segment --labels x.nii --model "$TMP/no-such-bundle" --out "$TMP/segn.dcm" "$TMP/one-series"
 expect_rc 2 "segment --model without the net method"; expect_in "$ERR" "--model applies to --method net" "segment --model needs --method net"
+run "$SEGNODE" segment --method net --model "$TMP/no-such-bundle" --device gpu --out "$TMP/segn.dcm" "$TMP/one-series"
+expect_rc 2 "segment --device gpu"; expect_in "$ERR" "--device must be auto, cpu or cuda" "segment refuses an unknown --device before reading the series"
 run "$SEGNODE" segment --method unet --out "$TMP/segn.dcm" "$TMP/one-series"
 expect_rc 2 "segment --method unet"; expect_in "$ERR" "unknown method unet" "segment names the methods it knows"
 run "$SEGNODE" atlas frob;       expect_rc 2 "atlas with an unknown subcommand"; expect_in "$ERR" "unknown subcommand" "atlas names the bad subcommand"

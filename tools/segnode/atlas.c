@@ -281,11 +281,7 @@ int segnode_atlas_segment(const pipeline_volume *v, const char *names, const cha
     if (fusion) /* else the node's default, as a route gets it */
         o.fusion = (atlas_fusion)fm;
     o.verbose = cli_g.verbose;
-    const int automatic = !device || !strcmp(device, "auto");
-    if (!automatic && strcmp(device, "cpu") && strcmp(device, "cuda")) {
-        fprintf(stderr, "segnode segment: --device must be auto, cpu or cuda\n");
-        return CLI_EXIT_USAGE;
-    }
+    const int automatic = !device || !strcmp(device, "auto");   /* segment checked the value */
     if (automatic ? nn_cuda_devices(NULL, 0) > 0 : !strcmp(device, "cuda"))
         o.device_index = 0;
     int rc = pipeline_atlas_segment(&o, v, out, note, sizeof note, err, sizeof err);

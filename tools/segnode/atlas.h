@@ -20,7 +20,8 @@ int segnode_atlas_names(const char *names, char *list, size_t listlen, const cha
  * (NULL: the first CUDA device when there is one, else or when it fails the CPU), "cpu" or
  * "cuda" (device 0, no fallback), into out[nx*ny*nz] label values. select_k: as a route's
  * select_k (pipeline_atlas_opts.select_k; 0 = every atlas, PIPELINE_SELECT_K_AUTO); refine: as a route's refine (1
- * intensity, 0 none). Returns a CLI exit code. */
+ * intensity, 0 none). `device` is not checked here: `segment` refuses other values before it
+ * reads the series. Returns a CLI exit code. */
 int segnode_atlas_segment(const pipeline_volume *v, const char *names, const char *fusion, int select_k,
                           int refine, const char *device, uint16_t *out);
 #endif

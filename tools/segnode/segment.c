@@ -123,11 +123,7 @@ static int extend_table(const char *table_path, const pipeline_seg *seg, char tm
 static int net_segment(const pipeline_volume *v, const pipeline_labels *table, const char *model,
                        const char *device, uint16_t *out)
 {
-    const int automatic = !device || !strcmp(device, "auto");
-    if (!automatic && strcmp(device, "cpu") && strcmp(device, "cuda")) {
-        fprintf(stderr, "segnode segment: --device must be auto, cpu or cuda\n");
-        return CLI_EXIT_USAGE;
-    }
+    const int automatic = !device || !strcmp(device, "auto");   /* checked by the caller */
     pipeline_method_register_builtin();
     pipeline_method m;
     if (pipeline_method_find("net", &m) != SN_OK) {
@@ -295,6 +291,11 @@ int segnode_segment(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
         refine = !strcmp(refine_arg, "intensity");
+    }
+    /* both methods take it; checked before the series is read */
+    if (device && strcmp(device, "auto") && strcmp(device, "cpu") && strcmp(device, "cuda")) {
+        fprintf(stderr, "segnode segment: --device must be auto, cpu or cuda\n");
+        return CLI_EXIT_USAGE;
     }
     if (method && !net) labels_path = "(atlas)";
     if (!labels_path || !out_path || !dir) {
