@@ -46,24 +46,13 @@ def run_model(segnode, bundle, series, tmp, threads):
     return D.read_nifti(out), time.time() - t0
 
 
-def run_net_node(segnode, bundle, series, tmp):
-    out = os.path.join(tmp, "net.dcm")
+def run_segment(segnode, args, series, tmp):
+    """`segnode ARGS --out SEG series` (a segment subcommand), its labels and seconds."""
+    out = os.path.join(tmp, "seg.dcm")
     t0 = time.time()
-    subprocess.run([segnode, "segment", "--method", "net", "--model", bundle, "--device", "cpu",
-                    "--out", out, series], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run([segnode] + args + ["--out", out, series], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return D.read_label_file(out), time.time() - t0
-
-
-def run_atlas(segnode, config, atlases, series, tmp):
-    out = os.path.join(tmp, "atlas.dcm")
-    t0 = time.time()
-    subprocess.run([segnode, "-c", config, "segment", "--method", "atlas", "--atlases", atlases,
-                    "--out", out, series], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    table = D.phantomio.load_labels_table(D.LABELS_TSV)
-    lab, _ = D.phantomio.read_seg(out, table)
-    return lab, time.time() - t0
 
 
 def score(pred, gt, spacing, organs):
@@ -123,12 +112,16 @@ def main():
                         if not os.path.exists(os.path.join(bundle, "model.json")):
                             continue
                         if name.endswith("@node"):
-                            pred, secs = run_net_node(args.segnode, bundle, series, tmp)
+                            pred, secs = run_segment(args.segnode, [
+                                "segment", "--method", "net", "--model", bundle, "--device",
+                                "cpu"], series, tmp)
                         else:
                             pred, secs = run_model(args.segnode, bundle, series, tmp,
                                                    args.threads)
                     else:
-                        pred, secs = run_atlas(args.segnode, args.config, args.atlas, series, tmp)
+                        pred, secs = run_segment(args.segnode, [
+                            "-c", args.config, "segment", "--method", "atlas", "--atlases",
+                            args.atlas], series, tmp)
                     if pred.shape != gt.shape:
                         sys.exit("%s %s: prediction %s vs ground truth %s" %
                                  (name, series, pred.shape, gt.shape))
