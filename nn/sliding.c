@@ -341,19 +341,21 @@ int nn_normalize(const nn_model_info *info, const float *vol, int64_t n, float *
         if (out != vol) memcpy(out, vol, sizeof(float) * (size_t)n);
         return 0;
     }
-    if (info->norm == NN_NORM_ZSCORE && info->norm_per_volume) {
-        double s = 0, q = 0;
-        for (int64_t i = 0; i < n; i++) s += vol[i];
-        mean = s / (double)n;
+    const int zscore = info->norm == NN_NORM_ZSCORE && info->norm_per_volume;
+    double vm = 0;   /* the volume's mean, for the per-volume kinds */
+    if (zscore || info->norm == NN_NORM_ROBUST) {
+        for (int64_t i = 0; i < n; i++) vm += vol[i];
+        vm /= (double)n;
+    }
+    if (zscore) {
+        double q = 0;
+        mean = vm;
         for (int64_t i = 0; i < n; i++) q += (vol[i] - mean) * (vol[i] - mean);
         sd = sqrt(q / (double)n);
         if (sd < 1e-8) sd = 1e-8;
     } else if (info->norm == NN_NORM_ROBUST) {
         /* median and interquartile range of the mask's voxels; a flat mask falls back to
          * its standard deviation, then to 1 */
-        double s = 0;
-        for (int64_t i = 0; i < n; i++) s += vol[i];
-        double vm = s / (double)n;
         float *a = malloc(sizeof(float) * (size_t)n);
         if (!a) return sn_errf(err, errlen, SN_ENOMEM, "normalisation: out of host memory");
         int64_t m = 0;
