@@ -543,6 +543,10 @@ def cmd_finetune(args):
         # translations of a scale G never saw
         sys.exit("--spacing %g: the stage-1 run %s was trained at %g mm" %
                  (args.spacing, args.run, first["spacing"]))
+    if first.get("width", args.width) != args.width:
+        # S starts from stage 1's weights, which have stage 1's width
+        sys.exit("--width %d: the stage-1 run %s trained a segmenter of width %d" %
+                 (args.width, args.run, first["width"]))
     # G was trained against, and S on, target slices in stage 1's normalisation: keep it
     args.norm = first.get("norm", "zscore")
     rng, lf = setup(args)
