@@ -16,6 +16,7 @@
 # --dice-all-classes, the loss models/mr-t1's stage 1 was trained with).
 # SEED=N sets both stages' seed (default 8, the seed of every shipped bundle).
 # WIDTH=N sets the segmenter's base width in both stages (default 8: widths 8-16-32-64).
+# CT_SUBJECTS=N: the first N labelled CT subjects of $CT in both stages (default 3).
 # Run it under `nice` on a shared machine; one thread (the default) is the fastest there.
 set -e
 m=${1:?usage: train.sh ct|mr-t1|mr-t2|cbct|pet}
@@ -27,7 +28,7 @@ RUNS=${RUNS:-/work/train-data/runs}
 MODELS=${MODELS:-$here/../../models}
 S1=${S1_ITERS:-600}
 FT=${FT_ITERS:-3000}
-GRID="--spacing ${SPACING:-4} --patch ${PATCH:-64} --seed ${SEED:-8} --width ${WIDTH:-8}"
+GRID="--spacing ${SPACING:-4} --patch ${PATCH:-64} --seed ${SEED:-8} --width ${WIDTH:-8} --ct-subjects ${CT_SUBJECTS:-3}"
 if [ "$m" = ct ]; then
     $T baseline --ct "$CT" --out "$RUNS/baseline"
     $T finetune --ct "$CT" --run "$RUNS/baseline" --iters 1500 --out "$RUNS/baseline-ft" \
