@@ -6,7 +6,8 @@
 # atlases' stages and the fusion; the route's select_k = 1 registers both atlases affine and only
 # the more similar one further, and the note says so. The bundle lacks the stomach the route also asks for: the
 # fused SEG still has it (from the atlases alone) and the note says the model lacks it.
-# A `both` route with no atlases fails its job with the reason. Ports 13510-13519.
+# A `both` route with no atlases fails its job with the reason. `segment --method both` offline
+# gives the node's liver. Ports 13510-13519.
 # usage: test_both_node.sh SEGNODE SEGNODE_PHANTOM BUNDLE_DIR [FLOOR_LIVER FLOOR_KIDNEYS]
 set -u
 SEGNODE=$1 PHANTOM=$2 BUNDLE=$3
@@ -64,6 +65,23 @@ fi
 run "$SEGNODE" -c "$TMP/etc/node.conf" --json jobs list
 py_check "job: done, stages load_model/infer/atlas/fuse/postprocess, note: stomach lacking, atlases fused" \
     "len(d)==1 and d[0]['state']=='done' and all(k in d[0]['timings']['method'] for k in ('load_model_ms','infer_ms','atlas_ms','fuse_ms','postprocess_ms')) and 'labels the model lacks: stomach' in d[0]['timings']['note'] and 'atlas: 1 of 2 atlases fused' in d[0]['timings']['note'] and 'the 1 most similar after affine registered further' in d[0]['timings']['note']"
+
+# Offline, the same method: `segment --method both` with the route's bundle, atlases and
+# select_k (no labels key, so no stomach: the bundle lacks it) writes the SEG a route sends.
+run "$SEGNODE" -c "$TMP/etc/node.conf" segment --method both --model "$TMP/etc/models/tiny" \
+    --atlases subject-002,subject-003 --select-k 1 --device cpu --out "$TMP/offline.dcm" "$MR"
+expect_rc 0 "segment --method both offline"
+expect_in "$OUT" "atlas: 1 of 2 atlases fused" "segment --method both prints the job's note"
+if [ -s "$TMP/offline.dcm" ] && [ -n "${SEG:-}" ]; then
+    ol=$(dice "$GT" "$TMP/offline.dcm" Liver) same=$(dice "$SEG" "$TMP/offline.dcm" Liver)
+    echo "# offline both: liver Dice $ol against the truth, $same against the node's SEG"
+    ge "$ol" "$FLOOR_LIVER" && ok "offline both: liver Dice $ol >= $FLOOR_LIVER" || fail "offline both: liver Dice $ol"
+    ge "$same" 0.98 && ok "offline both agrees with the node's liver ($same)" || fail "offline both vs node liver: $same"
+    run "$PY" -c "import pydicom,sys; d=pydicom.dcmread(sys.argv[1]); print(d.SegmentSequence[0].SegmentAlgorithmName)" "$TMP/offline.dcm"
+    expect_in "$OUT" "segnode net + multi-atlas" "the offline SEG names the fused algorithm"
+fi
+run "$SEGNODE" -c "$TMP/etc/node.conf" segment --method both --model "$TMP/etc/models/tiny" --out "$TMP/x.dcm" "$MR"
+expect_rc 2 "segment --method both without --atlases"; expect_in "$ERR" "needs --model DIR and --atlases" "segment --method both asks for atlases"
 
 C1UID=$(dcm_attr "$(ls $TMP/s/01/*.dcm | head -1)" SeriesInstanceUID)
 push SCANNER "$TMP"/s/01/*.dcm || fail "storescu copy 01"

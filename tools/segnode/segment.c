@@ -4,8 +4,9 @@
  * the product SEG writer (pipeline/segwrite.h). --method atlas runs the atlas method with the
  * library's atlases (tools/segnode/atlas.c); --method net runs a model bundle through the node's
  * own "net" method (pipeline/method_net.h: inference, then its post-processing of components and
- * holes), so the SEG is what a route with `method = net` sends. Exit codes: 0 ok, 1 failure
- * (bad input, write error), 2 usage. */
+ * holes), so the SEG is what a route with `method = net` sends; --method both runs the node's
+ * "both" method (pipeline/method_both.c) with the bundle and the library's atlases, as a route
+ * with `method = both`. Exit codes: 0 ok, 1 failure (bad input, write error), 2 usage. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,8 @@ static void usage(FILE *f)
             "       segnode segment --method atlas --atlases NAME[,NAME...] [--fusion majority|local|jlf]\n"
             "                       [--select-k K|all|auto] --out SEG.dcm SERIES_DIR\n"
             "       segnode segment --method net --model DIR --out SEG.dcm SERIES_DIR\n"
+            "       segnode segment --method both --model DIR --atlases NAME[,NAME...] [--select-k K|all|auto]\n"
+            "                       --out SEG.dcm SERIES_DIR\n"
             "Write a DICOM Segmentation for the series in SERIES_DIR from a label map on its grid:\n"
             "a SEG (BINARY or FRACTIONAL; segments mapped to labels by their codes) or a NIfTI-1\n"
             "label image whose affine matches the series'. The SEG joins the series' study.\n"
@@ -44,16 +47,16 @@ static void usage(FILE *f)
             "  --series-description TEXT  Series Description (default: \"segnode label import segmentation\")\n"
             "  --series-number N          Series Number (default 900)\n"
             "  --series UID               the series to read when the folder holds several\n"
-            "  --fusion M                 atlas label fusion (default local, as routes use it)\n"
+            "  --fusion M                 atlas method: label fusion (default local, as routes use it)\n"
             "  --select-k K               register in full only the K atlases most similar after\n"
             "                             affine (1..number of atlases), every atlas (all), or one\n"
             "                             per anatomy when atlases share one (auto, the default),\n"
             "                             as a route's select_k\n"
-            "  --refine R                 atlas method: intensity (default: the fused atlas votes\n"
+            "  --refine R                 atlas, both: intensity (default: the fused atlas votes\n"
             "                             refined on the series' own intensities) or none, as a\n"
             "                             route's refine\n"
-            "  --model DIR                net method: the model bundle (as a route's model)\n"
-            "  --device D                 atlas and net methods: auto (default: the GPU when there is one, else\n"
+            "  --model DIR                net, both: the model bundle (as a route's model)\n"
+            "  --device D                 every method: auto (default: the GPU when there is one, else\n"
             "                             or when it fails the CPU), cpu, cuda\n"
             "  --label-table FILE         label code table (default: $SEGNODE_LABELS, else\n"
             "                             labels.tsv beside the config file, else the shipped one)\n");
@@ -116,28 +119,53 @@ static int extend_table(const char *table_path, const pipeline_seg *seg, char tm
 }
 
 #ifdef SEGNODE_HAVE_METHODS
-/* `v` segmented by the node's "net" method as a route with `method = net` and `model = DIR`
- * (no labels key: every bundle label the table knows) runs it, on `device` auto (the GPU when
- * there is one, the CPU when it fails, as the worker falls back), cpu or cuda. Prints the job's
- * note and stage times. Returns a CLI exit code. */
-static int net_segment(const pipeline_volume *v, const pipeline_labels *table, const char *model,
-                       const char *device, uint16_t *out)
+/* `v` segmented by the node's "net" or "both" method as a route with that method, `model = DIR`
+ * and, for both, `atlases = NAMES` (the library of the config's storage), select_k and refine (no
+ * labels key: every bundle label the table knows). Runs on `device` auto (the GPU when there is
+ * one, the CPU when it fails, as the worker falls back), cpu or cuda. Prints the job's note and
+ * stage times. Returns a CLI exit code. */
+static int method_segment(const char *name, const pipeline_volume *v, const pipeline_labels *table,
+                          const char *model, const char *atlases, int select_k, int refine,
+                          const char *device, uint16_t *out)
 {
     const int automatic = !device || !strcmp(device, "auto");   /* checked by the caller */
     pipeline_method_register_builtin();
     pipeline_method m;
-    if (pipeline_method_find("net", &m) != SN_OK) {
-        fprintf(stderr, "segnode segment: method net not available in this build\n");
+    if (pipeline_method_find(name, &m) != SN_OK) {
+        fprintf(stderr, "segnode segment: method %s not available in this build\n", name);
         return CLI_EXIT_USAGE;
     }
     sn_route *r = calloc(1, sizeof *r);
+    sn_config *cfg = NULL;
     if (!r) return CLI_EXIT_FAIL;
     snprintf(r->name, sizeof r->name, "segment");
-    r->method = SN_METHOD_NET;
+    r->method = strcmp(name, "both") ? SN_METHOD_NET : SN_METHOD_BOTH;
+    r->select_k = select_k;
+    r->refine = refine;
+    /* a path on the command line is relative to the working directory (a route's, with a config,
+     * to the config's folder: pipeline_method_model_path); a shipped name stays as given */
+    char here[4096];
+    if (model[0] != '/' && realpath(model, here))
+        model = here;
     if ((size_t)snprintf(r->model, sizeof r->model, "%s", model) >= sizeof r->model) {
         fprintf(stderr, "segnode segment: --model path too long\n");
         free(r);
         return CLI_EXIT_USAGE;
+    }
+    if (atlases) {   /* names checked by the caller (segnode_atlas_names) */
+        char list[1024], *save = NULL;
+        snprintf(list, sizeof list, "%s", atlases);
+        for (char *a = strtok_r(list, ",", &save); a && r->atlases.n < SN_LIST_MAX; a = strtok_r(NULL, ",", &save))
+            if ((size_t)snprintf(r->atlases.item[r->atlases.n++], sizeof r->atlases.item[0], "%s", a) >=
+                sizeof r->atlases.item[0]) {
+                fprintf(stderr, "segnode segment: atlas name '%s' too long\n", a);
+                free(r);
+                return CLI_EXIT_USAGE;
+            }
+        if (cli_load_config(cli_g.config_path, &cfg)) {   /* the library: STORAGE/atlases */
+            free(r);
+            return CLI_EXIT_USAGE;
+        }
     }
     pipeline_method_ctx ctx;
     int gpu = automatic ? nn_cuda_devices(NULL, 0) > 0 : !strcmp(device, "cuda"), rc;
@@ -145,6 +173,7 @@ static int net_segment(const pipeline_volume *v, const pipeline_labels *table, c
     uint16_t *lab = NULL;
     for (;;) {
         memset(&ctx, 0, sizeof ctx);
+        ctx.cfg = cfg;
         ctx.route = r;
         ctx.table = table;
         ctx.device = gpu ? "cuda:0" : "cpu";
@@ -152,17 +181,18 @@ static int net_segment(const pipeline_volume *v, const pipeline_labels *table, c
         rc = m.run(&ctx, v, &lab, err, sizeof err);
         if (rc != SN_EDEVICE || !automatic || !gpu)
             break;
-        SN_LOG_WARN("net", "%s; running on the CPU", err);   /* as the worker falls back */
+        SN_LOG_WARN(name, "%s; running on the CPU", err);   /* as the worker falls back */
         gpu = 0;
     }
     free(r);
+    if (cfg) sn_config_unref(cfg);
     if (rc) {
         fprintf(stderr, "segnode segment: %s\n", err);
         return rc == SN_EINVAL || rc == SN_ENOENT ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
     }
     memcpy(out, lab, (size_t)v->nx * v->ny * v->nz * sizeof *out);
     free(lab);
-    printf("net: %s", ctx.note);
+    printf("%s: %s", name, ctx.note);
     for (int i = 0; i < ctx.nstages; i++)
         printf("%s %s %.0f ms", i ? "," : ";", ctx.stages[i].name, ctx.stages[i].ms);
     printf("\n");
@@ -225,9 +255,9 @@ int segnode_segment(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
-    const int net = method && !strcmp(method, "net");
-    if (method && !net && strcmp(method, "atlas")) {
-        fprintf(stderr, "segnode segment: unknown method %s (atlas, net)\n", method);
+    const int net = method && !strcmp(method, "net"), both = method && !strcmp(method, "both");
+    if (method && !net && !both && strcmp(method, "atlas")) {
+        fprintf(stderr, "segnode segment: unknown method %s (atlas, net, both)\n", method);
         return CLI_EXIT_USAGE;
     }
     if (net) {
@@ -241,17 +271,27 @@ int segnode_segment(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
         labels_path = "(net)";
+    } else if (both) {
+#if !defined(SEGNODE_HAVE_METHODS) || !defined(SEGNODE_HAVE_ATLAS)
+        fprintf(stderr, "segnode segment: method both not available in this build\n");
+        return CLI_EXIT_USAGE;
+#endif
+        if (!model || !atlases || labels_path || fusion) {
+            fprintf(stderr, "segnode segment: --method both needs --model DIR and --atlases NAME[,NAME...] "
+                    "(and no --labels or --fusion: a route's both takes the default fusion)\n");
+            return CLI_EXIT_USAGE;
+        }
     } else if (model) {
-        fprintf(stderr, "segnode segment: --model applies to --method net\n");
+        fprintf(stderr, "segnode segment: --model applies to --method net and both\n");
         return CLI_EXIT_USAGE;
     }
 #ifndef SEGNODE_HAVE_ATLAS
     if (method && !net) {
-        fprintf(stderr, "segnode segment: method atlas not available in this build\n");
+        fprintf(stderr, "segnode segment: method %s not available in this build\n", method);
         return CLI_EXIT_USAGE;
     }
 #endif
-    if (method && !net && (!atlases || labels_path)) {
+    if (method && !net && !both && (!atlases || labels_path)) {
         fprintf(stderr, "segnode segment: --method atlas needs --atlases NAME[,NAME...] (and no --labels)\n");
         return CLI_EXIT_USAGE;
     }
@@ -278,12 +318,12 @@ int segnode_segment(int argc, char **argv)
     }
 #endif
     if (select_k_arg && !method) {
-        fprintf(stderr, "segnode segment: --select-k applies to --method atlas\n");
+        fprintf(stderr, "segnode segment: --select-k applies to --method atlas and both\n");
         return CLI_EXIT_USAGE;
     }
     if (refine_arg) {
         if (!method) {
-            fprintf(stderr, "segnode segment: --refine applies to --method atlas\n");
+            fprintf(stderr, "segnode segment: --refine applies to --method atlas and both\n");
             return CLI_EXIT_USAGE;
         }
         if (strcmp(refine_arg, "intensity") && strcmp(refine_arg, "none")) {
@@ -297,7 +337,7 @@ int segnode_segment(int argc, char **argv)
         fprintf(stderr, "segnode segment: --device must be auto, cpu or cuda\n");
         return CLI_EXIT_USAGE;
     }
-    if (method && !net) labels_path = "(atlas)";
+    if (method && !net) labels_path = both ? "(both)" : "(atlas)";
     if (!labels_path || !out_path || !dir) {
         usage(stderr);
         return CLI_EXIT_USAGE;
@@ -335,9 +375,9 @@ int segnode_segment(int argc, char **argv)
         fprintf(stderr, "segnode segment: out of memory\n");
         goto out;
     }
-    if (net) {
+    if (net || both) {
 #ifdef SEGNODE_HAVE_METHODS
-        rc = net_segment(v, table, model, device, lab);
+        rc = method_segment(method, v, table, model, both ? atlases : NULL, select_k, refine, device, lab);
         if (rc) {
             exit_code = rc;
             goto out;
@@ -385,8 +425,11 @@ int segnode_segment(int argc, char **argv)
     lm.nx = v->nx, lm.ny = v->ny, lm.nz = v->nz, lm.bytes_per_voxel = 2, lm.data = lab;
     pipeline_seg_write_opts wo;
     pipeline_seg_write_opts_default(&wo);
-    wo.algorithm_name = net ? "segnode net" : method ? "segnode multi-atlas" : "segnode label import";
-    wo.method = net ? "net" : method ? "segnode multi-atlas MIND-SSC convexAdam fusion" : "segnode label import";
+    wo.algorithm_name = net    ? "segnode net"
+                        : both ? "segnode net + multi-atlas"
+                        : method ? "segnode multi-atlas"
+                                 : "segnode label import";
+    wo.method = net || both ? method : method ? "segnode multi-atlas MIND-SSC convexAdam fusion" : "segnode label import";
     wo.series_description = desc;
     wo.keep_empty = keep_empty;
     wo.series_number = series_number;
