@@ -4,7 +4,9 @@ and modality on phantom subjects not used in training, for model bundles (run th
 own `segnode infer`, i.e. nn/ on the CPU) and the atlas method (`segnode segment --method atlas`).
 With --node each bundle is also scored as the node sends it, under NAME@node: the SEG of
 `segnode segment --method net` (the route's net method with its post-processing: small
-components dropped, holes filled), where `segnode infer` gives the raw argmax.
+components dropped, holes filled), where `segnode infer` gives the raw argmax. With --both (and
+--atlas, --config) each bundle is also scored under NAME@both: the SEG of `segnode segment
+--method both`, the bundle and the atlases fused as a `method = both` route sends it.
 The target modality's ground truth (DIR/subject-NNN/seg/<modality>.dcm) is read here only.
 
   evaluate.py --segnode build/tools/segnode/segnode --data /work/train-data/eval \\
@@ -78,6 +80,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--node", action="store_true",
                     help="also score each bundle's SEG as the node sends it (NAME@node)")
+    ap.add_argument("--both", action="store_true",
+                    help="also score each bundle fused with --atlas as a both route sends it (NAME@both)")
+    ap.add_argument("--only-both", action="store_true",
+                    help="with --both: score NAME@both and the atlases, not the bundles alone")
     ap.add_argument("--json")
     ap.add_argument("--markdown")
     args = ap.parse_args()
@@ -92,9 +98,14 @@ def main():
         return
     if not args.segnode or not args.data:
         ap.error("--segnode and --data are needed")
-    methods = [m.split("=", 1) for m in args.model]
-    if args.node:
+    if args.both and not (args.atlas and args.config):
+        ap.error("--both needs --atlas and --config")
+    models = [m.split("=", 1) for m in args.model]
+    methods = [] if args.only_both else list(models)
+    if args.node and not args.only_both:
         methods = [x for n, p in methods for x in ([n, p], [n + "@node", p])]
+    if args.both:
+        methods += [[n + "@both", p] for n, p in models]
     if args.atlas:
         methods.append(["atlas", None])
     rows = []           # dicts: method, modality, subject, organ, dice, asd, seconds
@@ -111,7 +122,12 @@ def main():
                         bundle = path.replace("{mod}", mod)
                         if not os.path.exists(os.path.join(bundle, "model.json")):
                             continue
-                        if name.endswith("@node"):
+                        if name.endswith("@both"):
+                            pred, secs = run_segment(args.segnode, [
+                                "-c", args.config, "segment", "--method", "both", "--model",
+                                os.path.abspath(bundle), "--atlases", args.atlas, "--device",
+                                "cpu"], series, tmp)
+                        elif name.endswith("@node"):
                             pred, secs = run_segment(args.segnode, [
                                 "segment", "--method", "net", "--model", bundle, "--device",
                                 "cpu"], series, tmp)
