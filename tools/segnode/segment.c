@@ -152,21 +152,24 @@ static int method_segment(const char *name, const pipeline_volume *v, const pipe
         free(r);
         return CLI_EXIT_USAGE;
     }
-    if (atlases) {   /* names checked by the caller (segnode_atlas_names) */
-        char list[1024], *save = NULL;
-        snprintf(list, sizeof list, "%s", atlases);
-        for (char *a = strtok_r(list, ",", &save); a && r->atlases.n < SN_LIST_MAX; a = strtok_r(NULL, ",", &save))
-            if ((size_t)snprintf(r->atlases.item[r->atlases.n++], sizeof r->atlases.item[0], "%s", a) >=
+#ifdef SEGNODE_HAVE_ATLAS
+    if (atlases) {   /* both: the route's atlases, split as `--method atlas` splits them */
+        char list[1024];
+        const char *nm[PIPELINE_ATLAS_MAX];
+        int na = segnode_atlas_names(atlases, list, sizeof list, nm);
+        for (int i = 0; i < na; i++, r->atlases.n++)
+            if ((size_t)snprintf(r->atlases.item[i], sizeof r->atlases.item[0], "%s", nm[i]) >=
                 sizeof r->atlases.item[0]) {
-                fprintf(stderr, "segnode segment: atlas name '%s' too long\n", a);
+                fprintf(stderr, "segnode segment: atlas name '%s' too long\n", nm[i]);
                 free(r);
                 return CLI_EXIT_USAGE;
             }
-        if (cli_load_config(cli_g.config_path, &cfg)) {   /* the library: STORAGE/atlases */
+        if (na < 0 || cli_load_config(cli_g.config_path, &cfg)) {   /* the library: STORAGE/atlases */
             free(r);
             return CLI_EXIT_USAGE;
         }
     }
+#endif
     pipeline_method_ctx ctx;
     int gpu = automatic ? nn_cuda_devices(NULL, 0) > 0 : !strcmp(device, "cuda"), rc;
     char err[1024] = "";

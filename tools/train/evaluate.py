@@ -125,8 +125,7 @@ def main():
                         if name.endswith("@both"):
                             pred, secs = run_segment(args.segnode, [
                                 "-c", args.config, "segment", "--method", "both", "--model",
-                                os.path.abspath(bundle), "--atlases", args.atlas, "--device",
-                                "cpu"], series, tmp)
+                                bundle, "--atlases", args.atlas, "--device", "cpu"], series, tmp)
                         elif name.endswith("@node"):
                             pred, secs = run_segment(args.segnode, [
                                 "segment", "--method", "net", "--model", bundle, "--device",
