@@ -17,6 +17,10 @@
 #            auto, which is K = the number of subjects for a two-phase library; the labels
 #            made before auto became the default were made with every atlas in full: all).
 #            With N subjects in two phases, K = N keeps one phase per subject
+#   METHOD   atlas | both (default atlas). both: `segment --method both --model $MODEL`, the
+#            bundle's probabilities fused with the atlases as a both route sends it (self-
+#            training: MODEL may be a bundle trained on these same targets' earlier labels)
+#   MODEL    the bundle for METHOD=both
 # Existing outputs are kept (rerun to add subjects). Minutes per full-size series: run under
 # `nice` on a shared machine.
 set -e
@@ -31,6 +35,16 @@ ATLASES=${ATLASES:-subject-001,subject-002,subject-003}
 fusion=""
 [ -n "$FUSION" ] && fusion="--fusion $FUSION"
 [ -n "$SELECT_K" ] && fusion="$fusion --select-k $SELECT_K"
+method=${METHOD:-atlas}
+case "$method" in
+    atlas) ;;
+    both) [ -n "$MODEL" ] || { echo "pseudo.sh: METHOD=both needs MODEL=BUNDLE" >&2; exit 2; }
+          [ -z "$FUSION" ] || { echo "pseudo.sh: METHOD=both fuses as the node does; no FUSION" >&2; exit 2; }
+          [ -f "$MODEL/model.json" ] || { echo "pseudo.sh: MODEL $MODEL: no model.json" >&2; exit 2; }
+          MODEL=$(realpath "$MODEL")   # source.json names the bundle wherever it was run from
+          fusion="$fusion --model $MODEL" ;;
+    *) echo "pseudo.sh: METHOD must be atlas or both" >&2; exit 2 ;;
+esac
 mkdir -p "$out"
 # the atlases as the library holds them (name, modality, series UID, grid): which CT they are
 "$SEGNODE" -c "$CONFIG" atlas list --json | /usr/bin/python3 -c '
@@ -40,12 +54,12 @@ lib = [{k: a[k] for k in ("name", "modality", "series_uid", "size")}
        for a in json.load(sys.stdin) if a["name"] in names]
 if len(lib) != len(names):
     sys.exit("atlases %s: not all in the library" % sys.argv[1])
-json.dump({"method": "atlas", "atlases": lib, "fusion": sys.argv[2], "config": sys.argv[3],
+json.dump({"method": sys.argv[7], "model": sys.argv[8] or None, "atlases": lib, "fusion": sys.argv[2], "config": sys.argv[3],
            "segnode": sys.argv[4], "select_k": (int(sys.argv[6]) if sys.argv[6].isdigit() else sys.argv[6]) if sys.argv[6] else "auto",
            "note": "atlases are labelled CT of training subjects only; no target label is read"},
           open(sys.argv[5], "w"), indent=1)
 ' "$ATLASES" "${FUSION:-default}" "$CONFIG" "$("$SEGNODE" --version 2>&1 | head -n 1)" \
-    "$out/source.json" "${SELECT_K:-}"
+    "$out/source.json" "${SELECT_K:-}" "$method" "${MODEL:-}"
 for root in "$@"; do
     for d in "$root"/subject-*/"$m"; do
         [ -d "$d" ] || continue
@@ -54,7 +68,7 @@ for root in "$@"; do
         mkdir -p "$out/$s"
         t0=$(date +%s)
         # shellcheck disable=SC2086
-        "$SEGNODE" -c "$CONFIG" segment --method atlas --atlases "$ATLASES" $fusion \
+        "$SEGNODE" -c "$CONFIG" segment --method "$method" --atlases "$ATLASES" $fusion \
             --out "$out/$s/partial-$m.dcm" "$d"
         mv "$out/$s/partial-$m.dcm" "$out/$s/$m.dcm"
         echo "$s/$m: $(( $(date +%s) - t0 )) s"
